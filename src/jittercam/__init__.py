@@ -1,0 +1,37 @@
+"""jittercam: Jitter-CAM and the CAM family for PyTorch image classifiers."""
+from .errors import JitterCamError
+from .maps import normalize, resize, upsample
+from .methods import (
+    CAMMethod,
+    GradCAM,
+    GradCAMPlusPlus,
+    JitterCAM,
+    XGradCAM,
+    available_methods,
+    create,
+    register_method,
+)
+from .models import ModelCard, TargetLayer, available_models, find_target_layer, load_model, model_card
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CAMMethod",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "JitterCAM",
+    "JitterCamError",
+    "ModelCard",
+    "TargetLayer",
+    "XGradCAM",
+    "available_methods",
+    "available_models",
+    "create",
+    "find_target_layer",
+    "load_model",
+    "model_card",
+    "normalize",
+    "register_method",
+    "resize",
+    "upsample",
+]

@@ -1,0 +1,33 @@
+"""Bringing raw low-resolution maps to image size."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def normalize(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Min–max scale each map of a `(B, H, W)` batch to [0, 1]; a constant map becomes all zeros."""
+    flat = maps.flatten(1)
+    low = flat.min(dim=1, keepdim=True).values
+    span = flat.max(dim=1, keepdim=True).values - low
+    scaled = torch.where(span > eps, (flat - low) / span.clamp_min(eps), torch.zeros_like(flat))
+    return scaled.view_as(maps)
+
+
+def resize(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Bilinear (align_corners=False) resize of `(B, h, w)` maps to `size`, values not rescaled."""
+    if isinstance(size, int):
+        size = (size, size)
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+
+
+def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Raw maps `(B, h, w)` to `(B, H, W)` in [0, 1]: bilinear resize, then min–max per map.
+
+    An all-zero (or constant) map gives all zeros, never NaN.
+    """
+    if maps.dim() != 3:
+        raise ValueError(f"maps must be (B, h, w), got shape {tuple(maps.shape)}")
+    return normalize(resize(maps.float(), size))

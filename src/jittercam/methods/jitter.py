@@ -1,0 +1,110 @@
+"""Jitter-CAM (Hartley et al., BMVC 2021, §3): a CAM at (m + d) × (m + d) from (d + 1)² patches."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import JitterCamError
+from .base import CAMMethod, Target, check_targets, default_batch_size
+from .gradient import GradCAM
+
+
+class JitterCAM(CAMMethod):
+    """Wraps any method of the contract (`base`, a class or a built instance; Grad-CAM by default).
+
+    For an input of p × p pixels whose base map is m × m, with total stride k = round(p / m):
+
+    1. enlarge the input to p + d·k pixels, d = size − m (bilinear, align_corners=False, by default);
+    2. take the (d + 1)² patches of p × p pixels at offsets (k·i, k·j), i, j = 0..d;
+    3. explain every patch with the base method for the same class (the top-1 class of the *original*
+       image when `target` is None): E_ij of size m × m;
+    4. J[i:i+m, j:j+m] += E_ij and C[i:i+m, j:j+m] += 1 (eqs. 1–2, C starting at 0);
+    5. return J / C, of size (m + d) × (m + d).
+
+    The rounding of k is the rule for a non-integer stride: Inception v3 at 299 px has m = 8, so
+    k = round(37.375) = 37 and the 16 × 16 map comes from 81 patches of a 595 px image, as in the authors'
+    code. `size` is m + d; None doubles m (14 for ResNet50/DenseNet121, 16 for Inception v3). `size == m`
+    returns exactly the base method's map.
+
+    The authors' code differs from the paper in two ways, offered as options: `interpolation="nearest"`
+    and `count_start=1` (their count matrix starts at 1).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        base: type[CAMMethod] | CAMMethod = GradCAM,
+        size: int | None = None,
+        target_layer: nn.Module | str | None = None,
+        *,
+        batch_size: int | None = None,
+        input_size: int | None = None,
+        interpolation: str = "bilinear",
+        count_start: int = 0,
+    ) -> None:
+        if interpolation not in ("bilinear", "nearest"):
+            raise JitterCamError(f"interpolation must be 'bilinear' or 'nearest', not {interpolation!r}")
+        if isinstance(base, type):
+            base = base(model, target_layer, batch_size=batch_size, input_size=input_size)
+        self.model = model
+        self.base = base
+        self.layer = base.layer
+        self.batch_size = batch_size
+        self.interpolation = interpolation
+        self.count_start = count_start
+        self.size = size
+        self._map_sizes = {self.layer.input_size: self.layer.map_size}
+        self._check_size(self.layer.map_size)
+
+    def _check_size(self, map_size: int) -> int:
+        size = self.size if self.size is not None else 2 * map_size
+        if size < map_size:
+            raise JitterCamError(
+                f"size {size} is smaller than the map size m={map_size} of target layer {self.layer.name!r}"
+            )
+        return size
+
+    def _map_size(self, images: torch.Tensor) -> int:
+        """m at this input size: the base method's own output size, measured once per size."""
+        pixels = images.shape[-1]
+        if pixels not in self._map_sizes:
+            probe = torch.zeros_like(images[:1])
+            self._map_sizes[pixels] = int(self.base(probe, 0).shape[-1])
+        return self._map_sizes[pixels]
+
+    def attribute(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
+        if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
+            raise JitterCamError(f"images must be a square (B, 3, p, p) batch, got shape {tuple(images.shape)}")
+        batch, _, pixels, _ = images.shape
+        m = self._map_size(images)
+        size = self._check_size(m)
+        d = size - m
+        stride = max(1, round(pixels / m))
+        if target is None:
+            with torch.no_grad():
+                classes = self.model(images).argmax(dim=1)
+        else:
+            classes = check_targets(target, batch, self.layer.num_classes, images.device)
+
+        enlarged = images
+        if d > 0:
+            align = False if self.interpolation == "bilinear" else None
+            enlarged = F.interpolate(images, size=pixels + d * stride, mode=self.interpolation, align_corners=align)
+        # (B, i, j, 3, p, p): a view of the enlarged images, one window per patch, copied chunk by chunk
+        windows = enlarged.unfold(2, pixels, stride).unfold(3, pixels, stride).permute(0, 2, 3, 1, 4, 5)
+        per_image = (d + 1) ** 2
+        image_of = torch.arange(batch, device=images.device).repeat_interleave(per_image)
+        row_of = torch.arange(d + 1, device=images.device).repeat_interleave(d + 1).repeat(batch)
+        col_of = torch.arange(d + 1, device=images.device).repeat((d + 1) * batch)
+        chunk = self.batch_size or default_batch_size(images.device)
+        cams = []
+        for start in range(0, batch * per_image, chunk):
+            pick = slice(start, start + chunk)
+            patches = windows[image_of[pick], row_of[pick], col_of[pick]]
+            cams.append(self.base(patches, classes[image_of[pick]]))
+        # Eqs. (1)-(2) as one fold: block l of image b is added at (l // (d+1), l % (d+1))
+        blocks = torch.cat(cams).reshape(batch, per_image, m * m).transpose(1, 2)
+        jitter = F.fold(blocks, output_size=size, kernel_size=m)
+        count = F.fold(torch.ones_like(blocks[:1]), output_size=size, kernel_size=m) + self.count_start
+        return (jitter / count).squeeze(1)

