@@ -1,4 +1,5 @@
 """jittercam: Jitter-CAM and the CAM family for PyTorch image classifiers."""
+from . import data
 from .errors import JitterCamError
 from .maps import normalize, resize, upsample
 from .methods import (

@@ -102,12 +102,23 @@ def _load_state_dict(model: nn.Module, path: str | Path, name: str) -> None:
         raise JitterCamError(f"weights file not found: {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-        model.load_state_dict(state)
-    except Exception as exc:  # noqa: BLE001 - any failure here is the user's file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise JitterCamError(f"cannot load weights {path} into {name}: {first}") from None
+    except Exception:  # noqa: BLE001 - whatever the file is, it is not a state dict
+        raise JitterCamError(f"cannot load weights {path}: not a state dict saved with torch.save") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise JitterCamError(f"cannot load weights {path}: it holds a {type(state).__name__}, not a state dict")
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = str(exc).strip().splitlines()[-1].strip()
+        raise JitterCamError(f"weights {path} do not fit {name}: {detail}") from None
+    if missing or unexpected:
+        example = (missing or unexpected)[0]
+        raise JitterCamError(
+            f"weights {path} do not fit {name}: {len(missing)} missing and {len(unexpected)} unexpected "
+            f"keys (e.g. {example!r})"
+        )
 
 
 # Architecture arguments torchvision's builders set when they load pretrained weights; a local copy of
@@ -130,7 +141,7 @@ def _torchvision_model(name: str, weights: str | Path | None) -> tuple[nn.Module
     )
     if weights is None:
         try:
-            model = torchvision.models.get_model(name, weights=default)
+            model = torchvision.models.get_model(name, weights=default, progress=False)
         except Exception as exc:  # noqa: BLE001 - network, proxy, disk: all mean "no weights"
             checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
             raise JitterCamError(

@@ -6,7 +6,7 @@ from typing import Callable
 from torch import nn
 
 from ..errors import JitterCamError
-from .base import CAMMethod, Target, activations_and_gradients, default_batch_size
+from .base import CAMMethod, Target, activations_and_gradients, check_targets, default_batch_size
 from .gradient import GradCAM, GradCAMPlusPlus, XGradCAM
 from .jitter import JitterCAM
 
@@ -66,6 +66,8 @@ __all__ = [
     "XGradCAM",
     "activations_and_gradients",
     "available_methods",
+    "check_method_name",
+    "check_targets",
     "create",
     "default_batch_size",
     "register_method",

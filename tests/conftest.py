@@ -1,0 +1,52 @@
+"""Shared fixtures: the real EfficientNet-Lite0, the example photos, and a tiny CNN."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import jittercam
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+GOLDFISH = EXAMPLES / "images" / "ILSVRC2012_val_00000262.JPEG"
+GOLDFISH_BOX = (225, 175, 325, 250)  # x0, y0, x1, y1 around the fish's body, drawn by hand
+
+
+@pytest.fixture(scope="session")
+def lite0() -> nn.Module:
+    return jittercam.load_model("efficientnet_lite0")
+
+
+@pytest.fixture(scope="session")
+def example_labels() -> dict[str, int]:
+    with open(EXAMPLES / "labels.csv", newline="") as handle:
+        return {row["file"]: int(row["class_index"]) for row in csv.DictReader(handle)}
+
+
+@pytest.fixture(scope="session")
+def goldfish_batch(lite0) -> torch.Tensor:
+    image = jittercam.data.load_image(GOLDFISH)
+    return jittercam.data.to_input(image, jittercam.model_card(lite0))
+
+
+class TinyCNN(nn.Module):
+    """conv(stride 4) -> ReLU -> 8x8 map at 32 px -> global average pool -> linear: CAMs by hand."""
+
+    def __init__(self, channels: int = 3, classes: int = 5) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, kernel_size=4, stride=4)
+        self.act = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.act(self.conv(x))).flatten(1))
+
+
+@pytest.fixture
+def tiny() -> TinyCNN:
+    torch.manual_seed(0)
+    return TinyCNN().eval()
