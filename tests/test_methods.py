@@ -179,3 +179,15 @@ def test_upsample_range_and_zero_maps():
     assert up.shape == (2, 30, 40) and not torch.isnan(up).any()
     assert torch.equal(up[0], torch.zeros(30, 40))
     assert up[1].min() == 0 and up[1].max() == 1
+
+
+def test_same_maps_under_no_grad_and_inference_mode(tiny):
+    x = torch.rand(2, 3, 32, 32)
+    methods = (GradCAM(tiny, input_size=32), JitterCAM(tiny, base=XGradCAM, input_size=32))
+    expected = [method(x) for method in methods]
+    with torch.no_grad():
+        assert all(torch.equal(method(x), e) for method, e in zip(methods, expected))
+    with torch.inference_mode():
+        made_here = x.clone()
+        assert all(torch.equal(method(made_here), e) for method, e in zip(methods, expected))
+    assert torch.is_grad_enabled()

@@ -107,18 +107,19 @@ def activations_and_gradients(
         return captured["A"].clone()  # a non-leaf, so that an in-place op downstream stays legal
 
     handle = layer.module.register_forward_hook(start_graph_here)
-    try:
-        with torch.no_grad():
-            logits = model(images)
-    finally:
-        handle.remove()
-    if "A" not in captured:
-        raise JitterCamError(f"target layer {layer.name!r} did not run for this input")
-    classes = resolve_targets(target, logits.detach())
-    activations = captured["A"]
-    with torch.enable_grad():
-        score = logits.gather(1, classes[:, None]).sum()
-        (gradients,) = torch.autograd.grad(score, activations)
+    with torch.inference_mode(False):  # callers may be inside inference_mode; gradients are needed here
+        try:
+            with torch.no_grad():
+                logits = model(images)
+        finally:
+            handle.remove()
+        if "A" not in captured:
+            raise JitterCamError(f"target layer {layer.name!r} did not run for this input")
+        classes = resolve_targets(target, logits.detach()).clone()  # not an inference tensor
+        activations = captured["A"]
+        with torch.enable_grad():
+            score = logits.gather(1, classes[:, None]).sum()
+            (gradients,) = torch.autograd.grad(score, activations)
     activations = activations.detach()
     if layer.rectify:
         activations = activations.relu()
