@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral
 
 import torch
 from torch import nn
@@ -40,7 +41,7 @@ def check_maps(maps: torch.Tensor, batch: int | None = None, name: str = "maps")
 
 
 def check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
         raise JitterCamError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
@@ -50,14 +51,16 @@ def as_target(target: Target, batch: int, device: torch.device) -> torch.Tensor 
         return None
     if isinstance(target, bool):
         raise JitterCamError(f"target must be a class index, got {target!r}")
-    if isinstance(target, int):
-        out = torch.full((batch,), target, dtype=torch.long, device=device)
+    if isinstance(target, Integral):
+        out = torch.full((batch,), int(target), dtype=torch.long, device=device)
     else:
         out = torch.as_tensor(target, device=device)
         if out.dim() == 0:
             out = out.expand(batch)
         if out.dim() != 1 or out.shape[0] != batch:
-            raise JitterCamError(f"target must be an int or hold one class per image ({batch}), got shape {tuple(out.shape)}")
+            raise JitterCamError(
+                f"target must be an int or hold one class per image ({batch}), got shape {tuple(out.shape)}"
+            )
         if out.is_floating_point() or out.dtype == torch.bool:
             raise JitterCamError(f"target must hold integer class indices, got {out.dtype}")
         out = out.long()

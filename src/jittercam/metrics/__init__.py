@@ -1,0 +1,64 @@
+"""The Jitter-CAM paper's evaluation metrics (§4.2–4.5) as pure, batched torch functions.
+
+Each metric takes the model (where one is needed), a batch of images, raw `(B, h, w)` maps of any
+size and optional targets, and returns one value per image on the input's device, so that rows can
+be stored and aggregated; the small aggregate helpers give the set-level figures of the paper's tables.
+
+- `deletion`, `insertion`, `deletion_insertion` (RISE; Table 2): AUC per image, curves on request.
+- `faithfulness`, `expansion_faithfulness` -> Y, O; `average_drop`, `increase_in_confidence`,
+  `improvement` (Table 1, Fig. 5); `expand_explanation`, `constant_baseline`.
+- `weak_localisation` -> hits per threshold; `localisation_error` (Table 3).
+- `pointing_game` -> hits; `pointing_accuracy` (Table 4); `energy_in_mask` / `energy_in_boxes`.
+- `rank_correlation` (§4.2).
+"""
+from ._common import IMAGENET_MEAN, IMAGENET_STD
+from .correlation import rank_correlation
+from .faithfulness import (
+    EXPANSION_ALPHAS,
+    Faithfulness,
+    Improvement,
+    average_drop,
+    constant_baseline,
+    expand_explanation,
+    expansion_faithfulness,
+    faithfulness,
+    improvement,
+    increase_in_confidence,
+)
+from .localisation import (
+    SCHEMES,
+    THRESHOLDS,
+    Localisation,
+    LocalisationError,
+    Pointing,
+    PointingAccuracy,
+    boxes_to_mask,
+    energy_in_boxes,
+    energy_in_mask,
+    localisation_error,
+    pointing_accuracy,
+    pointing_game,
+    weak_localisation,
+)
+from .perturbation import (
+    DeletionInsertion,
+    PerturbationCurves,
+    auc,
+    blur_kernel,
+    deletion,
+    deletion_insertion,
+    gaussian_blur,
+    insertion,
+)
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD",
+    "auc", "blur_kernel", "gaussian_blur", "deletion", "insertion", "deletion_insertion",
+    "PerturbationCurves", "DeletionInsertion",
+    "faithfulness", "expansion_faithfulness", "expand_explanation", "constant_baseline",
+    "average_drop", "increase_in_confidence", "improvement", "EXPANSION_ALPHAS", "Faithfulness", "Improvement",
+    "weak_localisation", "localisation_error", "THRESHOLDS", "SCHEMES", "Localisation", "LocalisationError",
+    "pointing_game", "pointing_accuracy", "Pointing", "PointingAccuracy",
+    "boxes_to_mask", "energy_in_mask", "energy_in_boxes",
+    "rank_correlation",
+]

@@ -1,0 +1,202 @@
+"""Faithfulness: Average Drop and Increase in Confidence (Jitter-CAM paper §4.3, Table 1, Fig. 5).
+
+Definitions of Chattopadhay et al. (Grad-CAM++), eqs. 3–4 of the paper, with softmax scores:
+AD = 100/N · Σ max(0, Y − O) / Y and IIC = 100/N · Σ 1[Y < O], where Y is the score of class c on the
+image and O its score on the image multiplied by the explanation scaled to [0, 1].
+
+The multiplication happens in pixel space, then the result is normalised for the model (the paper's
+E = L ∘ I on the image). pytorch-grad-cam instead multiplies the *normalised* tensor (which darkens
+towards the mean colour, not black) and reports max(Y − O, 0) without dividing by Y; the first half is
+available as `multiply="normalized"`, the second is not the paper's AD and is not offered.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from ..errors import JitterCamError
+from ..maps import normalize, upsample
+from ._common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Target,
+    as_target,
+    check_batch_size,
+    check_images,
+    check_maps,
+    check_target_range,
+    normalizer,
+    scores,
+)
+
+#: Fig. 5's expansion factors: 0, 0.5, ..., 10.
+EXPANSION_ALPHAS: tuple[float, ...] = tuple(i / 2 for i in range(21))
+
+
+class Faithfulness(NamedTuple):
+    """Per-image scores on the input's device."""
+
+    original: torch.Tensor  #: (B,) Y: score of the target on the image
+    masked: torch.Tensor  #: (B,) O, or (B, A) for `expansion_faithfulness`: score on the masked image
+    target: torch.Tensor  #: (B,) the class scored
+
+
+class Improvement(NamedTuple):
+    count: int  #: images whose score rose (O > Y)
+    mean: float  #: mean O − Y over those images (0 when none)
+
+
+def expand_explanation(maps: torch.Tensor, alpha: float, margin: float = 1e-4) -> torch.Tensor:
+    """Fig. 4–5's expansion: the map scaled to [0, 1], × alpha, clipped at its maximum − `margin`.
+
+    The paper clips at "the maximum value of the original explanation minus 1e-4" of pytorch-grad-cam's
+    [0, 1] maps; min–max scaling the raw map first makes the margin independent of the map's units.
+    """
+    maps = normalize(check_maps(maps))
+    ceiling = maps.flatten(1).max(dim=1).values.view(-1, 1, 1) - margin
+    return torch.minimum(maps * alpha, ceiling)
+
+
+def constant_baseline(
+    batch: int, size: int | tuple[int, int], value: float = 0.9, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Table 1's 'Constant' explanation: every pixel `value`, one random pixel 1 and another 0."""
+    h, w = (size, size) if isinstance(size, int) else size
+    if h * w < 2:
+        raise JitterCamError("the constant baseline needs at least two pixels")
+    maps = torch.full((batch, h * w), float(value))
+    picks = torch.stack([torch.randperm(h * w, generator=generator)[:2] for _ in range(batch)])
+    maps.scatter_(1, picks[:, :1], 1.0).scatter_(1, picks[:, 1:], 0.0)
+    return maps.view(batch, h, w)
+
+
+def _faithfulness(model, images, map_sets, target, mean, std, batch_size, softmax, multiply):
+    check_images(images)
+    check_batch_size(batch_size)
+    if multiply not in ("pixel", "normalized"):
+        raise JitterCamError(f"multiply must be 'pixel' or 'normalized', got {multiply!r}")
+    if images.min() < -1e-6 or images.max() > 1 + 1e-6:
+        raise JitterCamError(
+            "faithfulness takes pixel-space images in [0, 1] and normalises them itself (mean=, std=)"
+        )
+    B, _, H, W = images.shape
+    norm = normalizer(mean, std, images)
+    tgt = as_target(target, B, images.device)
+    original = torch.empty(B, device=images.device, dtype=images.dtype)
+    masked = torch.empty(B, len(map_sets), device=images.device, dtype=images.dtype)
+    masks = [upsample(m.to(images.device), (H, W)).unsqueeze(1).to(images.dtype) for m in map_sets]
+    if tgt is None:
+        tgt = torch.empty(B, dtype=torch.long, device=images.device)
+        known = False
+    else:
+        known = True
+    with torch.no_grad():
+        for begin in range(0, B, batch_size):
+            part = slice(begin, begin + batch_size)
+            x = images[part]
+            probs = scores(model, norm(x), softmax)
+            if known:
+                check_target_range(tgt[part], probs.shape[1])
+            else:
+                tgt[part] = probs.argmax(dim=1)
+            pick = tgt[part].unsqueeze(1)
+            original[part] = probs.gather(1, pick).squeeze(1)
+            for a, mask in enumerate(masks):
+                xm = norm(x * mask[part]) if multiply == "pixel" else norm(x) * mask[part]
+                masked[part, a] = scores(model, xm, softmax).gather(1, pick).squeeze(1)
+    return original, masked, tgt
+
+
+def faithfulness(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    target: Target = None,
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    batch_size: int = 32,
+    softmax: bool = True,
+    multiply: str = "pixel",
+) -> Faithfulness:
+    """Y and O per image, from which `average_drop` and `increase_in_confidence` follow.
+
+    Args:
+        model: the classifier, used as given; it is not modified.
+        images: `(B, C, H, W)` **pixel-space** images in [0, 1] (unlike the other metrics); they are
+            normalised with `mean`/`std` (ImageNet's by default; EfficientNet-Lite0 needs 0.5/0.5).
+        maps: raw `(B, h, w)` explanations; resized to `(H, W)` and min–max scaled to [0, 1].
+        target: None (the model's top-1 on the image), an int, or one class per image.
+        batch_size: images per forward pass (each chunk costs two passes).
+        softmax: score softmax probabilities (default, as the paper) or raw outputs.
+        multiply: 'pixel' (default: mask the [0, 1] image, then normalise) or 'normalized'
+            (mask the normalised tensor, as pytorch-grad-cam).
+    """
+    maps = check_maps(maps, images.shape[0] if isinstance(images, torch.Tensor) else None)
+    y, o, t = _faithfulness(model, images, [maps], target, mean, std, batch_size, softmax, multiply)
+    return Faithfulness(y, o[:, 0], t)
+
+
+def expansion_faithfulness(
+    model: nn.Module,
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    target: Target = None,
+    alphas: Sequence[float] = EXPANSION_ALPHAS,
+    *,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    batch_size: int = 32,
+    softmax: bool = True,
+    multiply: str = "pixel",
+) -> Faithfulness:
+    """Fig. 5: faithfulness of `expand_explanation(maps, alpha)` for each alpha; `masked` is `(B, A)`.
+
+    Y is computed once per image. Other arguments as `faithfulness`.
+    """
+    maps = check_maps(maps, images.shape[0] if isinstance(images, torch.Tensor) else None)
+    expanded = [expand_explanation(maps, float(a)) for a in alphas]
+    if not expanded:
+        raise JitterCamError("alphas is empty")
+    y, o, t = _faithfulness(model, images, expanded, target, mean, std, batch_size, softmax, multiply)
+    return Faithfulness(y, o, t)
+
+
+def _pair(original: torch.Tensor, masked: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    original = torch.as_tensor(original)
+    masked = torch.as_tensor(masked)
+    if original.dim() != 1 or masked.shape[0] != original.shape[0] or masked.dim() > 2:
+        raise JitterCamError(
+            "expected Y of shape (N,) and O of shape (N,) or (N, A), "
+            f"got {tuple(original.shape)} and {tuple(masked.shape)}"
+        )
+    if original.shape[0] == 0:
+        raise JitterCamError("no images to aggregate")
+    if masked.dim() == 2:
+        original = original.unsqueeze(1)
+    return original, masked
+
+
+def average_drop(original: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """AD (%) = 100 · mean(max(0, Y − O) / Y); a scalar, or `(A,)` for `(N, A)` O. Lower is 'better'."""
+    y, o = _pair(original, masked)
+    return 100 * ((y - o).clamp_min(0) / y).mean(dim=0)
+
+
+def increase_in_confidence(original: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """IIC (%) = 100 · mean(1[Y < O]); a scalar, or `(A,)` for `(N, A)` O. Higher is 'better'."""
+    y, o = _pair(original, masked)
+    return 100 * (y < o).to(y.dtype if y.is_floating_point() else torch.float64).mean(dim=0)
+
+
+def improvement(original: torch.Tensor, masked: torch.Tensor) -> Improvement:
+    """§4.3's extra figures: how many images gained confidence (O > Y) and their mean gain O − Y."""
+    y, o = _pair(original, masked)
+    if o.dim() != 1:
+        raise JitterCamError("improvement takes one O per image")
+    gained = o > y
+    count = int(gained.sum())
+    return Improvement(count, float((o - y)[gained].mean()) if count else 0.0)
