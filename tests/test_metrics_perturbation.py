@@ -238,8 +238,8 @@ def test_model_left_untouched(setup):
         (dict(step=0), "step"),
         (dict(step=2.5), "step"),
         (dict(target=5), "out of range"),
-        (dict(target=-1), "negative"),
-        (dict(target=[0, 1]), "one class per image"),
+        (dict(target=-1), "class index -1 is out of range"),
+        (dict(target=[0, 1]), "2 targets for 3 images"),
         (dict(batch_size=0), "batch_size"),
     ],
 )

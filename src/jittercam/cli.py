@@ -14,7 +14,8 @@ from PIL import Image
 from .data import load_image, to_input
 from .errors import JitterCamError
 from .maps import upsample
-from .methods import available_methods, check_method_name, check_targets, create
+from .inputs import check_targets
+from .methods import available_methods, check_method_name, create
 from .models import available_models, load_model, model_card
 from .viz import overlay
 

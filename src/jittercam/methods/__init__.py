@@ -6,7 +6,8 @@ from typing import Callable
 from torch import nn
 
 from ..errors import JitterCamError
-from .base import CAMMethod, Target, activations_and_gradients, check_targets, default_batch_size
+from ..inputs import Target, check_targets, default_batch_size
+from .base import CAMMethod, activations_and_gradients
 from .gradient import GradCAM, GradCAMPlusPlus, XGradCAM
 from .jitter import JitterCAM
 

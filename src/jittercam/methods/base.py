@@ -1,44 +1,12 @@
 """The contract every explanation method follows, and the gradient capture the CAMs share."""
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import nn
 
 from ..errors import JitterCamError
+from ..inputs import Target, resolve_batch_size, resolve_targets
 from ..models import TargetLayer, find_target_layer
-
-Target = int | Sequence[int] | torch.Tensor | None
-
-
-def default_batch_size(device: torch.device) -> int:
-    """Images per forward pass. On CPU small batches are faster (cache-sized activations: 64 patches of
-    EfficientNet-Lite0 took 4.1 s in one batch and 0.9 s in batches of 4 on 2 cores); GPUs want many."""
-    return 64 if device.type == "cuda" else 4
-
-
-def resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
-    """Class indices `(B,)` on the logits' device: None means each image's top-1 class."""
-    if target is None:
-        return logits.argmax(dim=1)
-    return check_targets(target, *logits.shape, device=logits.device)
-
-
-def check_targets(target: Target, batch: int, classes: int, device: torch.device) -> torch.Tensor:
-    """`target` (an int, or one per image) as `(B,)` indices, each checked against the model's outputs."""
-    indices = torch.as_tensor(target, device=device).long().reshape(-1)
-    if indices.numel() == 1:
-        indices = indices.expand(batch)
-    if indices.numel() != batch:
-        raise JitterCamError(f"got {indices.numel()} targets for {batch} images")
-    bad = (indices < 0) | (indices >= classes)
-    if bad.any():
-        raise JitterCamError(
-            f"class index {int(indices[bad][0])} is out of range: the model has {classes} outputs (0..{classes - 1})"
-        )
-    return indices
-
 
 def split_targets(target: Target, batch: int, start: int, stop: int) -> Target:
     """The part of `target` that belongs to images `start:stop` of a batch of `batch` images."""
@@ -72,7 +40,7 @@ class CAMMethod:
     def attribute(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
         if images.dim() != 4:
             raise JitterCamError(f"images must be a (B, 3, H, W) batch, got shape {tuple(images.shape)}")
-        size = self.batch_size or default_batch_size(images.device)
+        size = resolve_batch_size(self.batch_size, images.device)
         batch = images.shape[0]
         chunks = [
             self._explain(images[start : start + size], split_targets(target, batch, start, start + size))

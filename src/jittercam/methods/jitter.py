@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import JitterCamError
-from .base import CAMMethod, Target, check_targets, default_batch_size
+from ..inputs import Target, check_targets, resolve_batch_size
+from .base import CAMMethod
 from .gradient import GradCAM
 
 
@@ -97,7 +98,7 @@ class JitterCAM(CAMMethod):
         image_of = torch.arange(batch, device=images.device).repeat_interleave(per_image)
         row_of = torch.arange(d + 1, device=images.device).repeat_interleave(d + 1).repeat(batch)
         col_of = torch.arange(d + 1, device=images.device).repeat((d + 1) * batch)
-        chunk = self.batch_size or default_batch_size(images.device)
+        chunk = resolve_batch_size(self.batch_size, images.device)
         cams = []
         for start in range(0, batch * per_image, chunk):
             pick = slice(start, start + chunk)

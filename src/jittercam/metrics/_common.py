@@ -8,11 +8,10 @@ import torch
 from torch import nn
 
 from ..errors import JitterCamError
+from ..inputs import Target
+from ..models import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-Target = int | Sequence[int] | torch.Tensor | None
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Target", "check_images", "check_maps", "normalizer", "scores"]
 
 
 def check_images(images: torch.Tensor, name: str = "images") -> None:
@@ -38,42 +37,6 @@ def check_maps(maps: torch.Tensor, batch: int | None = None, name: str = "maps")
     if not torch.isfinite(maps).all():
         raise JitterCamError(f"{name} contains NaN or infinite values")
     return maps
-
-
-def check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, Integral) or batch_size < 1:
-        raise JitterCamError(f"batch_size must be a positive integer, got {batch_size!r}")
-
-
-def as_target(target: Target, batch: int, device: torch.device) -> torch.Tensor | None:
-    """`None`, an int or a `(B,)` sequence/tensor of class indices -> `(B,)` long tensor (or None)."""
-    if target is None:
-        return None
-    if isinstance(target, bool):
-        raise JitterCamError(f"target must be a class index, got {target!r}")
-    if isinstance(target, Integral):
-        out = torch.full((batch,), int(target), dtype=torch.long, device=device)
-    else:
-        out = torch.as_tensor(target, device=device)
-        if out.dim() == 0:
-            out = out.expand(batch)
-        if out.dim() != 1 or out.shape[0] != batch:
-            raise JitterCamError(
-                f"target must be an int or hold one class per image ({batch}), got shape {tuple(out.shape)}"
-            )
-        if out.is_floating_point() or out.dtype == torch.bool:
-            raise JitterCamError(f"target must hold integer class indices, got {out.dtype}")
-        out = out.long()
-    if (out < 0).any():
-        raise JitterCamError(f"target holds a negative class index: {out.min().item()}")
-    return out
-
-
-def check_target_range(target: torch.Tensor, num_classes: int) -> None:
-    if (target >= num_classes).any():
-        raise JitterCamError(
-            f"target class {target.max().item()} is out of range for a model with {num_classes} outputs"
-        )
 
 
 def scores(model: nn.Module, batch: torch.Tensor, softmax: bool) -> torch.Tensor:

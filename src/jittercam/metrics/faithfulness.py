@@ -18,16 +18,14 @@ import torch
 from torch import nn
 
 from ..errors import JitterCamError
+from ..inputs import as_target, check_target_range, resolve_batch_size
 from ..maps import normalize, upsample
 from ._common import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     Target,
-    as_target,
-    check_batch_size,
     check_images,
     check_maps,
-    check_target_range,
     normalizer,
     scores,
 )
@@ -75,7 +73,7 @@ def constant_baseline(
 
 def _faithfulness(model, images, map_sets, target, mean, std, batch_size, softmax, multiply):
     check_images(images)
-    check_batch_size(batch_size)
+    batch_size = resolve_batch_size(batch_size, images.device)
     if multiply not in ("pixel", "normalized"):
         raise JitterCamError(f"multiply must be 'pixel' or 'normalized', got {multiply!r}")
     if images.min() < -1e-6 or images.max() > 1 + 1e-6:
@@ -118,7 +116,7 @@ def faithfulness(
     *,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     softmax: bool = True,
     multiply: str = "pixel",
 ) -> Faithfulness:
@@ -130,7 +128,7 @@ def faithfulness(
             normalised with `mean`/`std` (ImageNet's by default; EfficientNet-Lite0 needs 0.5/0.5).
         maps: raw `(B, h, w)` explanations; resized to `(H, W)` and min–max scaled to [0, 1].
         target: None (the model's top-1 on the image), an int, or one class per image.
-        batch_size: images per forward pass (each chunk costs two passes).
+        batch_size: images per forward pass (each chunk costs two passes); None: the device's default.
         softmax: score softmax probabilities (default, as the paper) or raw outputs.
         multiply: 'pixel' (default: mask the [0, 1] image, then normalise) or 'normalized'
             (mask the normalised tensor, as pytorch-grad-cam).
@@ -149,7 +147,7 @@ def expansion_faithfulness(
     *,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     softmax: bool = True,
     multiply: str = "pixel",
 ) -> Faithfulness:

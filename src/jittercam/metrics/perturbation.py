@@ -32,14 +32,12 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from ..errors import JitterCamError
+from ..inputs import as_target, check_target_range, resolve_batch_size
 from ..maps import resize
 from ._common import (
     Target,
-    as_target,
-    check_batch_size,
     check_images,
     check_maps,
-    check_target_range,
     scores,
 )
 
@@ -189,13 +187,12 @@ def _run(
     return [PerturbationCurves(auc(out[g]), out[g], fractions, tgt.clone()) for g in range(G)]
 
 
-def _prepare(model, images, saliency, batch_size):
+def _prepare(model, images, saliency, batch_size) -> tuple[torch.Tensor, int]:
     check_images(images)
     saliency = check_maps(saliency, images.shape[0], "saliency")
-    check_batch_size(batch_size)
     if not isinstance(model, nn.Module) and not callable(model):
         raise JitterCamError("model must be a callable torch module")
-    return saliency
+    return saliency, resolve_batch_size(batch_size, images.device)
 
 
 def deletion_insertion(
@@ -205,7 +202,7 @@ def deletion_insertion(
     target: Target = None,
     step: int | None = None,
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     softmax: bool = True,
     deletion_substrate: Substrate = None,
     insertion_substrate: Substrate = None,
@@ -219,12 +216,12 @@ def deletion_insertion(
         target: None (the model's top-1 on the original image, as RISE), an int, or one class per image.
         step: pixels changed per iteration; default 8·W (1792 at 224: the paper's 28 iterations).
         batch_size: perturbed images per forward pass; only this many are materialised at once.
-            16 is a sensible default on GPUs; on a small CPU 2–8 is often faster.
+            None: the device's default (4 on CPU, the fastest measured on 2 cores; 64 on CUDA).
         softmax: score the softmax probability (RISE, default) or the raw output of the target.
         deletion_substrate / insertion_substrate: replace RISE's zeros / blur: a tensor like `images`
             or a function of the images.
     """
-    saliency = _prepare(model, images, saliency, batch_size)
+    saliency, batch_size = _prepare(model, images, saliency, batch_size)
     with torch.no_grad():
         zeros = _substrate(deletion_substrate, images, torch.zeros_like)
         blurred = _substrate(insertion_substrate, images, gaussian_blur)
@@ -242,7 +239,7 @@ def deletion(
     target: Target = None,
     step: int | None = None,
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     softmax: bool = True,
     substrate: Substrate = None,
     return_curves: bool = False,
@@ -252,7 +249,7 @@ def deletion(
     The most salient pixels are set to zero in the normalised tensor, `step` at a time.
     Arguments as `deletion_insertion`.
     """
-    saliency = _prepare(model, images, saliency, batch_size)
+    saliency, batch_size = _prepare(model, images, saliency, batch_size)
     with torch.no_grad():
         finish = _substrate(substrate, images, torch.zeros_like)
         (curves,) = _run(model, images, saliency, [(images, finish, True)], target, step, batch_size, softmax)
@@ -266,7 +263,7 @@ def insertion(
     target: Target = None,
     step: int | None = None,
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     softmax: bool = True,
     substrate: Substrate = None,
     return_curves: bool = False,
@@ -276,7 +273,7 @@ def insertion(
     Starts from the blurred image and restores the most salient pixels, `step` at a time.
     Arguments as `deletion_insertion`.
     """
-    saliency = _prepare(model, images, saliency, batch_size)
+    saliency, batch_size = _prepare(model, images, saliency, batch_size)
     with torch.no_grad():
         start = _substrate(substrate, images, gaussian_blur)
         (curves,) = _run(model, images, saliency, [(start, images, False)], target, step, batch_size, softmax)

@@ -1,0 +1,70 @@
+"""What callers pass to methods and metrics: class targets and batch sizes, checked in one place."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .errors import JitterCamError
+
+Target = int | Sequence[int] | torch.Tensor | None
+
+
+def as_target(target: Target, batch: int, device: torch.device) -> torch.Tensor | None:
+    """None stays None; an int or one class per image becomes `(B,)` long indices on `device`."""
+    if target is None:
+        return None
+    if isinstance(target, bool):
+        raise JitterCamError(f"target must be a class index, got {target!r}")
+    if isinstance(target, int):
+        indices = torch.full((batch,), target, dtype=torch.long, device=device)
+    else:
+        indices = torch.as_tensor(target, device=device)
+        if indices.is_floating_point() or indices.dtype == torch.bool:
+            raise JitterCamError(f"target must hold integer class indices, got {indices.dtype}")
+        if indices.dim() == 0 or indices.numel() == 1:
+            indices = indices.reshape(1).expand(batch)
+        if indices.dim() != 1 or indices.shape[0] != batch:
+            raise JitterCamError(f"got {indices.numel()} targets for {batch} images")
+        indices = indices.long()
+    if (indices < 0).any():
+        raise JitterCamError(f"class index {int(indices.min())} is out of range: class indices start at 0")
+    return indices
+
+
+def check_target_range(indices: torch.Tensor, classes: int) -> None:
+    if (indices >= classes).any():
+        raise JitterCamError(
+            f"class index {int(indices.max())} is out of range: the model has {classes} outputs (0..{classes - 1})"
+        )
+
+
+def check_targets(target: Target, batch: int, classes: int, device: torch.device) -> torch.Tensor:
+    """`target` (an int, or one per image) as `(B,)` indices, each checked against the model's outputs."""
+    if target is None:
+        raise JitterCamError("a class index is needed here")
+    indices = as_target(target, batch, device)
+    check_target_range(indices, classes)
+    return indices
+
+
+def resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
+    """Class indices `(B,)` on the logits' device: None means each image's top-1 class."""
+    if target is None:
+        return logits.argmax(dim=1)
+    return check_targets(target, *logits.shape, device=logits.device)
+
+
+def default_batch_size(device: torch.device) -> int:
+    """Images per forward pass. On CPU small batches are faster (cache-sized activations: 64 patches of
+    EfficientNet-Lite0 took 4.1 s in one batch and 0.9 s in batches of 4 on 2 cores); GPUs want many."""
+    return 64 if device.type == "cuda" else 4
+
+
+def resolve_batch_size(batch_size: int | None, device: torch.device) -> int:
+    """`batch_size` checked, or the device's default when None."""
+    if batch_size is None:
+        return default_batch_size(device)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise JitterCamError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
