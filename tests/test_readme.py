@@ -1,4 +1,4 @@
-"""The README's Python example runs as written."""
+"""The README's Python examples run as written, one after the other."""
 from __future__ import annotations
 
 import re
@@ -7,12 +7,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_python_example_runs(monkeypatch):
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+def test_python_examples_run(monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) == 2
     monkeypatch.chdir(ROOT)
     scope: dict = {}
-    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - our own documentation
+    for number, block in enumerate(blocks):
+        exec(compile(block, f"README.md python block {number}", "exec"), scope)  # noqa: S102
     assert tuple(scope["maps"].shape) == (1, 14, 14)
     assert tuple(scope["heat"].shape) == (1, 375, 500)
     assert float(scope["heat"].max()) == 1.0
+    assert 0 <= float(scope["di"].deletion.auc) < float(scope["di"].insertion.auc) <= 1
+    assert bool(scope["hit"]) and 0 < float(scope["share"]) <= 1
+    assert 0 <= float(scope["ad"]) <= 100 and 0 <= float(scope["iic"]) <= 100
