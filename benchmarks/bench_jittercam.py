@@ -73,8 +73,9 @@ def main() -> None:
     image = jittercam.data.load_image("examples/images/ILSVRC2012_val_00000262.JPEG")
     batch = jittercam.data.to_input(image, card).to(device)
 
-    print(f"model {args.model}, device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else platform.processor() or platform.machine()}), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    where = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
+    threads = torch.get_num_threads()
+    print(f"model {args.model}, device {device} ({where}), torch {torch.__version__}, {threads} threads")
     ours = jittercam.JitterCAM(model)
     naive = jittercam.JitterCAM(model, base=NaiveGradCAM(model))
     patches = (ours._check_size(ours.layer.map_size) - ours.layer.map_size + 1) ** 2

@@ -17,6 +17,7 @@ from .models import ModelCard, TargetLayer, available_models, find_target_layer,
 __version__ = "0.1.0"
 
 __all__ = [
+    "data",
     "CAMMethod",
     "GradCAM",
     "GradCAMPlusPlus",

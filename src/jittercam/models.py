@@ -290,9 +290,9 @@ def find_target_layer(
 
     The automatic choice is the last module call whose output is a 4-D map with spatial size > 1 and is
     not a pooling output: the map after the last block's activation (ResNet `layer4`, DenseNet
-    `features`, Inception `Mixed_7c`, EfficientNet-Lite's head ReLU6). When that map is a normalisation layer's output, the
-    network's activation is functional (DenseNet's `F.relu` after `features`), so `rectify` is set. A module called several times is taken at its
-    last call.
+    `features`, Inception `Mixed_7c`, EfficientNet-Lite's head ReLU6). When that map is a normalisation
+    layer's output, the network's activation is functional (DenseNet's `F.relu` after `features`), so
+    `rectify` is set. A module called several times is taken at its last call.
     """
     input_size = input_size or model_card(model).input_size
     records, logits = _record_forward(model, input_size)

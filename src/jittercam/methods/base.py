@@ -8,6 +8,7 @@ from ..errors import JitterCamError
 from ..inputs import Target, resolve_batch_size, resolve_targets
 from ..models import TargetLayer, find_target_layer
 
+
 def split_targets(target: Target, batch: int, start: int, stop: int) -> Target:
     """The part of `target` that belongs to images `start:stop` of a batch of `batch` images."""
     if target is None or isinstance(target, int):
