@@ -53,19 +53,28 @@ def test_console_script_lists_names():
     [
         (["missing.jpg"], "no such file: missing.jpg"),
         ([str(EXAMPLES / "labels.csv")], "not an image"),
-        ([str(GOLDFISH), "--target", "1000"], "class index 1000 is out of range"),
-        ([str(GOLDFISH), "--target", "-3"], "class index -3 is out of range"),
-        ([str(GOLDFISH), "--model", "resnet5"], "unknown model 'resnet5'"),
-        ([str(GOLDFISH), "--method", "gradcam", "scorecam"], "unknown method 'scorecam'"),
-        ([str(GOLDFISH), "--size", "6"], "size 6 is smaller than the map size m=7"),
-        ([str(GOLDFISH), "--weights", "missing.pt"], "weights file not found"),
+        (["--target", "1000"], "class index 1000 is out of range"),
+        (["--target", "-3"], "class index -3 is out of range"),
+        (["--model", "resnet5"], "unknown model 'resnet5'"),
+        (["--method", "gradcam", "scorecam"], "unknown method 'scorecam'"),
+        (["--size", "6"], "size 6 is smaller than the map size m=7"),
+        (["--method", "gradcam", "--size", "14"], "--size applies to jittercam methods only"),
+        (["--weights", "missing.pt"], "weights file not found"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_files(tmp_path, capsys, args, message):
     out = tmp_path / "out"
-    # the good image first: nothing may be written for it either
-    assert main(["explain", str(GOLDFISH), *args, "--out", str(out)] if args[0] == "missing.jpg"
-                else ["explain", *args, "--out", str(out)]) == 2
+    # a good image comes first: nothing may be written for it either
+    assert main(["explain", str(GOLDFISH), *args, "--out", str(out)]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("jittercam: error: ") and message in error
     assert not out.exists()
+
+
+def test_out_must_be_a_folder(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    assert main(["explain", str(GOLDFISH), "--out", str(taken)]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert taken.read_text() == "a file"
