@@ -5,16 +5,8 @@ import torch
 from torch import nn
 
 from ..errors import JitterCamError
-from ..inputs import Target, resolve_batch_size, resolve_targets
+from ..inputs import Target, as_target, resolve_batch_size, resolve_targets
 from ..models import TargetLayer, find_target_layer
-
-
-def split_targets(target: Target, batch: int, start: int, stop: int) -> Target:
-    """The part of `target` that belongs to images `start:stop` of a batch of `batch` images."""
-    if target is None or isinstance(target, int):
-        return target
-    indices = torch.as_tensor(target).reshape(-1)
-    return indices if indices.numel() == 1 else indices[start:stop]
 
 
 class CAMMethod:
@@ -42,10 +34,10 @@ class CAMMethod:
         if images.dim() != 4:
             raise JitterCamError(f"images must be a (B, 3, H, W) batch, got shape {tuple(images.shape)}")
         size = resolve_batch_size(self.batch_size, images.device)
-        batch = images.shape[0]
+        indices = as_target(target, images.shape[0], images.device)
         chunks = [
-            self._explain(images[start : start + size], split_targets(target, batch, start, start + size))
-            for start in range(0, batch, size)
+            self._explain(images[start : start + size], None if indices is None else indices[start : start + size])
+            for start in range(0, images.shape[0], size)
         ]
         return torch.cat(chunks)
 
