@@ -29,17 +29,40 @@ def test_gradcam_on_gap_linear_is_the_weighted_map(tiny):
         torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-6)
 
 
-def test_gradcam_plus_plus_closed_form_by_hand(tiny):
+@pytest.mark.parametrize("epsilon", [0.0, 1e-6])
+def test_gradcam_plus_plus_closed_form_by_hand(tiny, epsilon):
     x = torch.rand(1, 3, 32, 32)
     A, W = _tiny_parts(tiny, x)
     hw = A.shape[-1] * A.shape[-2]
     g = W[2] / hw
     sums = A[0].sum(dim=(1, 2))
-    alpha = g**2 / (2 * g**2 + sums * g**3 + 1e-6)
+    alpha = g**2 / (2 * g**2 + sums * g**3 + epsilon)  # eq. 19, plus pytorch-grad-cam's epsilon if asked
     weights = hw * alpha * g.relu()  # alpha and g are constant over the hw positions
     expected = torch.einsum("c,chw->hw", weights, A[0]).relu()
-    got = GradCAMPlusPlus(tiny, input_size=32)(x, 2)[0]
+    got = GradCAMPlusPlus(tiny, input_size=32, epsilon=epsilon)(x, 2)[0]
     torch.testing.assert_close(got, expected.detach(), rtol=1e-4, atol=1e-6)
+
+
+def test_gradcam_plus_plus_epsilon_matters_where_gradients_are_small():
+    """Squared gradients of the size of 1e-6 (a real network's head): eq. 19 and pytorch-grad-cam's
+    variant weight the channels differently."""
+    from conftest import TinyCNN
+
+    torch.manual_seed(0)
+    tiny = TinyCNN(channels=8).eval()
+    with torch.no_grad():
+        tiny.fc.weight.mul_(1e-2)  # g = W / 64, so g^2 is about 1e-8..1e-7
+    x = torch.rand(1, 3, 32, 32)
+    paper = jittercam.upsample(GradCAMPlusPlus(tiny, input_size=32)(x, 1), 8)
+    peer = jittercam.upsample(GradCAMPlusPlus(tiny, input_size=32, epsilon=1e-6)(x, 1), 8)
+    assert (paper - peer).abs().max() > 0.05
+
+
+def test_gradcam_plus_plus_zero_denominator_gives_zero_weight(tiny):
+    with torch.no_grad():
+        tiny.fc.weight[0].zero_()  # class 0's gradient is 0 everywhere: 0/0 must not be NaN
+    maps = GradCAMPlusPlus(tiny, input_size=32)(torch.rand(2, 3, 32, 32), 0)
+    assert torch.equal(maps, torch.zeros_like(maps))
 
 
 @pytest.mark.parametrize(
@@ -56,7 +79,8 @@ def test_agrees_with_pytorch_grad_cam(ours, theirs):
     targets = [3, 7]
     with getattr(pytorch_grad_cam, theirs)(model=model, target_layers=[model.layer4]) as peer:
         expected = torch.from_numpy(peer(input_tensor=x, targets=[ClassifierOutputTarget(t) for t in targets]))
-    got = jittercam.upsample(ours(model, "layer4")(x, targets), 224)
+    options = {"epsilon": 1e-6} if ours is GradCAMPlusPlus else {}  # the peer's variant of eq. 19
+    got = jittercam.upsample(ours(model, "layer4", **options)(x, targets), 224)
     # the peer resizes with OpenCV and divides by max + 1e-7; both are bilinear with half-pixel centres
     torch.testing.assert_close(got, expected.float(), atol=1e-5, rtol=0)
 

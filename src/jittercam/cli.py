@@ -15,7 +15,7 @@ from .data import load_image, to_input
 from .errors import JitterCamError
 from .maps import upsample
 from .inputs import check_targets
-from .methods import available_methods, check_method_name, create
+from .methods import available_methods, check_method_name, create, method_options
 from .models import available_models, load_model, model_card
 from .viz import overlay
 
@@ -51,8 +51,8 @@ class _Explanation:
 def _explain(args: argparse.Namespace) -> list[_Explanation]:
     for name in args.method:
         check_method_name(name)
-    if args.size is not None and not any(name.startswith("jittercam") for name in args.method):
-        raise JitterCamError("--size applies to jittercam methods only")
+    if args.size is not None and not any("size" in method_options(name) for name in args.method):
+        raise JitterCamError("--size applies to jittercam and upscale methods only")
     if args.batch_size is not None and args.batch_size < 1:
         raise JitterCamError("--batch-size must be at least 1")
     images = [(Path(path), load_image(path)) for path in args.images]
@@ -65,7 +65,7 @@ def _explain(args: argparse.Namespace) -> list[_Explanation]:
     methods = {}
     for name in args.method:
         options = {"batch_size": args.batch_size}
-        if name.startswith("jittercam"):
+        if "size" in method_options(name):
             options["size"] = args.size
         methods[name] = create(name, model, **options)
     classes = next(iter(methods.values())).layer.num_classes

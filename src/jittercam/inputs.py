@@ -55,6 +55,23 @@ def resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
     return check_targets(target, *logits.shape, device=logits.device)
 
 
+def check_images(images: torch.Tensor, dtype: torch.dtype | None = None) -> None:
+    """A non-empty `(B, 3, H, W)` floating-point batch (of `dtype` when given), or a `JitterCamError` that
+    says what was expected."""
+    if not isinstance(images, torch.Tensor):
+        raise JitterCamError(f"images must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise JitterCamError(f"images must be a (B, 3, H, W) batch of RGB images, got shape {tuple(images.shape)}")
+    if images.shape[0] == 0 or images.shape[2] == 0 or images.shape[3] == 0:
+        raise JitterCamError(f"images is an empty batch, shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise JitterCamError(
+            f"images are {images.dtype}; expected normalised floats (jittercam.data.to_input makes them)"
+        )
+    if dtype is not None and images.dtype != dtype:
+        raise JitterCamError(f"images are {images.dtype} but the model computes in {dtype}; convert with .to({dtype})")
+
+
 def default_batch_size(device: torch.device) -> int:
     """Images per forward pass. On CPU small batches are faster (cache-sized activations: 64 patches of
     EfficientNet-Lite0 took 4.1 s in one batch and 0.9 s in batches of 4 on 2 cores); GPUs want many."""

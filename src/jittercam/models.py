@@ -4,14 +4,14 @@
 places, never from a table of model names:
 
 * a `ModelCard` (input size, normalisation, class names) recorded when the model is built from the
-  registry — torchvision reads it from its weights metadata; user models get ImageNet defaults;
+  registry and attached to the model — torchvision reads it from its weights metadata; user models get
+  ImageNet defaults;
 * a `TargetLayer` found by a probe forward: the last module output that is still a 4-D map with a spatial
   size above 1 before global pooling, its map size m and total stride k at the input size.
 """
 from __future__ import annotations
 
-import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -42,12 +42,18 @@ class ModelCard:
         return f"class {index}"
 
 
-_CARDS: "weakref.WeakKeyDictionary[nn.Module, ModelCard]" = weakref.WeakKeyDictionary()
+CARD_ATTRIBUTE = "jittercam_card"  # the card travels with the module: copies and pickles keep it
 
 
 def model_card(model: nn.Module) -> ModelCard:
-    """The card recorded by `load_model`, or ImageNet defaults at 224 px for a user's own model."""
-    return _CARDS.get(model) or ModelCard(name=type(model).__name__)
+    """The card `load_model` attached, or ImageNet defaults at 224 px for a user's own model."""
+    return getattr(model, CARD_ATTRIBUTE, None) or ModelCard(name=type(model).__name__)
+
+
+def attach_card(model: nn.Module, card: ModelCard) -> nn.Module:
+    """Record how to feed `model` on the model itself (a plain attribute: no parameter, no buffer)."""
+    object.__setattr__(model, CARD_ATTRIBUTE, card)
+    return model
 
 
 def imagenet_categories() -> tuple[str, ...]:
@@ -92,8 +98,7 @@ def load_model(name: str, weights: str | Path | None = None) -> nn.Module:
             "resnet50, densenet121, inception_v3 (jittercam.available_models() lists them)"
         )
     model.eval()
-    _CARDS[model] = card
-    return model
+    return attach_card(model, card)
 
 
 def _load_state_dict(model: nn.Module, path: str | Path, name: str) -> None:
@@ -185,7 +190,7 @@ class TargetLayer:
     """
 
     name: str
-    module: nn.Module
+    module: nn.Module = field(repr=False)
     call: int
     input_size: int
     map_size: int  # m
@@ -203,8 +208,13 @@ class _Record:
     name: str
     module: nn.Module
     call: int
-    shape: torch.Size
+    output: torch.Tensor | None  # None when the call returned something else than a tensor
     kind: str  # which kind of leaf module produced the tensor last: "pool", "norm" or "other"
+    weighted: bool  # a leaf module with parameters of its own (a convolution, a linear layer, a norm)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return () if self.output is None else tuple(self.output.shape)
 
 
 def _leaf_kind(module: nn.Module) -> str:
@@ -215,7 +225,7 @@ def _leaf_kind(module: nn.Module) -> str:
     return "other"
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     tensor = next(iter(model.parameters()), None)
     if tensor is None:
         tensor = next(iter(model.buffers()), None)
@@ -223,31 +233,33 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _record_forward(model: nn.Module, input_size: int) -> tuple[list[_Record], torch.Tensor]:
-    """One no-grad forward of a fixed random image, recording every module call's 4-D output in the
-    order the calls finish (a container finishes after its children)."""
+    """One no-grad forward of a fixed random image, recording every module call in the order the calls
+    finish (a container finishes after its children). Outputs are kept so that tensors can be compared."""
     records: list[_Record] = []
     calls: dict[nn.Module, int] = {}
-    # the leaf that last returned each tensor (a container returns its last child's tensor, and an
-    # in-place activation returns its input): tensors kept alive so that ids stay unique
-    producer: dict[int, tuple[torch.Tensor, str]] = {}
+    # the kind of leaf that last returned each tensor (a container returns its last child's tensor, and
+    # an in-place activation returns its input); the records keep the tensors alive, so ids stay unique
+    producer: dict[int, str] = {}
 
     def hook(name: str):
         def record(module: nn.Module, _inputs, output) -> None:
             call = calls.get(module, 0)
             calls[module] = call + 1
+            leaf = next(module.children(), None) is None
+            weighted = leaf and next(module.parameters(recurse=False), None) is not None
             if not isinstance(output, torch.Tensor):
+                records.append(_Record(name, module, call, None, "other", weighted))
                 return
-            if next(module.children(), None) is None:
-                producer[id(output)] = (output, _leaf_kind(module))
-            kind = producer.get(id(output), (None, "other"))[1]
-            records.append(_Record(name, module, call, output.shape, kind))
+            if leaf:
+                producer[id(output)] = _leaf_kind(module)
+            records.append(_Record(name, module, call, output, producer.get(id(output), "other"), weighted))
 
         return record
 
     handles = [module.register_forward_hook(hook(name)) for name, module in model.named_modules() if name]
     was_training = model.training
     generator = torch.Generator().manual_seed(0)
-    image = torch.rand(1, 3, input_size, input_size, generator=generator).to(_model_device(model))
+    image = torch.rand(1, 3, input_size, input_size, generator=generator).to(model_device(model))
     try:
         model.eval()  # a probe in train mode would move BatchNorm's running statistics
         with torch.no_grad():
@@ -263,12 +275,36 @@ def _record_forward(model: nn.Module, input_size: int) -> tuple[list[_Record], t
     return records, logits
 
 
+def _is_feature_map(record: _Record) -> bool:
+    shape = record.shape
+    return len(shape) == 4 and shape[-1] > 1 and shape[-2] > 1 and record.kind != "pool"
+
+
 def _pick_auto(records: list[_Record]) -> _Record:
-    for record in reversed(records):
-        shape = record.shape
-        if len(shape) == 4 and shape[-1] > 1 and shape[-2] > 1 and record.kind != "pool":
-            return record
-    raise JitterCamError("no module of the model outputs a 4-D feature map; pass target_layer=")
+    position = next((i for i in reversed(range(len(records))) if _is_feature_map(records[i])), None)
+    if position is None:
+        raise JitterCamError(
+            "no module of the model outputs a 4-D feature map (B, C, h, w), so there is no layer to take a "
+            "CAM from; pass target_layer= naming one"
+        )
+    chosen = records[position]
+    before = sum(r.weighted for r in records[: position + 1])
+    after = sum(r.weighted for r in records[position + 1 :])
+    if after > before:
+        raise JitterCamError(
+            f"the last 4-D feature map of this model is {chosen.name!r} ({chosen.shape[-2]}x{chosen.shape[-1]}), "
+            f"but {after} of its {before + after} weighted layers run after it, so a CAM there would not "
+            "explain the decision (a vision transformer's patch embedding is such a layer); pass "
+            "target_layer= naming a late convolutional feature map"
+        )
+    return chosen
+
+
+def _is_last_map(chosen: _Record, records: list[_Record]) -> bool:
+    """Whether `chosen` outputs the same tensor as the last feature map, whatever name it was given by
+    (DenseNet's `features` and `features.norm5`)."""
+    last = next((r for r in reversed(records) if _is_feature_map(r)), None)
+    return last is not None and last.output is chosen.output
 
 
 def _resolve(model: nn.Module, target_layer: nn.Module | str) -> tuple[str, nn.Module]:
@@ -292,21 +328,23 @@ def find_target_layer(
     not a pooling output: the map after the last block's activation (ResNet `layer4`, DenseNet
     `features`, Inception `Mixed_7c`, EfficientNet-Lite's head ReLU6). When that map is a normalisation
     layer's output, the network's activation is functional (DenseNet's `F.relu` after `features`), so
-    `rectify` is set. A module called several times is taken at its last call.
+    `rectify` is set — for that map under any of its names. A module called several times is taken at
+    its last call. A last map with most of the network after it (a vision transformer's patch embedding)
+    is refused rather than explained.
     """
     input_size = input_size or model_card(model).input_size
     records, logits = _record_forward(model, input_size)
     if target_layer is None:
         chosen = _pick_auto(records)
-        rectify = chosen.kind == "norm"
     else:
         name, module = _resolve(model, target_layer)
         mine = [r for r in records if r.module is module]
         if not mine:
             raise JitterCamError(f"target layer {name!r} does not run in the model's forward")
-        chosen, rectify = mine[-1], False
+        chosen = mine[-1]
         if len(chosen.shape) != 4:
-            raise JitterCamError(f"target layer {name!r} outputs shape {tuple(chosen.shape)}, not a 4-D map")
+            raise JitterCamError(f"target layer {name!r} outputs shape {chosen.shape}, not a 4-D map")
+    rectify = chosen.kind == "norm" and _is_last_map(chosen, records)
     height, width = chosen.shape[-2:]
     if height != width:
         raise JitterCamError(f"target layer {chosen.name!r} gives a {height}x{width} map; square maps only")

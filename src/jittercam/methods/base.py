@@ -1,19 +1,32 @@
 """The contract every explanation method follows, and the gradient capture the CAMs share."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from typing import Any
+
 import torch
 from torch import nn
 
 from ..errors import JitterCamError
-from ..inputs import Target, as_target, resolve_batch_size, resolve_targets
+from ..inputs import Target, as_target, check_images, resolve_batch_size, resolve_targets
 from ..models import TargetLayer, find_target_layer
+from .capture import LayerCapture
 
 
-class CAMMethod:
+class CAMMethod(ABC):
     """An explanation method: built from a model (and an optional target layer), called on a batch
-    `(B, 3, H, W)` with a target, it returns raw low-resolution maps `(B, h, w)` on the input's device —
-    not normalised, not resized. Batches larger than `batch_size` are explained in chunks.
+    `(B, 3, H, W)` with a target, it returns raw maps `(B, h, w)` on the input's device — not normalised,
+    not resized. Batches larger than `batch_size` are explained in chunks.
+
+    Class attributes a subclass sets:
+
+    * `uses_layer` — the method reads a layer's activations, so the model is probed for its target layer
+      (`self.layer`); False for methods that only look at the input and the output (RISE, baselines).
+    * `layer_map` — the map has the target layer's resolution, so Jitter-CAM and Upscale-CAM can wrap it.
     """
+
+    uses_layer: bool = True
+    layer_map: bool = True
 
     def __init__(
         self,
@@ -22,17 +35,24 @@ class CAMMethod:
         *,
         batch_size: int | None = None,
         input_size: int | None = None,
+        layer: TargetLayer | None = None,
     ) -> None:
+        """`layer`: an already probed target layer (a wrapper hands its base's on), skipping the probe."""
         self.model = model
-        self.layer: TargetLayer = find_target_layer(model, target_layer, input_size)
+        if layer is None and self.uses_layer:
+            layer = find_target_layer(model, target_layer, input_size)
+        self.layer: TargetLayer | None = layer
+        if not self.uses_layer and target_layer is not None:
+            raise JitterCamError(f"{type(self).__name__} does not use a target layer")
         self.batch_size = batch_size
+        resolve_batch_size(batch_size, torch.device("cpu"))  # checked now, not at the first call
 
     def __call__(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
         return self.attribute(images, target)
 
     def attribute(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
-        if images.dim() != 4:
-            raise JitterCamError(f"images must be a (B, 3, H, W) batch, got shape {tuple(images.shape)}")
+        """Raw maps `(B, h, w)` for `target` (an int, one per image, or None for each image's top-1)."""
+        check_images(images)
         size = resolve_batch_size(self.batch_size, images.device)
         indices = as_target(target, images.shape[0], images.device)
         chunks = [
@@ -41,8 +61,23 @@ class CAMMethod:
         ]
         return torch.cat(chunks)
 
-    def _explain(self, images: torch.Tensor, target: Target) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """Maps for one chunk; `target` is `(B,)` class indices or None (top-1), not yet range-checked."""
+
+    def passes(self, input_size: int | None = None) -> int:
+        """Forward passes of the network that one explanation costs (the paper's Table 5 counts these)."""
+        return 1
+
+    def options(self) -> dict[str, Any]:
+        """What distinguishes this method object from another of its class; `repr` shows it, and the
+        benchmark stores it."""
+        layer = None if self.layer is None else self.layer.name
+        return {"target_layer": layer, "batch_size": self.batch_size}
+
+    def __repr__(self) -> str:
+        options = ", ".join(f"{key}={value!r}" for key, value in self.options().items())
+        return f"{type(self).__name__}({options})"
 
 
 def activations_and_gradients(
@@ -55,33 +90,22 @@ def activations_and_gradients(
     gradients flow to them only (`torch.autograd.grad`), never into the parameters' `.grad`. The hook is
     removed before returning, so the model is left as it was.
     """
-    captured: dict[str, torch.Tensor] = {}
-    calls = 0
-
-    def start_graph_here(_module, _inputs, output):
-        nonlocal calls
-        call, calls = calls, calls + 1
-        if call != layer.call:
-            return None
-        torch.set_grad_enabled(True)  # for the rest of this forward; the no_grad block restores it
-        captured["A"] = output.detach().requires_grad_(True)
-        return captured["A"].clone()  # a non-leaf, so that an in-place op downstream stays legal
-
-    handle = layer.module.register_forward_hook(start_graph_here)
     with torch.inference_mode(False):  # callers may be inside inference_mode; gradients are needed here
-        try:
-            with torch.no_grad():
-                logits = model(images)
-        finally:
-            handle.remove()
-        if "A" not in captured:
-            raise JitterCamError(f"target layer {layer.name!r} did not run for this input")
+        with LayerCapture.of(layer, "graph") as capture, torch.no_grad():
+            logits = model(images)
         classes = resolve_targets(target, logits.detach()).clone()  # not an inference tensor
-        activations = captured["A"]
         with torch.enable_grad():
             score = logits.gather(1, classes[:, None]).sum()
-            (gradients,) = torch.autograd.grad(score, activations)
-    activations = activations.detach()
+            (gradients,) = torch.autograd.grad(score, capture.output)
+    activations = capture.output.detach()
     if layer.rectify:
         activations = activations.relu()
     return activations, gradients, classes
+
+
+def layer_activations(model: nn.Module, layer: TargetLayer, images: torch.Tensor) -> torch.Tensor:
+    """The target layer's activations alone (rectified where the layer asks for it): the forward stops
+    at the layer, so the rest of the network is not computed."""
+    with torch.no_grad(), LayerCapture.of(layer, "record", stop=True) as capture:
+        model(images)
+    return capture.output.relu() if layer.rectify else capture.output

@@ -6,15 +6,59 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import JitterCamError
-from ..inputs import Target, check_targets, resolve_batch_size
-from .base import CAMMethod
+from ..inputs import check_target_range, resolve_batch_size
+from ..models import model_device
+from .base import CAMMethod, layer_activations
 from .gradient import GradCAM
+from .registry import register_wrapper
+
+INTERPOLATIONS = ("bilinear", "nearest")
 
 
+def enlarge(images: torch.Tensor, pixels: int, interpolation: str) -> torch.Tensor:
+    """Square images resized to `pixels` (bilinear with half-pixel centres, or nearest)."""
+    if pixels == images.shape[-1]:
+        return images
+    align = False if interpolation == "bilinear" else None
+    return F.interpolate(images, size=pixels, mode=interpolation, align_corners=align)
+
+
+class _MapSizes:
+    """m at each input size: the probe's at its own size, otherwise measured by one forward that stops at
+    the target layer (no backward, no extra explanation)."""
+
+    def __init__(self, method: CAMMethod) -> None:
+        self.method = method
+        self.sizes = {method.layer.input_size: method.layer.map_size}
+
+    def __call__(self, pixels: int, device: torch.device) -> int:
+        if pixels not in self.sizes:
+            probe = torch.zeros(1, 3, pixels, pixels, device=device)
+            self.sizes[pixels] = int(layer_activations(self.method.model, self.method.layer, probe).shape[-1])
+        return self.sizes[pixels]
+
+
+def _square(images: torch.Tensor) -> None:
+    if images.shape[-1] != images.shape[-2]:
+        raise JitterCamError(f"images must be a square (B, 3, p, p) batch, got shape {tuple(images.shape)}")
+
+
+def _as_base(model: nn.Module, base, target_layer, batch_size, input_size) -> CAMMethod:
+    if isinstance(base, type):
+        base = base(model, target_layer, batch_size=batch_size, input_size=input_size)
+    elif target_layer is not None:
+        raise JitterCamError("target_layer goes to the base method when the base is already built")
+    if not getattr(base, "layer_map", False) or base.layer is None:
+        raise JitterCamError(f"{type(base).__name__} does not give maps at a target layer's resolution")
+    return base
+
+
+@register_wrapper("jittercam")
 class JitterCAM(CAMMethod):
     """Wraps any method of the contract (`base`, a class or a built instance; Grad-CAM by default).
 
-    For an input of p × p pixels whose base map is m × m, with total stride k = round(p / m):
+    For an input of p × p pixels whose base map is m × m, with the network's total stride k (the probe's,
+    k = round(p₀ / m₀) at the model's input size p₀):
 
     1. enlarge the input to p + d·k pixels, d = size − m (bilinear, align_corners=False, by default);
     2. take the (d + 1)² patches of p × p pixels at offsets (k·i, k·j), i, j = 0..d;
@@ -26,7 +70,7 @@ class JitterCAM(CAMMethod):
     The rounding of k is the rule for a non-integer stride: Inception v3 at 299 px has m = 8, so
     k = round(37.375) = 37 and the 16 × 16 map comes from 81 patches of a 595 px image, as in the authors'
     code. `size` is m + d; None doubles m (14 for ResNet50/DenseNet121, 16 for Inception v3). `size == m`
-    returns exactly the base method's map.
+    returns exactly the base method's map. `batch_size` is the number of patches per forward pass.
 
     The authors' code differs from the paper in two ways, offered as options: `interpolation="nearest"`
     and `count_start=1` (their count matrix starts at 1).
@@ -44,21 +88,17 @@ class JitterCAM(CAMMethod):
         interpolation: str = "bilinear",
         count_start: int = 0,
     ) -> None:
-        if interpolation not in ("bilinear", "nearest"):
+        if interpolation not in INTERPOLATIONS:
             raise JitterCamError(f"interpolation must be 'bilinear' or 'nearest', not {interpolation!r}")
-        if isinstance(base, type):
-            base = base(model, target_layer, batch_size=batch_size, input_size=input_size)
-        self.model = model
-        self.base = base
-        self.layer = base.layer
-        self.batch_size = batch_size
+        self.base = _as_base(model, base, target_layer, batch_size, input_size)
+        super().__init__(model, batch_size=batch_size, layer=self.base.layer)
         self.interpolation = interpolation
         self.count_start = count_start
         self.size = size
-        self._map_sizes = {self.layer.input_size: self.layer.map_size}
-        self._check_size(self.layer.map_size)
+        self._map_size = _MapSizes(self.base)
+        self._final_size(self.layer.map_size)
 
-    def _check_size(self, map_size: int) -> int:
+    def _final_size(self, map_size: int) -> int:
         size = self.size if self.size is not None else 2 * map_size
         if size < map_size:
             raise JitterCamError(
@@ -66,32 +106,33 @@ class JitterCAM(CAMMethod):
             )
         return size
 
-    def _map_size(self, images: torch.Tensor) -> int:
-        """m at this input size: the base method's own output size, measured once per size."""
-        pixels = images.shape[-1]
-        if pixels not in self._map_sizes:
-            probe = torch.zeros_like(images[:1])
-            self._map_sizes[pixels] = int(self.base(probe, 0).shape[-1])
-        return self._map_sizes[pixels]
+    def passes(self, input_size: int | None = None) -> int:
+        m = self._map_size(input_size or self.layer.input_size, model_device(self.model))
+        return (self._final_size(m) - m + 1) ** 2 * self.base.passes(input_size)
 
-    def attribute(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
-        if images.dim() != 4 or images.shape[-1] != images.shape[-2]:
-            raise JitterCamError(f"images must be a square (B, 3, p, p) batch, got shape {tuple(images.shape)}")
+    def options(self) -> dict:
+        return {
+            "base": self.base,
+            "size": self.size,
+            "interpolation": self.interpolation,
+            "count_start": self.count_start,
+            "batch_size": self.batch_size,
+        }
+
+    def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        _square(images)
         batch, _, pixels, _ = images.shape
-        m = self._map_size(images)
-        size = self._check_size(m)
+        m = self._map_size(pixels, images.device)
+        size = self._final_size(m)
         d = size - m
-        stride = max(1, round(pixels / m))
+        stride = self.layer.stride
         if target is None:
             with torch.no_grad():
-                classes = self.model(images).argmax(dim=1)
+                target = self.model(images).argmax(dim=1)
         else:
-            classes = check_targets(target, batch, self.layer.num_classes, images.device)
+            check_target_range(target, self.layer.num_classes)
 
-        enlarged = images
-        if d > 0:
-            align = False if self.interpolation == "bilinear" else None
-            enlarged = F.interpolate(images, size=pixels + d * stride, mode=self.interpolation, align_corners=align)
+        enlarged = enlarge(images, pixels + d * stride, self.interpolation)
         # (B, i, j, 3, p, p): a view of the enlarged images, one window per patch, copied chunk by chunk
         windows = enlarged.unfold(2, pixels, stride).unfold(3, pixels, stride).permute(0, 2, 3, 1, 4, 5)
         per_image = (d + 1) ** 2
@@ -103,7 +144,7 @@ class JitterCAM(CAMMethod):
         for start in range(0, batch * per_image, chunk):
             pick = slice(start, start + chunk)
             patches = windows[image_of[pick], row_of[pick], col_of[pick]]
-            cams.append(self.base(patches, classes[image_of[pick]]))
+            cams.append(self.base(patches, target[image_of[pick]]))
         # Eqs. (1)-(2) as one fold: block l of image b is added at (l // (d+1), l % (d+1))
         blocks = torch.cat(cams).reshape(batch, per_image, m * m).transpose(1, 2)
         jitter = F.fold(blocks, output_size=size, kernel_size=m)

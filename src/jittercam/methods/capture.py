@@ -1,0 +1,102 @@
+"""One piece that every method uses to reach a layer's output: record it, replace it, or start the
+autograd graph there — on one chosen call of the module, with the hook always removed afterwards."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import JitterCamError
+
+Replacement = torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
+MODES = ("record", "replace", "graph")
+
+
+class _StopForward(Exception):
+    """Raised by the hook to end a forward once the layer has run (`stop=True`)."""
+
+
+class LayerCapture:
+    """A context manager around forward passes that hooks call number `call` of `module`.
+
+    Modes:
+
+    * ``"record"`` keeps the output in `self.output` (detached). With ``stop=True`` the forward ends right
+      after the layer: the rest of the network is not computed, and the model call, which must be the
+      block's last statement, ends the block.
+    * ``"replace"`` keeps the output in `self.output` and hands `replacement` downstream instead: a tensor,
+      or a function of the original output. The network after the layer sees the replacement, whatever
+      its batch size.
+    * ``"graph"`` starts autograd at the layer: the forward may run under ``no_grad`` (the trunk builds no
+      graph), `self.output` is a leaf that requires grad, and everything after the layer is recorded, so
+      ``torch.autograd.grad(score, capture.output)`` gives the gradient with respect to the activations
+      only — never into the parameters.
+
+    The call counter restarts at every model call (`reset()` is called on entering; call it again between
+    two forwards inside one block). A layer that did not run raises `JitterCamError` on leaving.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        call: int = 0,
+        mode: str = "record",
+        *,
+        replacement: Replacement | None = None,
+        stop: bool = False,
+        name: str | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        if (mode == "replace") != (replacement is not None):
+            raise ValueError("a replacement is given with mode='replace', and only then")
+        if stop and mode != "record":
+            raise ValueError("stop=True is for mode='record' only")
+        self.module, self.call, self.mode = module, call, mode
+        self.replacement, self.stop = replacement, stop
+        self.name = name or type(module).__name__
+        self.output: torch.Tensor | None = None
+        self._calls = 0
+        self._handle = None
+
+    @classmethod
+    def of(cls, layer, mode: str = "record", **options) -> "LayerCapture":
+        """A capture of a `TargetLayer` (its module and call)."""
+        return cls(layer.module, layer.call, mode, name=layer.name, **options)
+
+    def reset(self) -> None:
+        self._calls, self.output = 0, None
+
+    def _hook(self, _module: nn.Module, _inputs, output):
+        call, self._calls = self._calls, self._calls + 1
+        if call != self.call:
+            return None
+        if not isinstance(output, torch.Tensor):
+            raise JitterCamError(f"layer {self.name!r} returns a {type(output).__name__}, not a tensor")
+        if self.mode == "record":
+            self.output = output.detach()
+            if self.stop:
+                raise _StopForward
+            return None
+        if self.mode == "replace":
+            self.output = output.detach()
+            replacement = self.replacement
+            return replacement(output) if callable(replacement) else replacement
+        torch.set_grad_enabled(True)  # for the rest of this forward; the caller's no_grad block restores it
+        self.output = output.detach().requires_grad_(True)
+        return self.output.clone()  # a non-leaf, so that an in-place op downstream stays legal
+
+    def __enter__(self) -> "LayerCapture":
+        self.reset()
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, kind, error, _traceback) -> bool:
+        self._handle.remove()
+        self._handle = None
+        if kind is not None:
+            return kind is _StopForward  # a stopped forward is the expected end, anything else propagates
+        if self.output is None:
+            raise JitterCamError(f"target layer {self.name!r} did not run for this input")
+        return False

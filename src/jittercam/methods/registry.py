@@ -1,0 +1,160 @@
+"""Names → method classes. A method registers itself where it is defined (`@register_method("name")`);
+a wrapper (`@register_wrapper("jittercam")`) turns any layer method into another one, spelled
+`WRAPPER:BASE` — and wrappers nest: `guided:jittercam:gradcam` is Guided Jitter-CAM."""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from ..errors import JitterCamError
+from .base import CAMMethod
+
+_METHODS: dict[str, type[CAMMethod]] = {}
+_WRAPPERS: dict[str, "_Wrapper"] = {}
+# options that describe the base method's layer and input; a wrapper passes them on to its base
+_BASE_OPTIONS = {"target_layer", "input_size"}
+
+
+@dataclass(frozen=True)
+class _Wrapper:
+    cls: type[CAMMethod]
+    default_base: str
+    needs_layer_map: bool  # the base must give maps at its target layer's resolution
+
+
+def register_method(name: str) -> Callable[[type[CAMMethod]], type[CAMMethod]]:
+    """Class decorator: make a method available to `create`, the CLI and the benchmark under `name`."""
+
+    def decorator(cls: type[CAMMethod]) -> type[CAMMethod]:
+        _check_free(name)
+        _METHODS[name] = cls
+        return cls
+
+    return decorator
+
+
+def register_wrapper(
+    name: str, default_base: str = "gradcam", needs_layer_map: bool = True
+) -> Callable[[type[CAMMethod]], type[CAMMethod]]:
+    """Class decorator for a method built around another one: its constructor takes `(model, base, ...)`
+    with `base` a built method. `name` alone means `name:default_base`."""
+
+    def decorator(cls: type[CAMMethod]) -> type[CAMMethod]:
+        _check_free(name)
+        _WRAPPERS[name] = _Wrapper(cls, default_base, needs_layer_map)
+        return cls
+
+    return decorator
+
+
+def _check_free(name: str) -> None:
+    if ":" in name or name in _METHODS or name in _WRAPPERS:
+        raise ValueError(f"method name {name!r} is taken or contains ':'")
+
+
+def available_methods() -> list[str]:
+    """Every plain name, and every wrapper over each base it accepts (`jittercam:scorecam`, ...); nested
+    wrappers (`guided:jittercam`) are accepted too but not listed."""
+    names = sorted(_METHODS)
+    for wrapper_name, wrapper in sorted(_WRAPPERS.items()):
+        names.append(wrapper_name)
+        names += [f"{wrapper_name}:{base}" for base in sorted(_METHODS) if _accepts(wrapper, _METHODS[base])]
+    return names
+
+
+def _accepts(wrapper: _Wrapper, base: type[CAMMethod]) -> bool:
+    return base.layer_map or not wrapper.needs_layer_map
+
+
+def _unknown(name: str) -> JitterCamError:
+    choices = sorted(_METHODS) + [f"{w}[:BASE]" for w in sorted(_WRAPPERS)]
+    return JitterCamError(f"unknown method {name!r}; choose from: {', '.join(choices)}")
+
+
+def _parse(name: str) -> list[str]:
+    """`guided:jittercam:scorecam` → ['guided', 'jittercam', 'scorecam'], defaults filled in and every
+    part checked; raises `JitterCamError` for a name `create` would not build."""
+    if not isinstance(name, str) or not name:
+        raise JitterCamError(f"a method name must be a non-empty string, got {name!r}")
+    parts = name.split(":")
+    if parts[-1] in _WRAPPERS:
+        parts.append(_WRAPPERS[parts[-1]].default_base)
+    *wrappers, base = parts
+    if base not in _METHODS:
+        raise _unknown(base if wrappers else name)
+    inner: type[CAMMethod] = _METHODS[base]
+    for wrapper_name in reversed(wrappers):
+        if wrapper_name not in _WRAPPERS:
+            raise _unknown(wrapper_name)
+        wrapper = _WRAPPERS[wrapper_name]
+        if not _accepts(wrapper, inner):
+            raise JitterCamError(
+                f"{wrapper_name} needs a base method whose map is at its target layer's resolution; "
+                f"{inner.__name__} is not one"
+            )
+        inner = wrapper.cls
+    return parts
+
+
+def method_class(name: str) -> type[CAMMethod]:
+    """The class `create(name, ...)` builds (the outermost wrapper's, for `WRAPPER:BASE`)."""
+    parts = _parse(name)
+    return _WRAPPERS[parts[0]].cls if len(parts) > 1 else _METHODS[parts[0]]
+
+
+def method_options(name: str) -> set[str]:
+    """The options `create(name, model, **options)` accepts, for every part of a wrapped name."""
+    parts = _parse(name)
+    classes = [_WRAPPERS[part].cls for part in parts[:-1]] + [_METHODS[parts[-1]]]
+    return set().union(*(_own_options(cls) for cls in classes)) - {"model", "base", "layer"}
+
+
+def check_method_name(name: str) -> None:
+    """Raise `JitterCamError` for a name `create` would not know, without building anything."""
+    _parse(name)
+
+
+def _own_options(cls: type) -> set[str]:
+    """The keyword arguments `cls(...)` accepts, following `**kwargs` up to the parents' constructors."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        names |= {p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            break
+    return names - {"self"}
+
+
+def create(name: str, model: nn.Module, **options) -> CAMMethod:
+    """Build the method called `name` for `model`.
+
+    `options` go to the method's constructor (`target_layer`, `batch_size`, `input_size`, and each
+    method's own, e.g. Jitter-CAM's `size`). For `WRAPPER:BASE`, an option the wrapper's constructor
+    names goes to the wrapper, the layer and input options go to the base, and `batch_size` to both.
+    """
+    return _build(_parse(name), model, options)
+
+
+def _build(parts: list[str], model: nn.Module, options: dict) -> CAMMethod:
+    head, rest = parts[0], parts[1:]
+    if not rest:
+        return _construct(_METHODS[head], head, options, model)
+    wrapper = _WRAPPERS[head].cls
+    accepted = _own_options(wrapper) - {"self", "model", "base"}
+    mine = {key: value for key, value in options.items() if key in accepted and key not in _BASE_OPTIONS}
+    theirs = {key: value for key, value in options.items() if key not in mine or key == "batch_size"}
+    base = _build(rest, model, theirs)
+    return _construct(wrapper, head, mine, model, base=base)
+
+
+def _construct(cls: type[CAMMethod], name: str, options: dict, model: nn.Module, **extra) -> CAMMethod:
+    unknown = set(options) - _own_options(cls)
+    if unknown:
+        raise JitterCamError(f"method {name!r} has no option {sorted(unknown)[0]!r}")
+    return cls(model, **extra, **options)
+
