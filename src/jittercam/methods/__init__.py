@@ -2,6 +2,9 @@
 this package imports them all."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from ..inputs import Target, check_targets, default_batch_size
 from .base import CAMMethod, activations_and_gradients, layer_activations
 from .capture import LayerCapture
@@ -16,6 +19,11 @@ from .registry import (
     register_method,
     register_wrapper,
 )
+
+# every module of this package defines and registers its methods: import them all, so that adding a
+# method touches one file
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "CAMMethod",
