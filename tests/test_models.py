@@ -134,3 +134,31 @@ def test_lite0_classifies_the_example_photos(lite0, example_labels):
         with torch.no_grad():
             correct += int(lite0(batch).argmax()) == label
     assert correct >= 6  # the reference note measured 6/8 with mean = std = 0.5
+
+
+def test_the_card_travels_with_the_model(lite0):
+    import copy
+    import pickle
+
+    for clone in (copy.deepcopy(lite0), pickle.loads(pickle.dumps(lite0))):
+        assert model_card(clone).mean == (0.5, 0.5, 0.5) and model_card(clone).categories[1] == "goldfish"
+    assert "jittercam_card" not in lite0.state_dict()
+
+
+def test_the_same_layer_is_rectified_under_any_of_its_names():
+    torch.manual_seed(0)
+    model = load_model("densenet121", weights=RANDOM)
+    x = torch.randn(1, 3, 224, 224)
+    auto = jittercam.GradCAM(model)(x, 3)
+    for name in ("features", "features.norm5"):
+        assert find_target_layer(model, name).rectify
+        assert torch.equal(jittercam.GradCAM(model, name)(x, 3), auto)
+    assert not find_target_layer(model, "features.denseblock4").rectify  # a different tensor
+
+
+def test_a_vision_transformer_is_refused_not_explained_at_its_patch_embedding():
+    model = load_model("vit_b_16", weights=RANDOM)
+    with pytest.raises(JitterCamError, match=r"'conv_proj' \(14x14\).*run after it.*pass target_layer="):
+        find_target_layer(model)
+    with pytest.raises(JitterCamError, match="conv_proj"):
+        jittercam.create("jittercam", model)

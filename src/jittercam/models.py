@@ -232,6 +232,11 @@ def model_device(model: nn.Module) -> torch.device:
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The floating-point type the model computes in (its first floating parameter's; float32 if none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 def _record_forward(model: nn.Module, input_size: int) -> tuple[list[_Record], torch.Tensor]:
     """One no-grad forward of a fixed random image, recording every module call in the order the calls
     finish (a container finishes after its children). Outputs are kept so that tensors can be compared."""

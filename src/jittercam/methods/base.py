@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import JitterCamError
 from ..inputs import Target, as_target, check_images, resolve_batch_size, resolve_targets
-from ..models import TargetLayer, find_target_layer
+from ..models import TargetLayer, find_target_layer, model_dtype
 from .capture import LayerCapture
 
 
@@ -52,7 +52,8 @@ class CAMMethod(ABC):
 
     def attribute(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
         """Raw maps `(B, h, w)` for `target` (an int, one per image, or None for each image's top-1)."""
-        check_images(images)
+        model = getattr(self, "model", None)
+        check_images(images, None if model is None else model_dtype(model))
         size = resolve_batch_size(self.batch_size, images.device)
         indices = as_target(target, images.shape[0], images.device)
         chunks = [

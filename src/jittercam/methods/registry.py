@@ -65,6 +65,12 @@ def available_methods() -> list[str]:
     return names
 
 
+def default_names() -> list[str]:
+    """Every plain method and every wrapper over its default base, in the order they were registered:
+    what `compare --methods all` draws."""
+    return list(_METHODS) + list(_WRAPPERS)
+
+
 def _accepts(wrapper: _Wrapper, base: type[CAMMethod]) -> bool:
     return base.layer_map or not wrapper.needs_layer_map
 

@@ -1,0 +1,86 @@
+"""Every registered method keeps the one contract: raw `(B, h, w)` maps on the input's device, the model
+left as it was, the same maps under `no_grad` and `inference_mode`, chunking invisible."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import jittercam
+
+# options that keep the expensive methods fast on the 32 px tiny CNN
+FAST = {"rise": {"masks": 64}, "cameras": {"sizes": [32, 48]}}
+
+
+def _options(name: str) -> dict:
+    options = {"input_size": 32}
+    for part in name.split(":"):
+        options.update(FAST.get(part, {}))
+    if not jittercam.methods.method_class(name).uses_layer:
+        options.pop("input_size")
+    return {key: value for key, value in options.items() if key in jittercam.methods.method_options(name)}
+
+
+NAMES = jittercam.available_methods() + ["guided:jittercam", "upscale:gradcam++"]
+
+
+def _state(model):
+    hooks = sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules()
+    )
+    return hooks, model.training, [p.grad for p in model.parameters()]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_contract(tiny, name):
+    try:
+        jittercam.methods.check_method_name(name)
+    except jittercam.JitterCamError:
+        pytest.skip(f"{name} is not registered")
+    x = torch.rand(3, 3, 32, 32)
+    targets = [1, 3, 0]
+    before = tiny(x)
+    method = jittercam.create(name, tiny, **_options(name))
+    maps = method(x, targets)
+    assert isinstance(maps, torch.Tensor) and maps.dim() == 3 and maps.shape[0] == 3
+    assert maps.is_floating_point() and maps.device == x.device and torch.isfinite(maps).all()
+    assert _state(tiny) == (0, False, [None] * len(list(tiny.parameters())))
+    torch.testing.assert_close(tiny(x), before, rtol=0, atol=0)
+    assert isinstance(method.passes(), int) and method.passes() >= 0
+    assert repr(method).startswith(type(method).__name__ + "(")
+
+    with torch.no_grad():
+        torch.testing.assert_close(method(x, targets), maps, rtol=1e-5, atol=1e-6)
+    with torch.inference_mode():
+        torch.testing.assert_close(method(x.clone(), targets), maps, rtol=1e-5, atol=1e-6)
+    assert torch.is_grad_enabled()
+
+    one_by_one = jittercam.create(name, tiny, **_options(name), batch_size=1)
+    alone = torch.cat([one_by_one(x[i : i + 1], t) for i, t in enumerate(targets)])
+    torch.testing.assert_close(alone, maps, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_top1_when_no_target(tiny, name):
+    jittercam.methods.check_method_name(name)
+    x = torch.rand(2, 3, 32, 32)
+    method = jittercam.create(name, tiny, **_options(name))
+    torch.testing.assert_close(method(x), method(x, tiny(x).argmax(dim=1)))
+
+
+@pytest.mark.parametrize("name", ["gradcam", "jittercam"])
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (torch.rand(3, 32, 32), "(B, 3, H, W)"),
+        (torch.rand(1, 1, 32, 32), "(B, 3, H, W)"),
+        (torch.rand(0, 3, 32, 32), "empty batch"),
+        ((torch.rand(1, 3, 32, 32) * 255).to(torch.uint8), "torch.uint8"),
+        (torch.rand(1, 3, 32, 32, dtype=torch.float64), "float64"),
+    ],
+)
+def test_bad_batches_are_refused_with_what_was_expected(tiny, name, images, message):
+    method = jittercam.create(name, tiny, input_size=32)
+    with pytest.raises(jittercam.JitterCamError, match=re.escape(message)):
+        method(images, 0)
