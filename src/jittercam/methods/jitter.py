@@ -23,7 +23,7 @@ def enlarge(images: torch.Tensor, pixels: int, interpolation: str) -> torch.Tens
     return F.interpolate(images, size=pixels, mode=interpolation, align_corners=align)
 
 
-class _MapSizes:
+class MapSizes:
     """m at each input size: the probe's at its own size, otherwise measured by one forward that stops at
     the target layer (no backward, no extra explanation)."""
 
@@ -38,12 +38,13 @@ class _MapSizes:
         return self.sizes[pixels]
 
 
-def _square(images: torch.Tensor) -> None:
+def check_square(images: torch.Tensor) -> None:
     if images.shape[-1] != images.shape[-2]:
         raise JitterCamError(f"images must be a square (B, 3, p, p) batch, got shape {tuple(images.shape)}")
 
 
-def _as_base(model: nn.Module, base, target_layer, batch_size, input_size) -> CAMMethod:
+def as_base(model: nn.Module, base, target_layer, batch_size, input_size) -> CAMMethod:
+    """`base` built for `model` when it is a class; checked to give maps at its layer's resolution."""
     if isinstance(base, type):
         base = base(model, target_layer, batch_size=batch_size, input_size=input_size)
     elif target_layer is not None:
@@ -53,8 +54,60 @@ def _as_base(model: nn.Module, base, target_layer, batch_size, input_size) -> CA
     return base
 
 
+class EnlargingMethod(CAMMethod):
+    """What Jitter-CAM and Upscale-CAM share: a base method of the contract, a final map size
+    `size` = m + d (None doubles m, below m is refused), and the input enlarged by d·k pixels with the
+    probe's stride k. Their maps are (m + d) × (m + d), not the layer's, so they wrap no further."""
+
+    layer_map = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        base: type[CAMMethod] | CAMMethod = GradCAM,
+        size: int | None = None,
+        target_layer: nn.Module | str | None = None,
+        *,
+        batch_size: int | None = None,
+        input_size: int | None = None,
+        interpolation: str = "bilinear",
+    ) -> None:
+        if interpolation not in INTERPOLATIONS:
+            raise JitterCamError(f"interpolation must be 'bilinear' or 'nearest', not {interpolation!r}")
+        self.base = as_base(model, base, target_layer, batch_size, input_size)
+        super().__init__(model, batch_size=batch_size, layer=self.base.layer)
+        self.interpolation = interpolation
+        self.size = size
+        self._map_size = MapSizes(self.base)
+        self._final_size(self.layer.map_size)
+
+    def _final_size(self, map_size: int) -> int:
+        size = self.size if self.size is not None else 2 * map_size
+        if size < map_size:
+            raise JitterCamError(
+                f"size {size} is smaller than the map size m={map_size} of target layer {self.layer.name!r}"
+            )
+        return size
+
+    def geometry(self, pixels: int, device: torch.device) -> tuple[int, int]:
+        """(m, m + d) for a p × p input."""
+        m = self._map_size(pixels, device)
+        return m, self._final_size(m)
+
+    def options(self) -> dict:
+        return {"base": self.base, "size": self.size, "interpolation": self.interpolation, "batch_size": self.batch_size}
+
+    def _original_top1(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        """`target`, or the top-1 class of the original (not enlarged) images; range-checked."""
+        if target is None:
+            with torch.no_grad():
+                return self.model(images).argmax(dim=1)
+        check_target_range(target, self.layer.num_classes)
+        return target
+
+
 @register_wrapper("jittercam")
-class JitterCAM(CAMMethod):
+class JitterCAM(EnlargingMethod):
     """Wraps any method of the contract (`base`, a class or a built instance; Grad-CAM by default).
 
     For an input of p × p pixels whose base map is m × m, with the network's total stride k (the probe's,
@@ -88,49 +141,25 @@ class JitterCAM(CAMMethod):
         interpolation: str = "bilinear",
         count_start: int = 0,
     ) -> None:
-        if interpolation not in INTERPOLATIONS:
-            raise JitterCamError(f"interpolation must be 'bilinear' or 'nearest', not {interpolation!r}")
-        self.base = _as_base(model, base, target_layer, batch_size, input_size)
-        super().__init__(model, batch_size=batch_size, layer=self.base.layer)
-        self.interpolation = interpolation
+        super().__init__(
+            model, base, size, target_layer, batch_size=batch_size, input_size=input_size, interpolation=interpolation
+        )
         self.count_start = count_start
-        self.size = size
-        self._map_size = _MapSizes(self.base)
-        self._final_size(self.layer.map_size)
-
-    def _final_size(self, map_size: int) -> int:
-        size = self.size if self.size is not None else 2 * map_size
-        if size < map_size:
-            raise JitterCamError(
-                f"size {size} is smaller than the map size m={map_size} of target layer {self.layer.name!r}"
-            )
-        return size
 
     def passes(self, input_size: int | None = None) -> int:
-        m = self._map_size(input_size or self.layer.input_size, model_device(self.model))
-        return (self._final_size(m) - m + 1) ** 2 * self.base.passes(input_size)
+        m, size = self.geometry(input_size or self.layer.input_size, model_device(self.model))
+        return (size - m + 1) ** 2 * self.base.passes(input_size)
 
     def options(self) -> dict:
-        return {
-            "base": self.base,
-            "size": self.size,
-            "interpolation": self.interpolation,
-            "count_start": self.count_start,
-            "batch_size": self.batch_size,
-        }
+        return {**super().options(), "count_start": self.count_start}
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        _square(images)
+        check_square(images)
         batch, _, pixels, _ = images.shape
-        m = self._map_size(pixels, images.device)
-        size = self._final_size(m)
+        m, size = self.geometry(pixels, images.device)
         d = size - m
         stride = self.layer.stride
-        if target is None:
-            with torch.no_grad():
-                target = self.model(images).argmax(dim=1)
-        else:
-            check_target_range(target, self.layer.num_classes)
+        target = self._original_top1(images, target)
 
         enlarged = enlarge(images, pixels + d * stride, self.interpolation)
         # (B, i, j, 3, p, p): a view of the enlarged images, one window per patch, copied chunk by chunk
