@@ -90,17 +90,15 @@ def test_graph_gives_gradients_to_the_activations_only():
 
 def test_a_layer_that_did_not_run_is_an_error_and_the_hook_is_gone():
     model = TwiceReLU().eval()
-    with pytest.raises(JitterCamError, match="did not run"):
-        with LayerCapture(model.act, 5, name="act"):
-            model(torch.randn(1, 3, 8, 8))
+    with pytest.raises(JitterCamError, match="did not run"), LayerCapture(model.act, 5, name="act"):
+        model(torch.randn(1, 3, 8, 8))
     assert _no_hooks(model)
 
 
 def test_an_error_in_the_forward_propagates_and_removes_the_hook():
     model = TwiceReLU().eval()
-    with pytest.raises(RuntimeError):
-        with LayerCapture(model.act, 0):
-            model(torch.randn(1, 5, 8, 8))  # wrong channel count
+    with pytest.raises(RuntimeError), LayerCapture(model.act, 0):
+        model(torch.randn(1, 5, 8, 8))  # wrong channel count
     assert _no_hooks(model)
 
 

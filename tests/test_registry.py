@@ -8,8 +8,7 @@ import torch
 
 import jittercam
 from jittercam import GradCAM, GradCAMPlusPlus, JitterCAM, JitterCamError
-from jittercam.methods import CAMMethod, check_method_name, method_class, method_options
-from jittercam.methods import registry
+from jittercam.methods import CAMMethod, check_method_name, method_class, method_options, registry
 
 
 def test_wrappers_take_a_default_base_and_any_layer_method(tiny):

@@ -102,16 +102,20 @@ def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
     model = load_model(args.model, weights=args.weights).to(device)
     card = model_card(model)
+    show_progress = not args.quiet and sys.stderr.isatty()
     methods = {}
     for name in names:
-        options = {"size": args.size} if "size" in method_options(name) and args.size is not None else {}
+        accepted = method_options(name)
+        options = {"size": args.size} if "size" in accepted and args.size is not None else {}
+        if "progress" in accepted:  # the long ones (RISE, Score-CAM, Ablation-CAM) get their own bar
+            options["progress"] = show_progress
         methods[name] = create(name, model, **options)
     if args.target is not None:
         with torch.no_grad():
             classes = model(to_input(photos[0][1], card).to(device)).shape[1]
         check_targets(args.target, 1, classes, device)
 
-    rows = _explain_all(photos, methods, model, card, device, args.target, progress=not args.quiet)
+    rows = _explain_all(photos, methods, model, card, device, args.target, progress=show_progress)
     _draw(rows, args.out)
     print(f"wrote {args.out} ({len(rows)} images x {len(methods)} methods)")
     return 0
@@ -121,8 +125,7 @@ def _explain_all(photos, methods, model, card, device, target, progress: bool):
     from tqdm import tqdm
 
     bar = tqdm(
-        total=len(photos) * len(methods), unit="map", disable=not progress or not sys.stderr.isatty(),
-        file=sys.stderr,
+        total=len(photos) * len(methods), unit="map", disable=not progress, file=sys.stderr, position=0
     )
     rows = []
     with bar:

@@ -2,7 +2,7 @@
 autograd graph there — on one chosen call of the module, with the hook always removed afterwards."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -61,7 +61,7 @@ class LayerCapture:
         self._handle = None
 
     @classmethod
-    def of(cls, layer, mode: str = "record", **options) -> "LayerCapture":
+    def of(cls, layer, mode: str = "record", **options) -> LayerCapture:
         """A capture of a `TargetLayer` (its module and call)."""
         return cls(layer.module, layer.call, mode, name=layer.name, **options)
 
@@ -87,7 +87,7 @@ class LayerCapture:
         self.output = output.detach().requires_grad_(True)
         return self.output.clone()  # a non-leaf, so that an in-place op downstream stays legal
 
-    def __enter__(self) -> "LayerCapture":
+    def __enter__(self) -> LayerCapture:
         self.reset()
         self._handle = self.module.register_forward_hook(self._hook)
         return self

@@ -4,8 +4,8 @@ a wrapper (`@register_wrapper("jittercam")`) turns any layer method into another
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 
@@ -13,7 +13,7 @@ from ..errors import JitterCamError
 from .base import CAMMethod
 
 _METHODS: dict[str, type[CAMMethod]] = {}
-_WRAPPERS: dict[str, "_Wrapper"] = {}
+_WRAPPERS: dict[str, _Wrapper] = {}
 # options that describe the base method's layer and input; a wrapper passes them on to its base
 _BASE_OPTIONS = {"target_layer", "input_size"}
 
@@ -161,6 +161,6 @@ def _build(parts: list[str], model: nn.Module, options: dict) -> CAMMethod:
 def _construct(cls: type[CAMMethod], name: str, options: dict, model: nn.Module, **extra) -> CAMMethod:
     unknown = set(options) - _own_options(cls)
     if unknown:
-        raise JitterCamError(f"method {name!r} has no option {sorted(unknown)[0]!r}")
+        raise JitterCamError(f"method {name!r} has no option {min(unknown)!r}")
     return cls(model, **extra, **options)
 
