@@ -16,8 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/jittercam explain examples/images/*.JPEG examples/images/catdog.png \
-		--method gradcam jittercam --out demo-output
+	$(BIN)/jittercam explain examples/images --method gradcam,jittercam --out demo-output
 	@echo "overlays and maps written to demo-output/"
 
 test: $(STAMP)

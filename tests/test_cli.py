@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import jittercam
 from conftest import EXAMPLES, GOLDFISH, GOLDFISH_BOX
 from jittercam.cli import main
 
@@ -15,21 +16,24 @@ from jittercam.cli import main
 def test_explain_writes_maps_and_overlays(tmp_path, capsys):
     out = tmp_path / "out"
     catdog = EXAMPLES / "images" / "catdog.png"
-    assert main(["explain", str(GOLDFISH), str(catdog), "--method", "jittercam", "jittercam:gradcam++",
+    assert main(["explain", str(GOLDFISH), str(catdog), "--method", "gradcam,jittercam:gradcam++",
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "ILSVRC2012_val_00000262.JPEG  jittercam  class 1 (goldfish)  p=0.88" in printed
+    assert "ILSVRC2012_val_00000262.JPEG  gradcam  class 1 (goldfish)  p=0.88" in printed
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{stem}.{method}.{ext}"
-        for stem in ("ILSVRC2012_val_00000262", "catdog")
-        for method in ("jittercam", "jittercam-gradcam++")
-        for ext in ("npy", "png")
+        [
+            f"{stem}.{method}.{ext}"
+            for stem in ("ILSVRC2012_val_00000262", "catdog")
+            for method in ("gradcam", "jittercam-gradcam++")
+            for ext in ("npy", "png")
+        ]
+        + ["summary.csv"]
     )
     photo = Image.open(GOLDFISH)
-    heat = np.load(out / "ILSVRC2012_val_00000262.jittercam.npy")
+    heat = np.load(out / "ILSVRC2012_val_00000262.jittercam-gradcam++.npy")
     assert heat.dtype == np.float32 and heat.shape == (photo.height, photo.width)
     assert heat.min() == 0.0 and heat.max() == 1.0
-    assert Image.open(out / "ILSVRC2012_val_00000262.jittercam.png").size == photo.size
+    assert Image.open(out / "ILSVRC2012_val_00000262.jittercam-gradcam++.png").size == photo.size
     # the Jitter-CAM maximum lies on the goldfish
     row, col = np.unravel_index(heat.argmax(), heat.shape)
     x0, y0, x1, y1 = GOLDFISH_BOX
@@ -48,6 +52,23 @@ def test_console_script_lists_names():
     assert "jittercam:gradcam++" in done.stdout and "resnet50" in done.stdout
 
 
+def test_python_m_jittercam_and_version():
+    done = subprocess.run([sys.executable, "-m", "jittercam", "--version"], capture_output=True, text=True)
+    assert done.returncode == 0
+    assert done.stdout.strip() == f"jittercam {jittercam.__version__}"
+
+
+def test_method_before_the_images_and_methods_by_comma_or_repeated(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["explain", "--method", "gradcam", str(GOLDFISH), "--out", str(out)]) == 0
+    assert main(["explain", str(GOLDFISH), "--method", "gradcam, xgradcam", "--method", "gradcam++",
+                 "--method", "gradcam", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert [line.split("  ")[1] for line in printed.splitlines() if "  class " in line] == [
+        "gradcam", "gradcam", "xgradcam", "gradcam++"
+    ]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -56,11 +77,21 @@ def test_console_script_lists_names():
         (["--target", "1000"], "class index 1000 is out of range"),
         (["--target", "-3"], "class index -3 is out of range"),
         (["--model", "resnet5"], "unknown model 'resnet5'"),
-        (["--method", "gradcam", "nosuchcam"], "unknown method 'nosuchcam'"),
+        (["--method", "gradcam,nosuchcam"], "unknown method 'nosuchcam'"),
+        (["--method", ","], "--method names no method"),
         (["--size", "6"], "size 6 is smaller than the map size m=7"),
         (["--method", "gradcam", "--size", "14"], "--size applies to jittercam and upscale methods only"),
         (["--weights", "missing.pt"], "weights file not found"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--threads", "0"], "--threads must be at least 1"),
+        (["--npy-max", "4"], "--npy-max must be at least 8"),
+        (["--alpha", "1.5"], "--alpha must be between 0 and 1"),
+        (["--cmap", "nosuchmap"], "unknown colour map 'nosuchmap'"),
+        (["--device", "nosuchdevice"], "--device 'nosuchdevice' is not a torch device"),
+        (["--target-layer", "nosuch"], "the model has no module named 'nosuch'"),
+        (["--method", "rise", "--target-layer", "layer4"], "--target-layer applies to methods that take"),
+        (["--nosuchoption"], "unrecognized arguments: --nosuchoption"),
+        (["--threads", "two"], "argument --threads: invalid int value: 'two'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_no_files(tmp_path, capsys, args, message):
@@ -70,6 +101,20 @@ def test_bad_input_is_one_line_exit_2_and_no_files(tmp_path, capsys, args, messa
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("jittercam: error: ") and message in error
     assert not out.exists()
+
+
+def test_missing_out_is_one_usage_line(capsys):
+    assert main(["explain", str(GOLDFISH)]) == 2
+    error = capsys.readouterr().err
+    assert error == ("jittercam: error: the following arguments are required: --out "
+                     "(`jittercam explain --help` shows the usage)\n")
+
+
+def test_too_small_image_is_refused(tmp_path, capsys):
+    Image.new("RGB", (20, 200), "gray").save(tmp_path / "strip.png")
+    assert main(["explain", str(GOLDFISH), str(tmp_path / "strip.png"), "--out", str(tmp_path / "out")]) == 2
+    assert "image too small: " in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_out_must_be_a_folder(tmp_path, capsys):

@@ -4,16 +4,20 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from jittercam.methods import registry
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_python_examples_run(monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))  # the example registers a method
     scope: dict = {}
     for number, block in enumerate(blocks):
         exec(compile(block, f"README.md python block {number}", "exec"), scope)  # noqa: S102
+    assert tuple(scope["sharper"].shape) == (1, 14, 14) and float(scope["sharper"].min()) >= 0
     assert tuple(scope["maps"].shape) == (1, 14, 14)
     assert tuple(scope["heat"].shape) == (1, 375, 500)
     assert float(scope["heat"].max()) == 1.0

@@ -3,9 +3,7 @@ method, each map over the photo, titled with the method, the class explained and
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +13,9 @@ import torch
 from PIL import Image
 
 from .data import load_image, to_input
+from .data.output import atomic_write, probe_folder
 from .errors import JitterCamError
-from .inputs import check_targets
+from .inputs import check_targets, parse_device
 from .maps import upsample
 from .methods import check_method_name, create, method_options
 from .methods.registry import default_names
@@ -71,21 +70,13 @@ def _check_out(out: Path) -> None:
         raise JitterCamError(f"--out {out} must end in .png")
     if out.is_dir():
         raise JitterCamError(f"--out {out} is a folder; give a file name ending in .png")
-    folder = out.parent if str(out.parent) else Path(".")
+    folder = out.parent
     if not folder.is_dir():
         raise JitterCamError(f"--out {out}: folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise JitterCamError(f"--out {out}: folder {folder} is not writable")
-
-
-def _device(name: str) -> torch.device:
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise JitterCamError(f"--device {name!r} is not a torch device") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise JitterCamError("--device cuda: no CUDA device is available")
-    return device
+        probe_folder(folder)
+    except OSError as exc:
+        raise JitterCamError(f"--out {out}: cannot write in {folder} ({exc.strerror or exc})") from None
 
 
 def _panel_size(image: Image.Image) -> tuple[int, int]:
@@ -99,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         raise JitterCamError("--size applies to jittercam and upscale methods only")
     _check_out(args.out)
     photos = [(Path(path), load_image(path)) for path in dict.fromkeys(args.images)]
-    device = _device(args.device)
+    device = parse_device(args.device)
     model = load_model(args.model, weights=args.weights).to(device)
     card = model_card(model)
     show_progress = not args.quiet and sys.stderr.isatty()
@@ -167,15 +158,9 @@ def _draw(rows: list[list[Panel]], out: Path) -> None:
             axis.imshow(panel.image)
             axis.set_title(panel.title, fontsize=7)
             axis.set_axis_off()
-    # written beside the target and renamed, so that an interruption never leaves half a PNG
-    handle, temporary = tempfile.mkstemp(suffix=".png", dir=out.parent if str(out.parent) else ".")
-    os.close(handle)
-    try:
-        figure.savefig(temporary, dpi=110)
-        os.replace(temporary, out)
+    try:  # written beside the target and renamed, so that an interruption never leaves half a PNG
+        atomic_write(out, lambda handle: figure.savefig(handle, format="png", dpi=110))
     except OSError as exc:
         raise JitterCamError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
         plt.close(figure)
-        if os.path.exists(temporary):
-            os.unlink(temporary)

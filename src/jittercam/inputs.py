@@ -85,3 +85,19 @@ def resolve_batch_size(batch_size: int | None, device: torch.device) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise JitterCamError(f"batch_size must be a positive integer, got {batch_size!r}")
     return batch_size
+
+
+def parse_device(name: str) -> torch.device:
+    """A `--device` string as a torch device that exists here, or a `JitterCamError` that says why not."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise JitterCamError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise JitterCamError(f"--device {name}: no CUDA device is available (this torch: {torch.__version__})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise JitterCamError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise JitterCamError(f"--device {name}: MPS is not available")
+    return device

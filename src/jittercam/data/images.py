@@ -1,29 +1,172 @@
-"""Image files to RGB pictures, and pictures to the normalised tensors a model takes."""
+"""Image files to RGB pictures as a viewer displays them, and pictures to the tensors a model takes.
+
+What "as displayed" means here:
+
+* the EXIF orientation (JPEG, PNG, TIFF, WebP) is applied (`PIL.ImageOps.exif_transpose`), so a phone
+  photo stored sideways is explained, and overlaid, upright;
+* single-channel images of more than 8 bits are scaled to 8 bits by their real range, never clipped:
+  16-bit (`I;16`) by 0..65535; 32-bit integers (`I`) by 0..65535 when all values lie there (16-bit data
+  in a 32-bit container), else by their own minimum..maximum; floats (`F`) as they are when all finite
+  values lie in [0, 1], else by their own minimum..maximum (NaN and ±inf become the minimum / maximum).
+  16-bit RGB PNGs are read by Pillow at 8 bits (the high byte), which is the same scaling;
+* transparency is composited over white, as a browser shows it on a white page;
+* other modes (palette, CMYK, grey, 1-bit) are converted to RGB by Pillow.
+
+Pictures smaller than `MIN_SIDE` pixels on a side are refused: a model input is ~224 px, and a map of a
+tiny icon stretched that far explains nothing.
+"""
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import JitterCamError
 from ..models import ModelCard
 
+MIN_SIDE = 32  # pixels, on the shorter side of the picture as displayed
+_ORIENTATION = 0x0112  # EXIF tag
+_SWAPS_SIDES = {5, 6, 7, 8}  # orientations that rotate by 90 degrees
+_ROWS_PER_STRIPE = 512  # high-bit images are scaled this many rows at a time (bounded float memory)
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)
 
-def load_image(path: str | Path) -> Image.Image:
-    """Read an image file as RGB; a missing path or a file that is not an image is a `JitterCamError`."""
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What a header (and a test decode) says about an image file: the size as displayed."""
+
+    path: Path
+    width: int
+    height: int
+    format: str | None
+    mode: str
+
+
+def _check_path(path: str | Path) -> Path:
     path = Path(path)
     if not path.exists():
         raise JitterCamError(f"no such file: {path}")
     if not path.is_file():
         raise JitterCamError(f"not a file: {path}")
+    return path
+
+
+def _open(path: Path) -> Image.Image:
+    """`Image.open` with Pillow's errors turned into one-line `JitterCamError`s."""
     try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        reason = "cannot identify image file" if isinstance(exc, UnidentifiedImageError) else str(exc)
-        raise JitterCamError(f"not an image: {path} ({reason})") from None
+        with warnings.catch_warnings():
+            # photos of 90-180 megapixels are legitimate here (one is held at a time); above that Pillow
+            # raises DecompressionBombError, reported below
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError:
+        raise JitterCamError(
+            f"image too large: {path} (more than {2 * Image.MAX_IMAGE_PIXELS} pixels)"
+        ) from None
+    except _DECODE_ERRORS as exc:
+        raise _not_an_image(path, exc) from None
+
+
+def _not_an_image(path: Path, exc: Exception) -> JitterCamError:
+    reason = "cannot identify image file" if isinstance(exc, UnidentifiedImageError) else str(exc) or type(exc).__name__
+    return JitterCamError(f"not an image: {path} ({reason})")
+
+
+def displayed_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) after the EXIF orientation is applied, read from the header only."""
+    width, height = image.size
+    try:
+        orientation = image.getexif().get(_ORIENTATION)
+    except Exception:  # noqa: BLE001 - a broken EXIF block is ignored, as exif_transpose ignores it
+        orientation = None
+    return (height, width) if orientation in _SWAPS_SIDES else (width, height)
+
+
+def _check_size(path: Path, size: tuple[int, int], min_side: int) -> None:
+    if min(size) < min_side:
+        raise JitterCamError(
+            f"image too small: {path} is {size[0]}x{size[1]} pixels; at least {min_side} on each side is needed"
+        )
+
+
+def check_image(path: str | Path, min_side: int = MIN_SIDE) -> ImageInfo:
+    """Check that `path` is an image this package can explain, without keeping its pixels: the header is
+    read, the size checked, and the file decoded once (JPEGs at 1/8 scale), so that a truncated or
+    corrupt file is found before any computing. Raises `JitterCamError` with one line."""
+    path = _check_path(path)
+    image = _open(path)
+    with image:
+        size = displayed_size(image)
+        _check_size(path, size, min_side)
+        format_, mode = image.format, image.mode
+        try:
+            if format_ == "JPEG":
+                image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+            image.load()
+        except _DECODE_ERRORS as exc:
+            raise _not_an_image(path, exc) from None
+    return ImageInfo(path, size[0], size[1], format_, mode)
+
+
+def load_image(path: str | Path, min_side: int = MIN_SIDE) -> Image.Image:
+    """Read an image file as an 8-bit RGB picture the way a viewer displays it (see the module's
+    docstring: EXIF orientation, high-bit scaling, transparency over white). A missing path, a file
+    that is not an image, or a picture under `min_side` pixels is a `JitterCamError`."""
+    path = _check_path(path)
+    image = _open(path)
+    with image:
+        _check_size(path, displayed_size(image), min_side)
+        try:
+            image.load()
+            upright = ImageOps.exif_transpose(image)
+        except _DECODE_ERRORS as exc:
+            raise _not_an_image(path, exc) from None
+    return as_rgb(upright)
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """`image` as 8-bit RGB (the image itself when it already is): high-bit grey scaled by its real
+    range, alpha composited over white."""
+    mode = image.mode
+    if mode.startswith("I;16"):
+        return _grey_to_rgb(np.asarray(image), 0.0, 65535.0)
+    if mode == "I":
+        pixels = np.asarray(image)
+        low, high = float(pixels.min()), float(pixels.max())
+        if low >= 0 and high <= 65535:
+            low, high = 0.0, 65535.0
+        return _grey_to_rgb(pixels, low, high)
+    if mode == "F":
+        pixels = np.asarray(image)
+        finite = pixels[np.isfinite(pixels)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if low >= 0 and high <= 1:
+            low, high = 0.0, 1.0
+        return _grey_to_rgb(pixels, low, high)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        white.alpha_composite(rgba)
+        return white.convert("RGB")
+    return image.convert("RGB") if mode != "RGB" else image
+
+
+def _grey_to_rgb(pixels: np.ndarray, low: float, high: float) -> Image.Image:
+    """Grey values scaled from [low, high] to 0..255 (rounded), a stripe of rows at a time; a constant
+    image (high == low) becomes black."""
+    out = np.empty(pixels.shape, dtype=np.uint8)
+    span = high - low
+    for start in range(0, pixels.shape[0], _ROWS_PER_STRIPE):
+        stripe = pixels[start : start + _ROWS_PER_STRIPE].astype(np.float64)
+        stripe = np.nan_to_num(stripe, nan=low, posinf=high, neginf=low)
+        scaled = (stripe - low) * (255.0 / span) if span > 0 else np.zeros_like(stripe)
+        out[start : start + _ROWS_PER_STRIPE] = np.clip(np.rint(scaled), 0, 255)
+    return Image.fromarray(out).convert("RGB")
 
 
 def to_input(image: Image.Image, card: ModelCard) -> torch.Tensor:
