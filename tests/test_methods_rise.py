@@ -40,7 +40,7 @@ def test_masks_are_the_references_upsampled_and_cropped_grids(size, grid):
     torch.testing.assert_close(grid_masks(grids), _reference_masks(grids, size), rtol=0, atol=2e-7)
 
 
-def test_masks_agree_with_skimage_when_it_is_installed():
+def test_masks_agree_with_skimage():
     transform = pytest.importorskip("skimage.transform")
     grids = sample_grids(10, 7, 0.5, (40, 40), torch.Generator().manual_seed(2))
     cell = math.ceil(40 / 7)

@@ -3,10 +3,20 @@ from . import data
 from .errors import JitterCamError
 from .maps import normalize, resize, upsample
 from .methods import (
+    CAMERAS,
+    RISE,
+    AblationCAM,
     CAMMethod,
     GradCAM,
     GradCAMPlusPlus,
+    Guided,
+    GuidedBackprop,
+    HiResCAM,
     JitterCAM,
+    LayerCAM,
+    LayerCapture,
+    ScoreCAM,
+    UpscaleCAM,
     XGradCAM,
     available_methods,
     create,
@@ -17,6 +27,16 @@ from .models import ModelCard, TargetLayer, available_models, find_target_layer,
 __version__ = "0.1.0"
 
 __all__ = [
+    "CAMERAS",
+    "RISE",
+    "AblationCAM",
+    "Guided",
+    "GuidedBackprop",
+    "HiResCAM",
+    "LayerCAM",
+    "LayerCapture",
+    "ScoreCAM",
+    "UpscaleCAM",
     "data",
     "CAMMethod",
     "GradCAM",

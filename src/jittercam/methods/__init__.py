@@ -8,8 +8,16 @@ import pkgutil
 from ..inputs import Target, check_targets, default_batch_size
 from .base import CAMMethod, activations_and_gradients, layer_activations
 from .capture import LayerCapture
+from .ablation import AblationCAM
+from .baselines import CentreBaseline, ConstantBaseline, RandomBaseline
+from .cameras import CAMERAS
 from .gradient import GradCAM, GradCAMPlusPlus, XGradCAM
-from .jitter import JitterCAM
+from .guided import Guided, GuidedBackprop
+from .jitter import EnlargingMethod, JitterCAM
+from .layercam import HiResCAM, LayerCAM
+from .rise import RISE
+from .scorecam import ScoreCAM
+from .upscale import UpscaleCAM
 from .registry import (
     available_methods,
     check_method_name,
@@ -26,7 +34,20 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
+    "CAMERAS",
+    "AblationCAM",
     "CAMMethod",
+    "CentreBaseline",
+    "ConstantBaseline",
+    "EnlargingMethod",
+    "Guided",
+    "GuidedBackprop",
+    "HiResCAM",
+    "LayerCAM",
+    "RISE",
+    "RandomBaseline",
+    "ScoreCAM",
+    "UpscaleCAM",
     "GradCAM",
     "GradCAMPlusPlus",
     "JitterCAM",
