@@ -162,3 +162,9 @@ def test_a_vision_transformer_is_refused_not_explained_at_its_patch_embedding():
         find_target_layer(model)
     with pytest.raises(JitterCamError, match="conv_proj"):
         jittercam.create("jittercam", model)
+
+
+def test_a_float64_model_is_probed_and_explained_in_float64(tiny):
+    model = tiny.double()
+    maps = jittercam.GradCAM(model, input_size=32)(torch.rand(1, 3, 32, 32, dtype=torch.float64), 1)
+    assert maps.dtype == torch.float64 and maps.shape == (1, 8, 8)

@@ -264,7 +264,8 @@ def _record_forward(model: nn.Module, input_size: int) -> tuple[list[_Record], t
     handles = [module.register_forward_hook(hook(name)) for name, module in model.named_modules() if name]
     was_training = model.training
     generator = torch.Generator().manual_seed(0)
-    image = torch.rand(1, 3, input_size, input_size, generator=generator).to(model_device(model))
+    image = torch.rand(1, 3, input_size, input_size, generator=generator)
+    image = image.to(model_device(model), model_dtype(model))
     try:
         model.eval()  # a probe in train mode would move BatchNorm's running statistics
         with torch.no_grad():
