@@ -8,16 +8,18 @@ import pkgutil
 from ..inputs import Target, check_targets, default_batch_size
 from .base import CAMMethod, activations_and_gradients, layer_activations
 from .capture import LayerCapture
-from .ablation import AblationCAM
-from .baselines import CentreBaseline, ConstantBaseline, RandomBaseline
-from .cameras import CAMERAS
-from .gradient import GradCAM, GradCAMPlusPlus, XGradCAM
-from .guided import Guided, GuidedBackprop
-from .jitter import EnlargingMethod, JitterCAM
-from .layercam import HiResCAM, LayerCAM
-from .rise import RISE
-from .scorecam import ScoreCAM
-from .upscale import UpscaleCAM
+# imported in the order `compare --methods all` draws them: gradient CAMs, perturbation methods, the
+# high-resolution competitors, guided maps, baselines, then the wrappers
+from .gradient import GradCAM, GradCAMPlusPlus, XGradCAM  # isort: skip
+from .scorecam import ScoreCAM  # isort: skip
+from .ablation import AblationCAM  # isort: skip
+from .rise import RISE  # isort: skip
+from .layercam import HiResCAM, LayerCAM  # isort: skip
+from .cameras import CAMERAS  # isort: skip
+from .guided import Guided, GuidedBackprop  # isort: skip
+from .baselines import CentreBaseline, ConstantBaseline, RandomBaseline  # isort: skip
+from .jitter import EnlargingMethod, JitterCAM  # isort: skip
+from .upscale import UpscaleCAM  # isort: skip
 from .registry import (
     available_methods,
     check_method_name,
