@@ -1,14 +1,12 @@
 """Image files read as a viewer displays them: EXIF orientation, high bit depths, transparency, sizes."""
 from __future__ import annotations
 
-import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import GOLDFISH
+from conftest import GOLDFISH, write_png16
 from jittercam.data import MIN_SIDE, check_image, load_image
 from jittercam.errors import JitterCamError
 
@@ -23,19 +21,6 @@ def _scene(height: int = 48, width: int = 64) -> np.ndarray:
     y, x = np.mgrid[0:height, 0:width]
     picture = np.stack([x * 255 // (width - 1), y * 255 // (height - 1), (x * y) % 256], axis=-1)
     return picture.astype(np.uint8)
-
-
-def _png16(path, pixels: np.ndarray) -> None:
-    """A 16-bit-per-channel RGB PNG written by hand (Pillow cannot write one)."""
-    height, width, _ = pixels.shape
-    rows = b"".join(b"\x00" + pixels[row].astype(">u2").tobytes() for row in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-                     + chunk(b"IEND", b""))
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -65,7 +50,7 @@ def test_16_bit_grey_png_is_scaled_by_its_range(tmp_path):
 
 def test_16_bit_rgb_png_matches_its_8_bit_version(tmp_path):
     scene = _scene()
-    _png16(tmp_path / "rgb16.png", scene.astype(np.uint16) * 257)
+    write_png16(tmp_path / "rgb16.png", scene.astype(np.uint16) * 257)
     np.testing.assert_array_equal(_pixels(load_image(tmp_path / "rgb16.png")), scene)
 
 

@@ -2,29 +2,14 @@
 from __future__ import annotations
 
 import csv
-import struct
 import tracemalloc
-import zlib
 
 import numpy as np
 from PIL import Image
 
-from conftest import GOLDFISH
+from conftest import GOLDFISH, write_png16
 from jittercam.cli import main
 from jittercam.viz import overlay
-
-
-def _png16(path, pixels: np.ndarray) -> None:
-    """A 16-bit-per-channel RGB PNG written by hand (Pillow cannot write one)."""
-    height, width, _ = pixels.shape
-    rows = b"".join(b"\x00" + pixels[row].astype(">u2").tobytes() for row in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
-                     + chunk(b"IEND", b""))
 
 
 def _rows(out) -> dict[str, dict[str, str]]:
@@ -42,7 +27,7 @@ def test_rotated_and_16_bit_photos_give_the_class_and_map_of_their_upright_8_bit
     stored = np.asarray(Image.open(photos / "phone.jpg").convert("RGB"))
     upright = np.ascontiguousarray(np.rot90(stored, k=-1))  # what a viewer shows, 500 x 375
     Image.fromarray(upright).save(photos / "upright.png")
-    _png16(photos / "deep.png", upright.astype(np.uint16) * 257)
+    write_png16(photos / "deep.png", upright.astype(np.uint16) * 257)
     grey = np.asarray(Image.fromarray(upright).convert("L"))
     Image.fromarray(grey).save(photos / "grey8.png")
     Image.fromarray(grey.astype(np.uint16) * 257).save(photos / "grey16.png")

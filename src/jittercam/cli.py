@@ -27,7 +27,8 @@ from .data.output import CsvLog, commit, deferred_interrupt, probe_folder
 from .errors import JitterCamError
 from .inputs import check_targets, parse_device
 from .maps import upsample
-from .methods import available_methods, check_method_name, create, method_class, method_options
+from .methods import available_methods, create, method_class, method_options
+from .methods.registry import method_list
 from .models import available_models, load_model, model_card
 from .viz import check_colormap, overlay, titled
 
@@ -102,16 +103,6 @@ def _add_explain(commands) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- checks
-def _method_names(groups: list[str] | None) -> list[str]:
-    names = [name.strip() for group in (groups or ["jittercam"]) for name in group.split(",")]
-    names = [name for name in names if name]
-    if not names:
-        raise JitterCamError("--method names no method")
-    for name in names:
-        check_method_name(name)
-    return list(dict.fromkeys(names))
-
-
 def _check_options(args: argparse.Namespace, names: list[str]) -> None:
     if args.size is not None and not any("size" in method_options(name) for name in names):
         raise JitterCamError("--size applies to jittercam and upscale methods only")
@@ -283,7 +274,7 @@ def _stored_size(width: int, height: int, longest: int) -> tuple[int, int]:
 
 
 def _run_explain(args: argparse.Namespace) -> int:
-    names = _method_names(args.method)
+    names = method_list(args.method or ["jittercam"], "--method")
     _check_options(args, names)
     device = parse_device(args.device)
     # chosen before the model's first forward (the probe), which would itself collapse under load

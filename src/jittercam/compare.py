@@ -17,8 +17,8 @@ from .data.output import atomic_write, probe_folder
 from .errors import JitterCamError
 from .inputs import check_targets, parse_device
 from .maps import upsample
-from .methods import check_method_name, create, method_options
-from .methods.registry import default_names
+from .methods import create, method_options
+from .methods.registry import method_list
 from .models import load_model, model_card
 from .viz import overlay
 
@@ -57,12 +57,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 def method_names(spec: str) -> list[str]:
     """'all' → every registered method and wrapper with its default options; else a checked list."""
-    names = default_names() if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()]
-    if not names:
-        raise JitterCamError("--methods names no method")
-    for name in names:
-        check_method_name(name)
-    return list(dict.fromkeys(names))
+    return method_list([spec], "--methods")
 
 
 def _check_out(out: Path) -> None:

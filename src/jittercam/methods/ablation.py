@@ -11,10 +11,9 @@ import torch
 from ..errors import JitterCamError
 from ..inputs import Target, as_target, check_images, resolve_batch_size, resolve_targets
 from ..models import model_device, model_dtype
-from .base import CAMMethod
+from .base import CAMMethod, activations_and_logits, pair_chunks, progress_bar
 from .capture import LayerCapture
 from .registry import register_method
-from .scorecam import activations_and_logits, pair_chunks, progress_bar
 
 HEAD_VALUES = 2**25  # activation values per head-only re-run (128 MiB of float32; 334 copies of ResNet50's)
 CHECK_CHANNELS = 8  # channels re-run to check the closed form, once per input size

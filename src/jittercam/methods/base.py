@@ -110,3 +110,27 @@ def layer_activations(model: nn.Module, layer: TargetLayer, images: torch.Tensor
     with torch.no_grad(), LayerCapture.of(layer, "record", stop=True) as capture:
         model(images)
     return capture.output.relu() if layer.rectify else capture.output
+
+
+def activations_and_logits(model, layer, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward: the target layer's raw output (not rectified) and the logits.
+
+    The network downstream gets a copy of the layer's output, so an in-place operation after the layer
+    (DenseNet's `F.relu(features, inplace=True)`, a residual `out += identity`) cannot change the
+    activations returned."""
+    with torch.no_grad(), LayerCapture.of(layer, "replace", replacement=torch.clone) as capture:
+        logits = model(images)
+    return capture.output, logits
+
+
+def progress_bar(enabled: bool, total: int, description: str):
+    """A tqdm bar over `total` forward passes, disabled (silent) unless `enabled`."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, unit="pass", disable=not enabled)
+
+
+def pair_chunks(count: int, size: int, device: torch.device):
+    """Flat indices 0..count-1 in chunks of `size` (a flat index is image * channels + channel)."""
+    for start in range(0, count, size):
+        yield torch.arange(start, min(start + size, count), device=device)

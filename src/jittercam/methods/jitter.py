@@ -136,14 +136,11 @@ class JitterCAM(EnlargingMethod):
         size: int | None = None,
         target_layer: nn.Module | str | None = None,
         *,
-        batch_size: int | None = None,
-        input_size: int | None = None,
-        interpolation: str = "bilinear",
         count_start: int = 0,
+        **options,
     ) -> None:
-        super().__init__(
-            model, base, size, target_layer, batch_size=batch_size, input_size=input_size, interpolation=interpolation
-        )
+        """`options`: `batch_size`, `input_size` and `interpolation`, as `EnlargingMethod` takes them."""
+        super().__init__(model, base, size, target_layer, **options)
         self.count_start = count_start
 
     def passes(self, input_size: int | None = None) -> int:

@@ -118,6 +118,18 @@ def method_options(name: str) -> set[str]:
     return set().union(*(_own_options(cls) for cls in classes)) - {"model", "base", "layer"}
 
 
+def method_list(specs: list[str], option: str = "methods") -> list[str]:
+    """Names from comma-separated `specs` (as a command line gives them, once or repeated), each checked,
+    duplicates dropped; 'all' stands for `default_names()`. `option` names the source in the error."""
+    names = [name.strip() for spec in specs for name in spec.split(",") if name.strip()]
+    names = [expanded for name in names for expanded in (default_names() if name == "all" else [name])]
+    if not names:
+        raise JitterCamError(f"{option} names no method")
+    for name in names:
+        check_method_name(name)
+    return list(dict.fromkeys(names))
+
+
 def check_method_name(name: str) -> None:
     """Raise `JitterCamError` for a name `create` would not know, without building anything."""
     _parse(name)
