@@ -102,7 +102,7 @@ def test_constant_is_0_9_with_one_1_and_one_0():
         assert (map_ == 1).sum() == 1 and (map_ == 0).sum() == 1 and (map_ == nine).sum() == 28
     # min-max scaling keeps it near-constant: exactly the same map at the same size
     assert torch.equal(jittercam.upsample(maps, (6, 5)), maps)
-    assert torch.equal(jittercam.normalize(maps), maps)
+    assert torch.equal(jittercam.minmax(maps), maps)
     # resized, the plateau stays flat (near 0.9: bilinear sampling misses the exact 0 and 1)
     up = jittercam.upsample(ConstantBaseline(NoForward())(torch.rand(4, 3, 20, 20)), (100, 100))
     for map_ in up:

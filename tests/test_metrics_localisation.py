@@ -207,5 +207,5 @@ def test_energy_in_boxes():
     full = energy_in_boxes(torch.rand(1, 3, 3) + 0.1, [torch.tensor([[0, 0, 9, 9]])], 10)
     assert float(full) == pytest.approx(1.0)
     # min-max first (Score-CAM's variant): values (v - 5) / 7; inside 23/7 of a total 79/7
-    normed = energy_in_boxes(m[:1] + 10, boxes[:1], 4, normalized=True)
+    normed = energy_in_boxes(m[:1] + 10, boxes[:1], 4, minmax=True)
     assert float(normed) == pytest.approx(23 / 79)

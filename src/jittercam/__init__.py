@@ -1,7 +1,17 @@
 """jittercam: Jitter-CAM and the CAM family for PyTorch image classifiers."""
-from . import data
+import os as _os
+import sys as _sys
+
+if "torch" not in _sys.modules:
+    # torch's OpenMP threads spin while they wait for each other; when another process holds a core the
+    # spinning thread starves the working one (Jitter-CAM: over 60 s per image instead of 4 s under a
+    # 2-process load on 2 cores). Passive waiting costs nothing measurable on an idle machine. OpenMP reads
+    # this once, when torch loads it, so it only helps when jittercam is imported before torch.
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import data  # noqa: E402
 from .errors import JitterCamError
-from .maps import normalize, resize, upsample
+from .maps import minmax, resize, upsample
 from .methods import (
     CAMERAS,
     RISE,
@@ -51,8 +61,8 @@ __all__ = [
     "create",
     "find_target_layer",
     "load_model",
+    "minmax",
     "model_card",
-    "normalize",
     "register_method",
     "resize",
     "upsample",

@@ -1,11 +1,15 @@
-"""Bringing raw low-resolution maps to image size."""
+"""Bringing raw low-resolution maps to image size.
+
+Vocabulary: `minmax` scales a map to [0, 1]; "normalise" in this library means only the model's
+mean/std normalisation of images (`jittercam.data.to_input`).
+"""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def normalize(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+def minmax(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Min–max scale each map of a `(B, H, W)` batch to [0, 1]; a constant map becomes all zeros."""
     flat = maps.flatten(1)
     low = flat.min(dim=1, keepdim=True).values
@@ -30,4 +34,4 @@ def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """
     if maps.dim() != 3:
         raise ValueError(f"maps must be (B, h, w), got shape {tuple(maps.shape)}")
-    return normalize(resize(maps.float(), size))
+    return minmax(resize(maps.float(), size))

@@ -50,6 +50,11 @@ def model_card(model: nn.Module) -> ModelCard:
     return getattr(model, CARD_ATTRIBUTE, None) or ModelCard(name=type(model).__name__)
 
 
+def attached_card(model: nn.Module) -> ModelCard | None:
+    """The card attached to `model` (by `load_model` or `attach_card`), or None: no default is made up."""
+    return getattr(model, CARD_ATTRIBUTE, None)
+
+
 def attach_card(model: nn.Module, card: ModelCard) -> nn.Module:
     """Record how to feed `model` on the model itself (a plain attribute: no parameter, no buffer)."""
     object.__setattr__(model, CARD_ATTRIBUTE, card)

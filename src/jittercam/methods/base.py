@@ -15,7 +15,7 @@ from .capture import LayerCapture
 
 class CAMMethod(ABC):
     """An explanation method: built from a model (and an optional target layer), called on a batch
-    `(B, 3, H, W)` with a target, it returns raw maps `(B, h, w)` on the input's device — not normalised,
+    `(B, 3, H, W)` with a target, it returns raw maps `(B, h, w)` on the input's device — not min–max scaled,
     not resized. Batches larger than `batch_size` are explained in chunks.
 
     Class attributes a subclass sets:

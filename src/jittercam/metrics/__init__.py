@@ -4,6 +4,15 @@ Each metric takes the model (where one is needed), a batch of images, raw `(B, h
 size and optional targets, and returns one value per image on the input's device, so that rows can
 be stored and aggregated; the small aggregate helpers give the set-level figures of the paper's tables.
 
+One image convention for all of them: `images` are the model's input tensors `(B, 3, S, S)`, normalised
+with the model's own card (`jittercam.data.to_input`; `jittercam.model_card(model)` has `.mean`, `.std`,
+`.input_size`). The only metric that needs [0, 1] pixels, `faithfulness` (and `expansion_faithfulness`),
+de-normalises with `mean`/`std`, which default to the card attached to the model and must be passed
+when it has none (`JitterCamError`, never a silent ImageNet default). Deletion's substrate (zeros of the
+input tensor, i.e. the mean colour) and insertion's blur act on the input tensor, as RISE. Min–max
+scaling of maps is called `minmax` (`jittercam.maps.minmax`, `energy_in_mask(..., minmax=True)`);
+"normalise" means mean/std only.
+
 - `deletion`, `insertion`, `deletion_insertion` (RISE; Table 2): AUC per image, curves on request.
 - `faithfulness`, `expansion_faithfulness` -> Y, O; `average_drop`, `increase_in_confidence`,
   `improvement` (Table 1, Fig. 5); `expand_explanation`, `constant_baseline`.
@@ -11,7 +20,6 @@ be stored and aggregated; the small aggregate helpers give the set-level figures
 - `pointing_game` -> hits; `pointing_accuracy` (Table 4); `energy_in_mask` / `energy_in_boxes`.
 - `rank_correlation` (§4.2).
 """
-from ._common import IMAGENET_MEAN, IMAGENET_STD
 from .correlation import rank_correlation
 from .faithfulness import (
     EXPANSION_ALPHAS,
@@ -52,7 +60,6 @@ from .perturbation import (
 )
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD",
     "auc", "blur_kernel", "gaussian_blur", "deletion", "insertion", "deletion_insertion",
     "PerturbationCurves", "DeletionInsertion",
     "faithfulness", "expansion_faithfulness", "expand_explanation", "constant_baseline",

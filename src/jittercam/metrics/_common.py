@@ -8,9 +8,9 @@ from torch import nn
 
 from ..errors import JitterCamError
 from ..inputs import Target
-from ..models import IMAGENET_MEAN, IMAGENET_STD
+from ..models import attached_card
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "Target", "check_images", "check_maps", "normalizer", "scores"]
+__all__ = ["Target", "card_stats", "check_images", "check_maps", "pixel_space", "scores"]
 
 
 def check_images(images: torch.Tensor, name: str = "images") -> None:
@@ -46,12 +46,29 @@ def scores(model: nn.Module, batch: torch.Tensor, softmax: bool) -> torch.Tensor
     return out.softmax(dim=1) if softmax else out
 
 
-def normalizer(mean: Sequence[float], std: Sequence[float], like: torch.Tensor):
-    """`x -> (x - mean) / std` for `(B, C, H, W)` batches on `like`'s device and dtype."""
+def card_stats(
+    model: nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[Sequence[float], Sequence[float]]:
+    """`mean`/`std` as given; each one that is None comes from the model's attached card."""
+    if mean is None or std is None:
+        card = attached_card(model)
+        if card is None:
+            raise JitterCamError(
+                "pixel-space multiplication needs the model's normalisation: pass mean= and std= "
+                "(the model has no jittercam card)"
+            )
+        mean = card.mean if mean is None else mean
+        std = card.std if std is None else std
+    return mean, std
+
+
+def pixel_space(mean: Sequence[float], std: Sequence[float], like: torch.Tensor):
+    """`(to_pixels, to_input)`: `x -> x·std + mean` and `p -> (p − mean) / std` for `(B, C, H, W)`
+    batches on `like`'s device and dtype."""
     m = torch.as_tensor(mean, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=like.dtype, device=like.device).view(1, -1, 1, 1)
     if m.shape[1] not in (1, like.shape[1]) or s.shape[1] not in (1, like.shape[1]):
-        raise JitterCamError(f"mean/std must have 1 or {like.shape[1]} values, got {len(mean)} and {len(std)}")
+        raise JitterCamError(f"mean/std must have 1 or {like.shape[1]} values, got {m.shape[1]} and {s.shape[1]}")
     if (s == 0).any():
         raise JitterCamError("std must not contain zeros")
-    return lambda x: (x - m) / s
+    return (lambda x: x * s + m), (lambda p: (p - m) / s)

@@ -2,12 +2,14 @@
 
 Definitions of Chattopadhay et al. (Grad-CAM++), eqs. 3–4 of the paper, with softmax scores:
 AD = 100/N · Σ max(0, Y − O) / Y and IIC = 100/N · Σ 1[Y < O], where Y is the score of class c on the
-image and O its score on the image multiplied by the explanation scaled to [0, 1].
+image and O its score on the image multiplied by the explanation L scaled to [0, 1].
 
-The multiplication happens in pixel space, then the result is normalised for the model (the paper's
-E = L ∘ I on the image). pytorch-grad-cam instead multiplies the *normalised* tensor (which darkens
-towards the mean colour, not black) and reports max(Y − O, 0) without dividing by Y; the first half is
-available as `multiply="normalized"`, the second is not the paper's AD and is not offered.
+Images are the model's input tensors x (normalised with its card), as for every metric. The paper's
+E = L ∘ I multiplies the *pixels*: by default (`multiply="pixel"`) x is brought back to [0, 1] pixels
+with the model's mean/std, multiplied, and normalised again: O = f((L·(x·std + mean) − mean) / std),
+which blackens the pixels the map rejects. pytorch-grad-cam multiplies the input tensor itself,
+O = f(L·x), darkening towards the mean colour instead (`multiply="input"`); it also reports
+max(Y − O, 0) without dividing by Y, which is not the paper's AD and is not offered.
 """
 from __future__ import annotations
 
@@ -19,17 +21,11 @@ from torch import nn
 
 from ..errors import JitterCamError
 from ..inputs import as_target, check_target_range, resolve_batch_size
-from ..maps import normalize, upsample
-from ._common import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Target,
-    check_images,
-    check_maps,
-    normalizer,
-    scores,
-)
+from ..maps import minmax, upsample
+from ._common import Target, card_stats, check_images, check_maps, pixel_space, scores
 
+#: Where the map multiplies the image: the paper's [0, 1] pixels, or the input tensor (pytorch-grad-cam).
+MULTIPLY: tuple[str, ...] = ("pixel", "input")
 #: Fig. 5's expansion factors: 0, 0.5, ..., 10.
 EXPANSION_ALPHAS: tuple[float, ...] = tuple(i / 2 for i in range(21))
 
@@ -53,7 +49,7 @@ def expand_explanation(maps: torch.Tensor, alpha: float, margin: float = 1e-4) -
     The paper clips at "the maximum value of the original explanation minus 1e-4" of pytorch-grad-cam's
     [0, 1] maps; min–max scaling the raw map first makes the margin independent of the map's units.
     """
-    maps = normalize(check_maps(maps))
+    maps = minmax(check_maps(maps))
     ceiling = maps.flatten(1).max(dim=1).values.view(-1, 1, 1) - margin
     return torch.minimum(maps * alpha, ceiling)
 
@@ -71,17 +67,21 @@ def constant_baseline(
     return maps.view(batch, h, w)
 
 
+def _masker(model, images, mean, std, multiply):
+    """`(x, mask) -> masked input tensor` for the `multiply` convention."""
+    if multiply not in MULTIPLY:
+        raise JitterCamError(f"multiply must be 'pixel' or 'input', got {multiply!r}")
+    if multiply == "input":
+        return torch.mul
+    to_pixels, to_input = pixel_space(*card_stats(model, mean, std), images)
+    return lambda x, mask: to_input(to_pixels(x) * mask)
+
+
 def _faithfulness(model, images, map_sets, target, mean, std, batch_size, softmax, multiply):
     check_images(images)
     batch_size = resolve_batch_size(batch_size, images.device)
-    if multiply not in ("pixel", "normalized"):
-        raise JitterCamError(f"multiply must be 'pixel' or 'normalized', got {multiply!r}")
-    if images.min() < -1e-6 or images.max() > 1 + 1e-6:
-        raise JitterCamError(
-            "faithfulness takes pixel-space images in [0, 1] and normalises them itself (mean=, std=)"
-        )
+    apply = _masker(model, images, mean, std, multiply)
     B, _, H, W = images.shape
-    norm = normalizer(mean, std, images)
     tgt = as_target(target, B, images.device)
     original = torch.empty(B, device=images.device, dtype=images.dtype)
     masked = torch.empty(B, len(map_sets), device=images.device, dtype=images.dtype)
@@ -95,7 +95,7 @@ def _faithfulness(model, images, map_sets, target, mean, std, batch_size, softma
         for begin in range(0, B, batch_size):
             part = slice(begin, begin + batch_size)
             x = images[part]
-            probs = scores(model, norm(x), softmax)
+            probs = scores(model, x, softmax)
             if known:
                 check_target_range(tgt[part], probs.shape[1])
             else:
@@ -103,8 +103,7 @@ def _faithfulness(model, images, map_sets, target, mean, std, batch_size, softma
             pick = tgt[part].unsqueeze(1)
             original[part] = probs.gather(1, pick).squeeze(1)
             for a, mask in enumerate(masks):
-                xm = norm(x * mask[part]) if multiply == "pixel" else norm(x) * mask[part]
-                masked[part, a] = scores(model, xm, softmax).gather(1, pick).squeeze(1)
+                masked[part, a] = scores(model, apply(x, mask[part]), softmax).gather(1, pick).squeeze(1)
     return original, masked, tgt
 
 
@@ -114,8 +113,8 @@ def faithfulness(
     maps: torch.Tensor,
     target: Target = None,
     *,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     batch_size: int | None = None,
     softmax: bool = True,
     multiply: str = "pixel",
@@ -124,14 +123,17 @@ def faithfulness(
 
     Args:
         model: the classifier, used as given; it is not modified.
-        images: `(B, C, H, W)` **pixel-space** images in [0, 1] (unlike the other metrics); they are
-            normalised with `mean`/`std` (ImageNet's by default; EfficientNet-Lite0 needs 0.5/0.5).
+        images: `(B, C, H, W)` tensors exactly as the model takes them (normalised with its card),
+            the same as for `deletion`/`insertion`.
         maps: raw `(B, h, w)` explanations; resized to `(H, W)` and min–max scaled to [0, 1].
         target: None (the model's top-1 on the image), an int, or one class per image.
         batch_size: images per forward pass (each chunk costs two passes); None: the device's default.
         softmax: score softmax probabilities (default, as the paper) or raw outputs.
-        multiply: 'pixel' (default: mask the [0, 1] image, then normalise) or 'normalized'
-            (mask the normalised tensor, as pytorch-grad-cam).
+        multiply: 'pixel' (default, the paper: de-normalise to [0, 1] pixels, mask, normalise again)
+            or 'input' (mask the input tensor itself, as pytorch-grad-cam).
+        mean, std: the normalisation the images carry, used by 'pixel' only; None (default) takes each
+            from the model's attached card (`jittercam.models.attached_card`). A model without a card
+            needs both passed: there is no ImageNet default (EfficientNet-Lite0's is 0.5/0.5).
     """
     maps = check_maps(maps, images.shape[0] if isinstance(images, torch.Tensor) else None)
     y, o, t = _faithfulness(model, images, [maps], target, mean, std, batch_size, softmax, multiply)
@@ -145,8 +147,8 @@ def expansion_faithfulness(
     target: Target = None,
     alphas: Sequence[float] = EXPANSION_ALPHAS,
     *,
-    mean: Sequence[float] = IMAGENET_MEAN,
-    std: Sequence[float] = IMAGENET_STD,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     batch_size: int | None = None,
     softmax: bool = True,
     multiply: str = "pixel",

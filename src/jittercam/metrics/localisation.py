@@ -15,7 +15,8 @@ import torch
 from scipy import ndimage
 
 from ..errors import JitterCamError
-from ..maps import normalize, resize
+from ..maps import minmax as _minmax  # `minmax` is also energy_in_mask's keyword
+from ..maps import resize
 from ._common import check_maps
 
 #: The paper's threshold grid for all three schemes: 0, 0.05, ..., 0.95.
@@ -96,7 +97,7 @@ def _kept(maps: torch.Tensor, scheme: str, alpha: float, rank: torch.Tensor | No
           cumulative: torch.Tensor | None) -> torch.Tensor:
     """Fong & Vedaldi's thresholds on image-size maps `(B, H, W)`; a kept pixel must also be > 0."""
     if scheme == "val":
-        keep = normalize(maps) >= alpha
+        keep = _minmax(maps) >= alpha
     elif scheme == "mean":
         keep = maps >= alpha * maps.mean(dim=(1, 2), keepdim=True)
     else:
@@ -266,23 +267,24 @@ def pointing_accuracy(
     return PointingAccuracy(overall, float(per_class.mean()), per_class)
 
 
-def energy_in_mask(maps: torch.Tensor, masks: torch.Tensor, *, normalized: bool = False) -> torch.Tensor:
+def energy_in_mask(maps: torch.Tensor, masks: torch.Tensor, *, minmax: bool = False) -> torch.Tensor:
     """`(B,)` fraction of each map's mass inside its ground-truth region (a box-based pointing game).
 
     The map is resized to the mask's size and negatives are clipped to 0; an all-zero map gives 0.
-    `normalized=True` min–max scales it first, as Score-CAM's energy-based pointing game.
+    `minmax=True` min–max scales it first (`jittercam.maps.minmax`), as Score-CAM's energy-based
+    pointing game.
     """
     maps = check_maps(maps)
     masks = _check_masks(masks, maps.shape[0]).to(maps.device)
     m = resize(maps, tuple(masks.shape[-2:]))
-    m = normalize(m) if normalized else m.clamp_min(0)
+    m = _minmax(m) if minmax else m.clamp_min(0)
     total = m.flatten(1).sum(dim=1)
     inside = (m * masks).flatten(1).sum(dim=1)
     return torch.where(total > 0, inside / total.clamp_min(torch.finfo(m.dtype).tiny), torch.zeros_like(total))
 
 
 def energy_in_boxes(
-    maps: torch.Tensor, boxes: Boxes, size: int | Sequence[int], *, normalized: bool = False
+    maps: torch.Tensor, boxes: Boxes, size: int | Sequence[int], *, minmax: bool = False
 ) -> torch.Tensor:
     """`energy_in_mask` with the union of each image's boxes at image `size`."""
-    return energy_in_mask(maps, boxes_to_mask(boxes, size).to(maps.device), normalized=normalized)
+    return energy_in_mask(maps, boxes_to_mask(boxes, size).to(maps.device), minmax=minmax)

@@ -5,9 +5,11 @@ Follows eclique/RISE `evaluation.py` (`CausalMetric`, `gkern`, `auc`) and its no
 - the saliency map is resized to the input size (bilinear, align_corners=False) and its pixels are
   taken in descending order; `step` pixels change per iteration, n = ceil(HW / step) iterations,
   n + 1 scores (the unchanged and the fully changed image included);
-- deletion starts from the image and moves to zeros of the *normalised* tensor; insertion starts from
-  a blurred copy (RISE's kernel: `scipy.ndimage.gaussian_filter` on an 11×11 delta, sigma 5, its
-  default mode='reflect'; zero-padded depthwise convolution) and restores the image's pixels;
+- both games act on the model's input tensor (normalised with its card, the metrics' convention):
+  deletion starts from the image and moves to zeros of that tensor (the card's mean colour, as RISE's
+  zeros of the ImageNet-normalised tensor); insertion starts from a blurred copy of it (RISE's kernel:
+  `scipy.ndimage.gaussian_filter` on an 11×11 delta, sigma 5, its default mode='reflect'; zero-padded
+  depthwise convolution) and restores the image's pixels;
 - the score is the softmax probability of the target class, by default the model's top-1 class on
   the original image (not the ground-truth label);
 - AUC = (sum - first/2 - last/2) / n, the trapezoid rule over [0, 1].
