@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -12,6 +13,9 @@ import torch
 from torch import nn
 
 import jittercam
+
+# measured forward plans (jittercam.tuning) live in the user's cache: the suite must not read or write it
+os.environ["JITTERCAM_CACHE_DIR"] = "off"
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 GOLDFISH = EXAMPLES / "images" / "ILSVRC2012_val_00000262.JPEG"

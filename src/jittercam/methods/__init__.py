@@ -8,6 +8,7 @@ import pkgutil
 from ..inputs import Target, check_targets, default_batch_size
 from .base import CAMMethod, activations_and_gradients, layer_activations
 from .capture import LayerCapture
+
 # imported in the order `compare --methods all` draws them: gradient CAMs, perturbation methods, the
 # high-resolution competitors, guided maps, baselines, then the wrappers
 from .gradient import GradCAM, GradCAMPlusPlus, XGradCAM  # isort: skip

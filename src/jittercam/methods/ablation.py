@@ -9,7 +9,12 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import JitterCamError
-from ..inputs import Target, as_target, check_images, resolve_batch_size, resolve_targets
+from ..inputs import (
+    Target,
+    as_target,
+    check_images,
+    resolve_targets,
+)
 from ..models import model_device, model_dtype
 from .base import CAMMethod, activations_and_logits, pair_chunks, progress_bar
 from .capture import LayerCapture
@@ -249,7 +254,7 @@ class AblationCAM(CAMMethod):
         """`(B, C)`: y_c − y_c^k from re-runs of every channel of every image, in chunks."""
         batch, channels = raw.shape[:2]
         if plan.rerun.pixels is None:
-            size = resolve_batch_size(self.batch_size, images.device)
+            size = self.chunk_size(images)
         else:
             size = self._head_chunk(raw[0].numel())
         values = self._values(raw)

@@ -8,9 +8,24 @@ import torch
 from torch import nn
 
 from ..errors import JitterCamError
-from ..inputs import Target, as_target, check_images, resolve_batch_size, resolve_targets
+from ..inputs import (
+    Target,
+    as_target,
+    check_images,
+    resolve_batch_size,
+    resolve_targets,
+)
 from ..models import TargetLayer, find_target_layer, model_dtype
+from ..tuning import Plan, cached_plan
 from .capture import LayerCapture
+
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str):
+    """Autocast to `precision` on `device` ("fp32": disabled)."""
+    dtype = AUTOCAST[precision]
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 class CAMMethod(ABC):
@@ -27,6 +42,7 @@ class CAMMethod(ABC):
 
     uses_layer: bool = True
     layer_map: bool = True
+    precisions: tuple[str, ...] = ("fp32",)  # which `precision` values the method implements
 
     def __init__(
         self,
@@ -36,8 +52,13 @@ class CAMMethod(ABC):
         batch_size: int | None = None,
         input_size: int | None = None,
         layer: TargetLayer | None = None,
+        precision: str = "fp32",
     ) -> None:
-        """`layer`: an already probed target layer (a wrapper hands its base's on), skipping the probe."""
+        """`layer`: an already probed target layer (a wrapper hands its base's on), skipping the probe.
+
+        `batch_size` None takes the measured plan for this model and device (`jittercam.tuning`) where one
+        was made, else the device's default. `precision` "bf16"/"fp16" runs the network's forward under
+        autocast where the method supports it (the gradient CAMs); maps are float32 either way."""
         self.model = model
         if layer is None and self.uses_layer:
             layer = find_target_layer(model, target_layer, input_size)
@@ -46,6 +67,11 @@ class CAMMethod(ABC):
             raise JitterCamError(f"{type(self).__name__} does not use a target layer")
         self.batch_size = batch_size
         resolve_batch_size(batch_size, torch.device("cpu"))  # checked now, not at the first call
+        if precision not in self.precisions:
+            raise JitterCamError(
+                f"{type(self).__name__} supports precision {', '.join(self.precisions)}, not {precision!r}"
+            )
+        self.precision = precision
 
     def __call__(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
         return self.attribute(images, target)
@@ -54,13 +80,27 @@ class CAMMethod(ABC):
         """Raw maps `(B, h, w)` for `target` (an int, one per image, or None for each image's top-1)."""
         model = getattr(self, "model", None)
         check_images(images, None if model is None else model_dtype(model))
-        size = resolve_batch_size(self.batch_size, images.device)
+        plan = self.plan(images)
+        size = self.chunk_size(images, plan)
         indices = as_target(target, images.shape[0], images.device)
-        chunks = [
-            self._explain(images[start : start + size], None if indices is None else indices[start : start + size])
-            for start in range(0, images.shape[0], size)
-        ]
+        chunks = []
+        for start in range(0, images.shape[0], size):
+            chunk = images[start : start + size]
+            chunk = plan.layout(chunk) if plan else chunk
+            chunks.append(self._explain(chunk, None if indices is None else indices[start : start + size]))
         return torch.cat(chunks)
+
+    def chunk_size(self, images: torch.Tensor, plan: Plan | None = None) -> int:
+        """Images per forward pass: `batch_size`, else the measured plan's, else the device's default."""
+        if self.batch_size is not None:
+            return self.batch_size
+        plan = plan or self.plan(images)
+        return plan.batch_size if plan else resolve_batch_size(None, images.device)
+
+    def plan(self, images: torch.Tensor) -> Plan | None:
+        """The measured forward plan (batch size, layout) for this model at these images' size, if any."""
+        model = getattr(self, "model", None)
+        return None if model is None else cached_plan(model, images.device, images.shape[-1])
 
     @abstractmethod
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
@@ -74,7 +114,7 @@ class CAMMethod(ABC):
         """What distinguishes this method object from another of its class; `repr` shows it, and the
         benchmark stores it."""
         layer = None if self.layer is None else self.layer.name
-        return {"target_layer": layer, "batch_size": self.batch_size}
+        return {"target_layer": layer, "batch_size": self.batch_size, "precision": self.precision}
 
     def __repr__(self) -> str:
         options = ", ".join(f"{key}={value!r}" for key, value in self.options().items())
@@ -82,23 +122,26 @@ class CAMMethod(ABC):
 
 
 def activations_and_gradients(
-    model: nn.Module, layer: TargetLayer, images: torch.Tensor, target: Target
+    model: nn.Module, layer: TargetLayer, images: torch.Tensor, target: Target, precision: str = "fp32"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward and one backward: the target layer's activations `A`, the gradient of the target's
     logit with respect to `A`, and the class indices explained.
 
     The trunk up to the target layer runs without autograd; the graph starts at the activations, and
     gradients flow to them only (`torch.autograd.grad`), never into the parameters' `.grad`. The hook is
-    removed before returning, so the model is left as it was.
+    removed before returning, so the model is left as it was. Under `precision` "bf16"/"fp16" the forward
+    runs under autocast and both tensors come back as float32.
     """
     with torch.inference_mode(False):  # callers may be inside inference_mode; gradients are needed here
-        with LayerCapture.of(layer, "graph") as capture, torch.no_grad():
+        with LayerCapture.of(layer, "graph") as capture, torch.no_grad(), autocast(images.device, precision):
             logits = model(images)
         classes = resolve_targets(target, logits.detach()).clone()  # not an inference tensor
         with torch.enable_grad():
             score = logits.gather(1, classes[:, None]).sum()
             (gradients,) = torch.autograd.grad(score, capture.output)
     activations = capture.output.detach()
+    if AUTOCAST[precision] is not None:
+        activations, gradients = activations.float(), gradients.float()
     if layer.rectify:
         activations = activations.relu()
     return activations, gradients, classes

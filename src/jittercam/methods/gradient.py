@@ -10,8 +10,10 @@ from .registry import register_method
 class _GradientWeightedCAM(CAMMethod):
     """ReLU(Σ_c w_c A_c): one forward and one backward per chunk; subclasses define the weights w."""
 
+    precisions = ("fp32", "bf16", "fp16")
+
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, target)
+        activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, target, self.precision)
         weights = self.channel_weights(activations, gradients)
         return torch.einsum("bc,bchw->bhw", weights, activations).relu()
 

@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import JitterCamError
-from ..inputs import check_target_range, resolve_batch_size
+from ..inputs import check_target_range
 from ..models import model_device
-from .base import CAMMethod, layer_activations
+from .base import CAMMethod, autocast, layer_activations
 from .gradient import GradCAM
 from .registry import register_wrapper
 
@@ -43,10 +43,11 @@ def check_square(images: torch.Tensor) -> None:
         raise JitterCamError(f"images must be a square (B, 3, p, p) batch, got shape {tuple(images.shape)}")
 
 
-def as_base(model: nn.Module, base, target_layer, batch_size, input_size) -> CAMMethod:
+def as_base(model: nn.Module, base, target_layer, batch_size, input_size, precision="fp32") -> CAMMethod:
     """`base` built for `model` when it is a class; checked to give maps at its layer's resolution."""
     if isinstance(base, type):
-        base = base(model, target_layer, batch_size=batch_size, input_size=input_size)
+        options = {} if precision == "fp32" else {"precision": precision}
+        base = base(model, target_layer, batch_size=batch_size, input_size=input_size, **options)
     elif target_layer is not None:
         raise JitterCamError("target_layer goes to the base method when the base is already built")
     if not getattr(base, "layer_map", False) or base.layer is None:
@@ -71,11 +72,13 @@ class EnlargingMethod(CAMMethod):
         batch_size: int | None = None,
         input_size: int | None = None,
         interpolation: str = "bilinear",
+        precision: str = "fp32",
     ) -> None:
         if interpolation not in INTERPOLATIONS:
             raise JitterCamError(f"interpolation must be 'bilinear' or 'nearest', not {interpolation!r}")
-        self.base = as_base(model, base, target_layer, batch_size, input_size)
-        super().__init__(model, batch_size=batch_size, layer=self.base.layer)
+        self.base = as_base(model, base, target_layer, batch_size, input_size, precision)
+        self.precisions = self.base.precisions
+        super().__init__(model, batch_size=batch_size, layer=self.base.layer, precision=precision)
         self.interpolation = interpolation
         self.size = size
         self._map_size = MapSizes(self.base)
@@ -95,12 +98,13 @@ class EnlargingMethod(CAMMethod):
         return m, self._final_size(m)
 
     def options(self) -> dict:
-        return {"base": self.base, "size": self.size, "interpolation": self.interpolation, "batch_size": self.batch_size}
+        return {"base": self.base, "size": self.size, "interpolation": self.interpolation,
+                "batch_size": self.batch_size, "precision": self.precision}
 
     def _original_top1(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         """`target`, or the top-1 class of the original (not enlarged) images; range-checked."""
         if target is None:
-            with torch.no_grad():
+            with torch.no_grad(), autocast(images.device, self.precision):
                 return self.model(images).argmax(dim=1)
         check_target_range(target, self.layer.num_classes)
         return target
@@ -165,7 +169,7 @@ class JitterCAM(EnlargingMethod):
         image_of = torch.arange(batch, device=images.device).repeat_interleave(per_image)
         row_of = torch.arange(d + 1, device=images.device).repeat_interleave(d + 1).repeat(batch)
         col_of = torch.arange(d + 1, device=images.device).repeat((d + 1) * batch)
-        chunk = resolve_batch_size(self.batch_size, images.device)
+        chunk = self.chunk_size(images)
         cams = []
         for start in range(0, batch * per_image, chunk):
             pick = slice(start, start + chunk)

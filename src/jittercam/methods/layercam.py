@@ -34,12 +34,14 @@ class HiResCAM(CAMMethod):
     equals Grad-CAM there (and CAM): Σ_c W_tc / hw · A_c.
     """
 
+    precisions = ("fp32", "bf16", "fp16")
+
     def __init__(self, model, target_layer=None, *, relu: bool = True, **options) -> None:
         super().__init__(model, target_layer, **options)
         self.relu = bool(relu)
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, target)
+        activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, target, self.precision)
         cam = (gradients * activations).sum(dim=1)
         return cam.relu() if self.relu else cam
 
@@ -158,11 +160,12 @@ class LayerCAM(CAMMethod):
         if len(self.layers) == 1:
             return super().options()
         names = [layer.name for layer in self.layers]
-        return {"target_layer": names, "batch_size": self.batch_size, "fusion": self.fusion, "gamma": self.gamma}
+        return {"target_layer": names, "batch_size": self.batch_size, "precision": self.precision,
+                "fusion": self.fusion, "gamma": self.gamma}
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         if len(self.layers) == 1:
-            activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, target)
+            activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, target, self.precision)
             return _layer_map(activations, gradients)
         activations, gradients, _ = layer_gradients(self.model, self.layers, images, target)
         maps = [_layer_map(a, g) for a, g in zip(activations, gradients)]

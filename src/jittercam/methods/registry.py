@@ -16,6 +16,7 @@ _METHODS: dict[str, type[CAMMethod]] = {}
 _WRAPPERS: dict[str, _Wrapper] = {}
 # options that describe the base method's layer and input; a wrapper passes them on to its base
 _BASE_OPTIONS = {"target_layer", "input_size"}
+_SHARED_OPTIONS = {"batch_size", "precision"}  # a wrapper and its base both take these
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def create(name: str, model: nn.Module, **options) -> CAMMethod:
 
     `options` go to the method's constructor (`target_layer`, `batch_size`, `input_size`, and each
     method's own, e.g. Jitter-CAM's `size`). For `WRAPPER:BASE`, an option the wrapper's constructor
-    names goes to the wrapper, the layer and input options go to the base, and `batch_size` to both.
+    names goes to the wrapper, the layer and input options go to the base, and `batch_size` and `precision` to both.
     """
     return _build(_parse(name), model, options)
 
@@ -165,7 +166,7 @@ def _build(parts: list[str], model: nn.Module, options: dict) -> CAMMethod:
     wrapper = _WRAPPERS[head].cls
     accepted = _own_options(wrapper) - {"self", "model", "base"}
     mine = {key: value for key, value in options.items() if key in accepted and key not in _BASE_OPTIONS}
-    theirs = {key: value for key, value in options.items() if key not in mine or key == "batch_size"}
+    theirs = {key: value for key, value in options.items() if key not in mine or key in _SHARED_OPTIONS}
     base = _build(rest, model, theirs)
     return _construct(wrapper, head, mine, model, base=base)
 

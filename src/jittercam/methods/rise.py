@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import JitterCamError
-from ..inputs import check_target_range, resolve_batch_size
+from ..inputs import check_target_range
 from .base import CAMMethod
 from .registry import register_method
 
@@ -224,7 +224,7 @@ class RISE(CAMMethod):
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         count, height, width = images.shape[0], images.shape[-2], images.shape[-1]
         make_masks = MaskMaker(self.grids((height, width)), images.device, images.dtype)
-        per_forward = max(1, resolve_batch_size(self.batch_size, images.device) // count)
+        per_forward = max(1, self.chunk_size(images) // count)
         # masks are made a few at a time (at least one forward's worth, about 16 MB otherwise)
         per_chunk = max(per_forward, min(self.masks, _MASK_ELEMENTS // (height * width)))
         saliency = torch.zeros(count, height * width, dtype=torch.float32, device=images.device)

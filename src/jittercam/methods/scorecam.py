@@ -6,9 +6,15 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import JitterCamError
-from ..inputs import check_target_range, resolve_batch_size, resolve_targets
+from ..inputs import check_target_range, resolve_targets
 from ..models import model_device, model_dtype
-from .base import CAMMethod, activations_and_logits, layer_activations, pair_chunks, progress_bar
+from .base import (
+    CAMMethod,
+    activations_and_logits,
+    layer_activations,
+    pair_chunks,
+    progress_bar,
+)
 from .registry import register_method
 
 VARIANTS = ("paper", "pytorch-grad-cam")
@@ -98,7 +104,7 @@ class ScoreCAM(CAMMethod):
         else:
             pairs = torch.arange(batch * channels, device=images.device)
         scores = torch.zeros(batch * channels, dtype=activations.dtype, device=images.device)
-        size = resolve_batch_size(self.batch_size, images.device)
+        size = self.chunk_size(images)
         with progress_bar(self.progress, pairs.numel(), "Score-CAM") as bar:
             for chunk in pair_chunks(pairs.numel(), size, images.device):
                 pair = pairs[chunk]

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from ..errors import JitterCamError
-from ..inputs import as_target, check_target_range, resolve_batch_size
+from ..inputs import as_target, check_target_range
 from ..maps import minmax, upsample
+from ..tuning import forward_batch
 from ._common import Target, card_stats, check_images, check_maps, pixel_space, scores
 
 #: Where the map multiplies the image: the paper's [0, 1] pixels, or the input tensor (pytorch-grad-cam).
@@ -79,7 +80,7 @@ def _masker(model, images, mean, std, multiply):
 
 def _faithfulness(model, images, map_sets, target, mean, std, batch_size, softmax, multiply):
     check_images(images)
-    batch_size = resolve_batch_size(batch_size, images.device)
+    batch_size = forward_batch(model, images, batch_size)
     apply = _masker(model, images, mean, std, multiply)
     B, _, H, W = images.shape
     tgt = as_target(target, B, images.device)

@@ -34,8 +34,9 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 
 from ..errors import JitterCamError
-from ..inputs import as_target, check_target_range, resolve_batch_size
+from ..inputs import as_target, check_target_range
 from ..maps import resize
+from ..tuning import forward_batch
 from ._common import (
     Target,
     check_images,
@@ -194,7 +195,7 @@ def _prepare(model, images, saliency, batch_size) -> tuple[torch.Tensor, int]:
     saliency = check_maps(saliency, images.shape[0], "saliency")
     if not isinstance(model, nn.Module) and not callable(model):
         raise JitterCamError("model must be a callable torch module")
-    return saliency, resolve_batch_size(batch_size, images.device)
+    return saliency, forward_batch(model, images, batch_size)
 
 
 def deletion_insertion(

@@ -1,0 +1,182 @@
+"""The fastest way to run a model's forward passes on a device, measured once and remembered.
+
+A `Plan` is a batch size and a memory layout (contiguous or channels-last), chosen by timing plain
+`inference_mode` forward passes of the model at its input size on the device itself: on 2 CPU cores small
+batches that stay in cache win, on a GPU large ones do, and channels-last helps convolutions where the
+backend has kernels for it. `tune` measures (a few seconds) and stores the plan in a JSON file keyed by
+the model, the device's name, the input size, the thread count and the torch version;
+`cached_plan` only reads it. Methods and metrics use a cached plan when `batch_size` is None and
+nothing else was asked for, and fall back to the device's static default otherwise.
+
+The cache file is `$JITTERCAM_CACHE_DIR/plans.json` (default `~/.cache/jittercam/plans.json`);
+`JITTERCAM_CACHE_DIR=off` disables it.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .models import model_card, model_device, model_dtype
+
+CPU_BATCHES = (1, 2, 4, 8, 16, 32)
+CUDA_BATCHES = (16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass(frozen=True)
+class Plan:
+    batch_size: int
+    channels_last: bool
+    seconds_per_image: float  # measured forward time per image at this plan
+    contiguous_seconds_per_image: float  # the best contiguous layout, for the record
+
+    def layout(self, images: torch.Tensor) -> torch.Tensor:
+        """`images` in the plan's memory layout (a copy only when the layout changes)."""
+        if self.channels_last and images.dim() == 4:
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
+
+
+def cache_path() -> Path | None:
+    root = os.environ.get("JITTERCAM_CACHE_DIR")
+    if root == "off":
+        return None
+    return (Path(root) if root else Path.home() / ".cache" / "jittercam") / "plans.json"
+
+
+@functools.lru_cache(maxsize=None)
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return cpu_name()
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def plan_key(model: nn.Module, device: torch.device, input_size: int) -> str:
+    card = model_card(model)
+    parameters = sum(p.numel() for p in model.parameters())
+    threads = torch.get_num_threads() if device.type == "cpu" else 0
+    return "|".join(
+        str(part)
+        for part in (card.name, type(model).__name__, parameters, model_dtype(model), device_name(device),
+                     input_size, threads, torch.__version__)
+    )
+
+
+_memory: dict[str, Plan | None] = {}  # None: looked up, nothing measured
+
+
+def _read_cache() -> dict[str, dict]:
+    path = cache_path()
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}  # a damaged cache is re-measured, never fatal
+
+
+def _write_cache(key: str, plan: Plan) -> None:
+    path = cache_path()
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        entries = _read_cache()
+        entries[key] = asdict(plan)
+        temporary = path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(entries, indent=1, sort_keys=True))
+        os.replace(temporary, path)
+    except OSError:
+        pass  # a read-only home still gets the in-memory plan
+
+
+def cached_plan(model: nn.Module, device: torch.device | None = None, input_size: int | None = None) -> Plan | None:
+    """The plan measured earlier for this model on this device (this process or the cache file), or None."""
+    device = device or model_device(model)
+    key = plan_key(model, device, input_size or model_card(model).input_size)
+    if key not in _memory:
+        entry = _read_cache().get(key)
+        try:
+            _memory[key] = None if entry is None else Plan(**entry)
+        except TypeError:
+            _memory[key] = None
+    return _memory[key]
+
+
+def _seconds_per_image(model: nn.Module, batch: torch.Tensor, images: int) -> float:
+    sync = torch.cuda.synchronize if batch.is_cuda else (lambda: None)
+    with torch.inference_mode():
+        model(batch)  # warm-up: allocator, kernel choice
+        sync()
+        rounds = max(1, -(-images // batch.shape[0]))
+        start = time.perf_counter()
+        for _ in range(rounds):
+            model(batch)
+        sync()
+    return (time.perf_counter() - start) / (rounds * batch.shape[0])
+
+
+def tune(
+    model: nn.Module,
+    device: torch.device | None = None,
+    input_size: int | None = None,
+    batch_sizes: tuple[int, ...] | None = None,
+    images: int | None = None,
+) -> Plan:
+    """Time forward passes at each batch size in both layouts and remember the fastest per image.
+
+    `images` forward passes are timed per candidate (after one warm-up batch): 16 on CPU, 1024 on CUDA.
+    A batch size that runs out of device memory ends the search upwards.
+    """
+    device = device or model_device(model)
+    size = input_size or model_card(model).input_size
+    batch_sizes = batch_sizes or (CUDA_BATCHES if device.type == "cuda" else CPU_BATCHES)
+    images = images or (1024 if device.type == "cuda" else 16)
+    dtype = model_dtype(model)
+    times: dict[tuple[int, bool], float] = {}
+    for batch_size in sorted(batch_sizes):
+        try:
+            batch = torch.randn(batch_size, 3, size, size, device=device, dtype=dtype)
+            for channels_last in (False, True):
+                layout = batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
+                times[batch_size, channels_last] = _seconds_per_image(model, layout, images)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            break
+    (batch_size, channels_last), best = min(times.items(), key=lambda item: item[1])
+    contiguous = min(seconds for (_, layout), seconds in times.items() if not layout)
+    plan = Plan(batch_size, channels_last, best, contiguous)
+    key = plan_key(model, device, size)
+    _memory[key] = plan
+    _write_cache(key, plan)
+    return plan
+
+
+def forward_batch(model, images: torch.Tensor, batch_size: int | None) -> int:
+    """Images per forward pass for a metric: `batch_size` (checked), else the measured plan's, else the
+    device's default."""
+    from .inputs import resolve_batch_size
+
+    if batch_size is None and isinstance(model, nn.Module):
+        plan = cached_plan(model, images.device, images.shape[-1])
+        if plan is not None:
+            return plan.batch_size
+    return resolve_batch_size(batch_size, images.device)
