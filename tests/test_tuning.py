@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import jittercam
+import jittercam.metrics
 from jittercam import tuning
 from jittercam.errors import JitterCamError
 from jittercam.methods import create
@@ -90,3 +91,14 @@ def test_precision_reaches_jittercams_base_and_is_refused_where_unsupported(tiny
         create("scorecam", tiny, precision="bf16")
     with pytest.raises(JitterCamError, match="supports precision"):
         create("gradcam", tiny, precision="fp8")
+
+
+def test_deletion_insertion_in_the_plan_layout_gives_the_same_curves(cache):
+    model = jittercam.load_model("resnet18", weights="random").eval()
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    maps = torch.rand(2, 2, 2, generator=torch.Generator().manual_seed(2))
+    plain = jittercam.metrics.deletion_insertion(model, images, maps, step=512)
+    _force_plan(model, 64, 5, True)
+    planned = jittercam.metrics.deletion_insertion(model, images, maps, step=512)
+    torch.testing.assert_close(planned.deletion.scores, plain.deletion.scores, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(planned.insertion.auc, plain.insertion.auc, rtol=1e-4, atol=1e-6)

@@ -180,3 +180,9 @@ def forward_batch(model, images: torch.Tensor, batch_size: int | None) -> int:
         if plan is not None:
             return plan.batch_size
     return resolve_batch_size(batch_size, images.device)
+
+
+def buffer_layout(model, images: torch.Tensor) -> torch.memory_format:
+    """The memory format a metric's perturbed batches are built in: the plan's, else contiguous."""
+    plan = cached_plan(model, images.device, images.shape[-1]) if isinstance(model, nn.Module) else None
+    return torch.channels_last if plan is not None and plan.channels_last else torch.contiguous_format

@@ -14,3 +14,8 @@ __all__ = [
     "output_names",
     "to_input",
 ]
+
+# benchmark datasets (issue 11)
+from .samples import BenchmarkDataset, Sample, open_dataset
+
+__all__ += ["BenchmarkDataset", "Sample", "open_dataset"]

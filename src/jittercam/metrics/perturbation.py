@@ -36,7 +36,7 @@ from torch import nn
 from ..errors import JitterCamError
 from ..inputs import as_target, check_target_range
 from ..maps import resize
-from ..tuning import forward_batch
+from ..tuning import buffer_layout, forward_batch
 from ._common import (
     Target,
     check_images,
@@ -165,7 +165,8 @@ def _run(
 
     total = B * G * points
     # one buffer for every chunk: fresh large allocations cost page faults on CPU
-    buffer = torch.empty((min(batch_size, total), C, H, W), device=device, dtype=images.dtype)
+    buffer = torch.empty((min(batch_size, total), C, H, W), device=device, dtype=images.dtype,
+                         memory_format=buffer_layout(model, images))
     for begin in range(0, total, batch_size):
         end = min(begin + batch_size, total)
         batch = buffer[: end - begin]
