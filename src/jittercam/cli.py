@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import __version__, compare
+from . import __version__, compare, tuning
+from .bench import cli as bench_cli
+from .bench import report as bench_report
 from .data import load_image, to_input
 from .data.collection import Source, find_images, output_names
 from .data.images import check_image
@@ -54,8 +56,25 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_explain(commands)
     compare.add_parser(commands)
+    bench_cli.add_parser(commands)
+    bench_report.add_parser(commands)
     commands.add_parser("list", help="list the model and method names")
+    _add_tune(commands)
     return parser
+
+
+def _add_tune(commands) -> None:
+    tune = commands.add_parser(
+        "tune",
+        help="measure the fastest batch size and memory layout for a model on a device, and remember it",
+        description="Time plain forward passes at several batch sizes, contiguous and channels-last, and store "
+        "the fastest in the plan cache ($JITTERCAM_CACHE_DIR/plans.json, default ~/.cache/jittercam); every "
+        "method and metric then uses it when no --batch-size is given.",
+    )
+    tune.add_argument("--model", default="efficientnet_lite0", help="model name (default: %(default)s)")
+    tune.add_argument("--weights", metavar="PATH|random", help="as for explain (default: pretrained)")
+    tune.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    tune.add_argument("--input-size", type=int, metavar="PIXELS", help="square input side (default: the model's)")
 
 
 def _add_explain(commands) -> None:
@@ -81,7 +100,8 @@ def _add_explain(commands) -> None:
     explain.add_argument("--target-layer", metavar="NAME", help="the model's module to take maps from "
                          "(dotted name, e.g. layer4; default: found by a probe)")
     explain.add_argument("--size", type=int, help="Jitter-CAM / Upscale map size m+d (default: 2m)")
-    explain.add_argument("--batch-size", type=int, help="patches per forward pass (default: 4 on CPU, 64 on GPU)")
+    explain.add_argument("--batch-size", type=int, help="images or patches per forward pass "
+                         "(default: the plan `jittercam tune` measured, else 4 on CPU, 64 on GPU)")
     explain.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     explain.add_argument(
         "--threads", type=int, metavar="N",
@@ -414,6 +434,21 @@ def _write(result: _Result, image, heat: np.ndarray, args: argparse.Namespace, s
         ])
 
 
+# ------------------------------------------------------------------------------------------------- tune
+def _run_tune(args: argparse.Namespace) -> int:
+    device = parse_device(args.device)
+    if args.input_size is not None and args.input_size < 32:
+        raise _UsageError(f"--input-size must be at least 32, got {args.input_size}")
+    model = load_model(args.model, weights=args.weights).to(device).eval()
+    plan = tuning.tune(model, device, args.input_size)
+    layout = "channels-last" if plan.channels_last else "contiguous"
+    where = tuning.cache_path() or "this process only (JITTERCAM_CACHE_DIR=off)"
+    print(f"{args.model} on {tuning.device_name(device)} ({torch.get_num_threads()} threads): batch {plan.batch_size}, "
+          f"{layout}, {plan.seconds_per_image * 1000:.2f} ms per image "
+          f"(best contiguous {plan.contiguous_seconds_per_image * 1000:.2f} ms); saved in {where}")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------- list
 def _run_list(args: argparse.Namespace) -> int:
     print("models: efficientnet_lite0 (offline default) and torchvision classifiers:")
@@ -422,7 +457,14 @@ def _run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"explain": _run_explain, "compare": compare.run, "list": _run_list}
+HANDLERS = {
+    "explain": _run_explain,
+    "compare": compare.run,
+    "bench": bench_cli.run,
+    "report": bench_report.run,
+    "list": _run_list,
+    "tune": _run_tune,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

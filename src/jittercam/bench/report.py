@@ -1,0 +1,540 @@
+"""`jittercam report FILE [FILE ...] --out DIR`: the paper's tables, its figures and a page to read, from one
+or more results stores (`jittercam bench`; one store per rank under torchrun).
+
+Reading and aggregating: `merge` (the stores' union, read-only; grouped by experiment, model and dataset)
+and `aggregate` (the paper's definitions).
+
+Writing, all atomically: per experiment `DIR/<experiment>.md` (the paper's layout: a row per method,
+columns grouped per model; `ours (paper)` where the paper has a number for that model and dataset; items,
+skips, runs and configurations listed under the tables) and `DIR/<experiment>.csv` (long form: experiment,
+model, dataset, method, metric, value, n; `method[variant]` for a variant); PNG figures (Fig. 2 and Fig. 5
+as sweeps, mean deletion and insertion curves); `DIR/gallery/` (each example's raw map resized bilinearly
+and min–max scaled, over its input); and `DIR/index.html` with all of it (no script, nothing from the
+network).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import re
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from .. import __version__
+from ..data.output import atomic_write, probe_folder
+from ..errors import JitterCamError
+from ..maps import upsample
+from ..viz import overlay
+from . import aggregate, paper, plots
+from .html import Figure, Gallery, Section, Table, markdown_table, page
+from .merge import Group, Stores, groups_of, missing_ranks, missing_ranks_of
+
+EXPERIMENTS = ("faithfulness", "local-accuracy", "weak-localisation", "pointing", "efficiency", "size-sweep",
+               "consistency", "layers")
+TITLES = {
+    "faithfulness": "Faithfulness: average drop and increase in confidence (Table 1, §4.3, Fig. 5)",
+    "local-accuracy": "Local accuracy: deletion and insertion AUC (Table 2)",
+    "weak-localisation": "Weak localisation: % error at the best threshold (Table 3)",
+    "pointing": "Pointing game: % accuracy (Table 4)",
+    "efficiency": "Efficiency: seconds and forward passes per explanation (Table 5)",
+    "size-sweep": "Jitter-CAM size sweep (Fig. 2)",
+    "consistency": "Consistency: Spearman between Jitter-CAM from a smaller input and Grad-CAM (§4.2)",
+    "layers": "Target layer before and after the last activation",
+}
+# the metrics each experiment's table shows, in order, with their column labels
+COLUMNS = {
+    "faithfulness": {"iic": "IIC", "ad": "AD", "improved": "Improved", "mean_improvement": "Mean impr."},
+    "local-accuracy": {"deletion": "Del", "insertion": "Ins"},
+    "weak-localisation": {"val": "Val", "mean": "Mean", "eng": "Eng"},
+    "pointing": {"all": "All", "difficult": "Difficult", "all_overall": "All (overall)",
+                 "difficult_overall": "Difficult (overall)"},
+    "efficiency": {"seconds": "Seconds", "passes": "Passes"},
+    "size-sweep": {"deletion": "Del", "insertion": "Ins", aggregate.COMBINED: "Del+(1-Ins)"},
+    "consistency": {"spearman": "Spearman"},
+    "layers": {"deletion": "Del", "insertion": "Ins", "val": "Val", "mean": "Mean", "eng": "Eng"},
+}
+# the panels of a sweep figure (numeric variants: alpha=..., size=...); other experiments: every column
+SWEEP_PANELS = {"faithfulness": ("ad", "iic"), "size-sweep": ("deletion", "insertion", aggregate.COMBINED)}
+PANEL_TITLES = {"ad": "AD (lower is better)", "iic": "IIC (higher is better)", "deletion": "deletion (lower is better)",
+                "insertion": "insertion (higher is better)", aggregate.COMBINED: "deletion + (1 - insertion)"}
+SWEEP_FIGURES = {"faithfulness": "Fig. 5: AD and IIC as the maps are expanded",
+                 "size-sweep": "Fig. 2: deletion and insertion against the Jitter-CAM size"}
+TABLE_REFS = {"faithfulness": "Table 1 and §4.3", "local-accuracy": "Table 2", "weak-localisation": "Table 3",
+              "pointing": "Table 4", "efficiency": "Table 5", "consistency": "§4.2"}
+_COMPANIONS = ("_threshold", "_classes")  # in the CSV and the notes, not table columns
+_PERCENT = {"ad", "iic", "val", "mean", "eng", "all", "difficult", "all_overall", "difficult_overall"}
+_INTEGER = {"improved", "passes"}
+PAPER_FORMAT = {"seconds": ".2f", "spearman": ".2f"}  # the paper's own precision where it differs from ours
+CSV_COLUMNS = ("experiment", "model", "dataset", "method", "metric", "value", "n")
+GALLERY_ITEMS = 6
+# the columns the report reads from each table of a store; runs and results must be there
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        "report", help="write tables, plots and an HTML page from results stores",
+        description="Merge results stores (`jittercam bench`, one per rank under torchrun) and write, per "
+        "experiment, DIR/EXPERIMENT.md (the paper's table, its numbers beside ours) and DIR/EXPERIMENT.csv "
+        "(long form), PNG figures, a gallery and DIR/index.html (readable offline).",
+    )
+    parser.add_argument("stores", nargs="+", type=Path, metavar="FILE", help="results stores (SQLite)")
+    parser.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the report")
+    parser.add_argument("--gallery", type=int, default=GALLERY_ITEMS, metavar="N",
+                        help="example items per model and dataset in the gallery (default: %(default)s; 0: none)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    return parser
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def _method_rank(experiment: str) -> dict[str, int]:
+    order = paper.paper_methods(experiment) + paper.paper_methods("local-accuracy")
+    return {name: index for index, name in enumerate(dict.fromkeys(order))}
+
+
+def _sort_keys(experiment: str, keys) -> list[tuple[str, str]]:
+    rank = _method_rank(experiment)
+
+    def order(key: tuple[str, str]):
+        method, variant = key
+        number = aggregate.variant_number(variant)
+        return (rank.get(paper.paper_method(method), len(rank)), method,
+                (number[0], number[1], "") if number else ("", 0.0, variant))
+
+    return sorted(keys, key=order)
+
+
+def method_label(method: str, variant: str) -> str:
+    return f"{method}[{variant}]" if variant else method
+
+
+def _is_sweep(variant: str) -> bool:
+    return aggregate.variant_number(variant) is not None
+
+
+def _shown(experiment: str, stats) -> list[str]:
+    """The metrics present in `stats` (an iterable of metric -> Stat) in the table's order, then any other
+    (not the best-threshold companions)."""
+    present = {metric for row in stats for metric in row}
+    known = [m for m in COLUMNS.get(experiment, {}) if m in present]
+    extra = sorted(m for m in present - set(known) if not m.endswith(_COMPANIONS))
+    return known + extra
+
+
+def _label(experiment: str, metric: str) -> str:
+    return COLUMNS.get(experiment, {}).get(metric, metric)
+
+
+def format_value(metric: str, value: float, paper_number: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if paper_number and metric in PAPER_FORMAT:
+        return format(value, PAPER_FORMAT[metric])
+    if metric in _INTEGER:
+        return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+    return f"{value:.2f}" if metric in _PERCENT else f"{value:.3f}"
+
+
+def _cell(group: Group, key: tuple[str, str], metric: str) -> tuple[str, str | None]:
+    stat = group.stats.get(key, {}).get(metric)
+    ours = format_value(metric, stat.value) if stat is not None else "—"
+    number = None
+    if not key[1] and group.paper_applies:
+        number = paper.paper_value(group.experiment, group.model, group.dataset, key[0], metric)
+    return ours, None if number is None else format_value(metric, number, paper_number=True)
+
+
+def _model_order(groups: list[Group]) -> list[Group]:
+    rank = {name: index for index, name in enumerate(paper.MODELS)}
+    return sorted(groups, key=lambda g: (rank.get(g.model, len(rank)), g.label))
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
+def _items_note(group: Group, keys, each: str = "method") -> str:
+    """`label: n = 6 items for each of 3 methods; 2 items skipped (reason ×2)`."""
+    counts = {method_label(*key): group.items.get(key, 0) for key in keys if key in group.items}
+    if not counts:
+        text = "no results"
+    elif len(set(counts.values())) == 1:
+        text = f"n = {_plural(next(iter(counts.values())), 'item')} for each of {_plural(len(counts), each)}"
+    else:
+        text = "n = " + ", ".join(f"{label} {count}" for label, count in counts.items()) + " items"
+    if group.skipped:
+        reasons = "; ".join(f"{reason} ×{count}" for reason, count in group.reasons.most_common(5))
+        more = f"; {len(group.reasons) - 5} other reasons" if len(group.reasons) > 5 else ""
+        text += f"; {_plural(group.skipped, 'item')} skipped ({reasons}{more})"
+    else:
+        text += "; no items skipped"
+    return f"{group.label}: {text}"
+
+
+def _extra_notes(group: Group, keys) -> list[str]:
+    notes = []
+    if group.num_classes is not None:
+        classes = group.num_classes[0]
+        seen = max((int(group.stats[k]["all_classes"].value) for k in keys if "all_classes" in group.stats.get(k, {})),
+                   default=classes)
+        unseen = (f"; {classes - seen} classes without a trial are left out (TorchRay counts them 0, which on "
+                  "the whole dataset never happens)") if seen < classes else ""
+        notes.append(f"{group.label}: mean over the {seen} classes with a trial, of {classes} "
+                     f"({group.num_classes[1]}){unseen}")
+    thresholds = []
+    for key in keys:
+        stats = group.stats.get(key, {})
+        best = [f"{scheme} {format(stats[m].value, 'g')}" for scheme in _shown(group.experiment, [stats])
+                if (m := f"{scheme}_threshold") in stats and not math.isnan(stats[m].value)]
+        if best:
+            thresholds.append(f"{method_label(*key)} " + ", ".join(best))
+    if thresholds:
+        notes.append(f"{group.label}: best thresholds: " + "; ".join(thresholds))
+    for key in keys:
+        stat, items = group.stats.get(key, {}).get("spearman"), group.items.get(key, 0)
+        if stat is not None and stat.n < items:
+            notes.append(f"{group.label}: {method_label(*key)}: {_plural(items - stat.n, 'item')} without a "
+                         "Spearman value (a constant map) left out")
+    return notes
+
+
+def _main_table(experiment: str, dataset: str, groups: list[Group]) -> Table | None:
+    keys = _sort_keys(experiment, {k for g in groups for k in g.stats if not _is_sweep(k[1])})
+    if not keys:
+        return None
+    columns, spans, per_group = [], [], []
+    groups = [g for g in groups if any(k in g.stats for k in keys)]
+    for group in groups:
+        metrics = _shown(experiment, (group.stats[k] for k in keys if k in group.stats))
+        per_group.append(metrics)
+        columns += [_label(experiment, m) for m in metrics]
+        spans.append((group.label, len(metrics)))
+    rows = []
+    for key in keys:
+        cells = [_cell(g, key, m) for g, metrics in zip(groups, per_group, strict=True) for m in metrics]
+        rows.append((method_label(*key), cells))
+    notes = [_items_note(g, [k for k in keys if k in g.stats]) for g in groups]
+    for group in groups:
+        notes += _extra_notes(group, [k for k in keys if k in group.stats])
+    if any(paper.paper_value(experiment, g.model, g.dataset, k[0], m) is not None and g.paper_applies
+           for g, metrics in zip(groups, per_group, strict=True) for k in keys for m in metrics):
+        notes.append("ours (paper): the paper's number in parentheses where it reports this model and dataset")
+    layout = f" (the paper's {TABLE_REFS[experiment]})" if experiment in TABLE_REFS else ""
+    return Table(f"{experiment} on {dataset}{layout}", "Method", columns, rows, spans, notes)
+
+
+def _sweeps(group: Group) -> dict[str, dict[str, dict[float, str]]]:
+    """sweep key (alpha, size) -> method -> value -> variant string."""
+    sweeps: dict[str, dict[str, dict[float, str]]] = defaultdict(lambda: defaultdict(dict))
+    for method, variant in group.stats:
+        number = aggregate.variant_number(variant)
+        if number is not None:
+            sweeps[number[0]][method][number[1]] = variant
+    return sweeps
+
+
+def _sweep_table(group: Group, sweep: str, methods: dict[str, dict[float, str]]) -> Table:
+    names = _sort_keys(group.experiment, [(m, "") for m in methods])
+    values = sorted({v for per in methods.values() for v in per})
+    metrics = _shown(group.experiment, (group.stats[(m, v)] for m, per in methods.items() for v in per.values()))
+    columns = [_label(group.experiment, m) for _ in names for m in metrics]
+    rows = []
+    for value in values:
+        cells = []
+        for method, _ in names:
+            variant = methods[method].get(value)
+            cells += [_cell(group, (method, variant), m) if variant else ("—", None) for m in metrics]
+        rows.append((format(value, "g"), cells))
+    each = f"{sweep} value" if len(methods) == 1 else f"method and {sweep} pair"
+    notes = [_items_note(group, [(m, v) for m, per in methods.items() for v in per.values()], each)]
+    title = f"{group.experiment} on {group.dataset}, {group.label}, by {sweep}"
+    return Table(title, sweep, columns, rows, [(m, len(metrics)) for m, _ in names], notes)
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "_"
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda stream: stream.write(data))
+
+
+def _csv_rows(group: Group) -> list[list[str]]:
+    rows = []
+    for key in _sort_keys(group.experiment, group.stats):
+        stats = group.stats[key]
+        order = _shown(group.experiment, [stats]) + sorted(m for m in stats if m.endswith(_COMPANIONS))
+        for metric in order:
+            stat = stats[metric]
+            value = "nan" if math.isnan(stat.value) else format(stat.value, ".10g")
+            rows.append([group.experiment, group.label, group.dataset, method_label(*key), metric, value, str(stat.n)])
+    return rows
+
+
+def _csv_bytes(rows: list[list[str]]) -> bytes:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(rows)
+    return text.getvalue().encode("utf-8")
+
+
+def _sweep_figure(group: Group, sweep: str, methods: dict[str, dict[float, str]]) -> bytes:
+    metrics = SWEEP_PANELS.get(group.experiment) or _shown(
+        group.experiment, (group.stats[(m, v)] for m, per in methods.items() for v in per.values()))
+    panels = {}
+    for metric in metrics:
+        lines = {}
+        for method, _ in _sort_keys(group.experiment, [(m, "") for m in methods]):
+            stats = sorted((value, group.stats[(method, variant)].get(metric))
+                           for value, variant in methods[method].items())
+            points = [(x, stat.value) for x, stat in stats if stat is not None]
+            if points:
+                lines[method] = ([x for x, _ in points], [y for _, y in points])
+        panels[PANEL_TITLES.get(metric, metric)] = lines
+    references = {}
+    if group.experiment == "faithfulness":
+        plain = next((stats for (m, v), stats in group.stats.items()
+                      if paper.paper_method(m) == "gradcam" and not v), None)
+        for metric in metrics:
+            if plain and metric in plain:
+                references[PANEL_TITLES.get(metric, metric)] = ("gradcam (not expanded)", plain[metric].value)
+    name = SWEEP_FIGURES.get(group.experiment, f"{group.experiment} against {sweep}")
+    title = f"{name}: {group.label} on {group.dataset}"
+    return plots.sweep_figure(title, sweep, panels, references)
+
+
+def _curves_figure(group: Group) -> bytes:
+    curves, aucs = {}, {}
+    for kind, per_key in group.curves.items():
+        keys = _sort_keys(group.experiment, per_key)
+        curves[kind] = {method_label(*k): per_key[k].result() for k in keys}
+        aucs[kind] = {label: aggregate.curve_auc(curve) for label, curve in curves[kind].items()}
+    return plots.curves_figure(f"{group.experiment}: {group.label} on {group.dataset} "
+                               f"(mean over items; AUC of the mean curve)", curves, aucs)
+
+
+def _runs_notes(groups: list[Group]) -> list[tuple[str, str | None]]:
+    """A line per run (its machine, ranks, start) with its whole configuration as JSON, and the methods'
+    options as they ran."""
+    notes: list[tuple[str, str | None]] = []
+    for group in groups:
+        for run in group.runs:
+            machine = "; ".join(run.machines) or "machine not recorded"
+            ranks = f", {run.world_size} ranks" if run.world_size and run.world_size > 1 else ""
+            if missing_ranks_of(run):
+                ranks += f" (MISSING the stores of ranks {', '.join(map(str, missing_ranks_of(run)))})"
+            weights = group.weights or "default weights"
+            config = json.dumps(run.config, sort_keys=True, separators=(",", ":"))
+            line = (f"{group.label} on {group.dataset}: configuration {run.config_hash[:12]}, weights {weights}, "
+                    f"{machine}{ranks}, started {run.created or '?'}")
+            notes.append((line, config))
+        if not group.runs:
+            line = (f"{group.label} on {group.dataset}: configurations {', '.join(h[:12] for h in group.hashes)} "
+                    "have no `runs` row (machine and configuration unknown)")
+            notes.append((line, None))
+        pooled = [method for method, options in sorted(group.options.items()) if len(options) > 1]
+        if group.options:
+            reprs = " · ".join(option for _, options in sorted(group.options.items()) for option in options)
+            notes.append((f"{group.label} on {group.dataset}: methods as run: {reprs}"
+                          + (f" (several option sets pooled for {', '.join(pooled)})" if pooled else ""), None))
+    return notes
+
+
+@dataclass
+class Written:
+    files: int = 0  # stores read
+    rows: int = 0  # result rows in them
+    merged: int = 0  # result rows after merging
+    tables: int = 0
+    plots: int = 0
+    gallery: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def _experiment(out: Path, experiment: str, groups: list[Group], written: Written) -> Section:
+    section = Section(_slug(experiment), TITLES.get(experiment, experiment))
+    by_dataset: dict[str, list[Group]] = defaultdict(list)
+    for group in groups:
+        by_dataset[group.dataset].append(group)
+    csv_rows = []
+    for dataset, members in sorted(by_dataset.items()):
+        members = _model_order(members)
+        table = _main_table(experiment, dataset, members)
+        if table is not None:
+            section.tables.append(table)
+        for group in members:
+            csv_rows += _csv_rows(group)
+            if not group.stats:
+                reasons = "; ".join(f"{r} ×{c}" for r, c in group.reasons.most_common(5))
+                section.notes.append(f"{group.label} on {dataset}: no results; "
+                                     f"{_plural(group.skipped, 'item')} skipped ({reasons})")
+            for sweep, methods in sorted(_sweeps(group).items()):
+                section.tables.append(_sweep_table(group, sweep, methods))
+                name = f"{experiment}-{_slug(group.label)}-{_slug(dataset)}-{_slug(sweep)}.png"
+                _write(out / name, _sweep_figure(group, sweep, methods))
+                caption = SWEEP_FIGURES.get(experiment, f"{experiment} against {sweep}")
+                section.figures.append(Figure(name, f"{caption}: {group.label} on {dataset}"))
+            if group.curves:
+                name = f"{experiment}-{_slug(group.label)}-{_slug(dataset)}-curves.png"
+                _write(out / name, _curves_figure(group))
+                section.figures.append(Figure(name, f"Mean deletion and insertion curves: {group.label} on {dataset}"))
+    if experiment in paper.NOTES:
+        section.notes.append(paper.NOTES[experiment])
+    section.runs = _runs_notes(groups)
+    written.tables += len(section.tables)
+    written.plots += len(section.figures)
+    _write(out / f"{experiment}.csv", _csv_bytes(csv_rows))
+    _write(out / f"{experiment}.md", _markdown(section).encode("utf-8"))
+    return section
+
+
+def _markdown(section: Section) -> str:
+    parts = [f"# {section.title}", ""]
+    parts += [markdown_table(table) for table in section.tables]
+    if section.figures:
+        parts += ["## Figures", ""] + [f"![{f.caption}]({f.path})" for f in section.figures] + [""]
+    if section.notes:
+        parts += ["## Notes", ""] + [f"- {note}" for note in section.notes] + [""]
+    if section.runs:
+        parts += ["## Runs and configurations", ""]
+        parts += [f"- {line}" + (f"; configuration `{detail}`" if detail else "") for line, detail in section.runs]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ gallery
+def _galleries(stores: Stores, out: Path, limit: int, written: Written) -> list[Gallery]:
+    if limit <= 0:
+        return []
+    db = stores.db
+    galleries = []
+    for model, dataset in db.execute("SELECT DISTINCT model, dataset FROM gallery ORDER BY 1, 2").fetchall():
+        rows = db.execute(
+            "SELECT method, item, target, image, map, height, width FROM (SELECT g.*, row_number() OVER "
+            "(PARTITION BY method, item ORDER BY coalesce(c.created, '') DESC, g.config_hash DESC) AS k "
+            "FROM gallery g LEFT JOIN configs c ON c.config_hash = g.config_hash WHERE model = ? AND dataset = ?) "
+            "WHERE k = 1", (model, dataset)).fetchall()
+        entries = {(method, item): rest for method, item, *rest in rows}
+        methods = [m for m, _ in _sort_keys("local-accuracy", {(m, "") for m, _ in entries})]
+        coverage = Counter(item for _, item in entries)
+        items, seen = [], set()
+        for item in sorted(coverage, key=lambda item: (-coverage[item], item)):
+            # `key` and `key#class` (a per-class experiment) explaining the same class are one example
+            target = next(entries[(m, item)][0] for m in methods if (m, item) in entries)
+            if (item.split("#")[0], target) not in seen and len(items) < limit:
+                seen.add((item.split("#")[0], target))
+                items.append(item)
+        folder = Path("gallery") / f"{_slug(model)}-{_slug(dataset)}"
+        gallery_rows = []
+        for item in items:
+            first = next(entries[(m, item)] for m in methods if (m, item) in entries)
+            image = _decode_png(first[1], f"gallery image of {item}")
+            if image is None:
+                continue
+            base = folder / _slug(item)
+            _write(out / f"{base}.input.png", _png_bytes(image))
+            overlays = []
+            for method in methods:
+                entry = entries.get((method, item))
+                picture = None if entry is None else _overlay(image, *entry[2:])
+                if picture is None:
+                    overlays.append(None)
+                    continue
+                path = f"{base}.{_slug(method)}.png"
+                _write(out / path, _png_bytes(picture))
+                overlays.append(Path(path).as_posix())
+                written.gallery += 1
+            target = first[0]
+            gallery_rows.append((f"{item} (class {target})" if target is not None else item,
+                                 Path(f"{base}.input.png").as_posix(), overlays))
+        galleries.append(Gallery(f"{model} on {dataset}", methods, gallery_rows))
+    return galleries
+
+
+def _decode_png(data: bytes | None, what: str) -> Image.Image | None:
+    if not data:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.convert("RGB")
+    except (UnidentifiedImageError, OSError):
+        print(f"jittercam: warning: {what} is not a readable image; left out", file=sys.stderr)
+        return None
+
+
+def _overlay(image: Image.Image, blob: bytes | None, height: int | None, width: int | None) -> Image.Image | None:
+    """The raw map resized bilinearly to the image and min–max scaled (`jittercam.upsample`), over it."""
+    if not blob or not height or not width or len(blob) != 4 * height * width:
+        return None
+    raw = np.nan_to_num(np.frombuffer(blob, "<f4").reshape(1, height, width).astype(np.float32))
+    heat = upsample(torch.from_numpy(raw), (image.height, image.width))[0].numpy()
+    return overlay(image, heat)
+
+
+def _png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------------------------ command
+def write_report(paths: list[Path], out: Path, gallery: int = GALLERY_ITEMS) -> Written:
+    """Read, merge and aggregate `paths`; write everything under `out`; say what was read and written."""
+    if out.exists() and not out.is_dir():
+        raise JitterCamError(f"--out {out} exists and is not a folder")
+    stores = Stores(paths)
+    try:
+        total = sum(stores.counts)
+        if total == 0:
+            skipped = stores.db.execute("SELECT count(*) FROM skips").fetchone()[0]
+            names = ", ".join(str(p) for p in paths)
+            raise JitterCamError(f"no results in {names} ({skipped} skipped items): nothing to report yet; "
+                                 "run `jittercam bench ... --db FILE` first")
+        try:
+            probe_folder(out)
+        except OSError as exc:
+            raise JitterCamError(f"--out {out} is not writable: {exc.strerror or exc}") from None
+        groups = groups_of(stores)
+        merged = stores.db.execute("SELECT count(*) FROM results").fetchone()[0]
+        written = Written(len(paths), total, merged, warnings=missing_ranks(groups))
+        sections = []
+        names = list(EXPERIMENTS) + sorted({g.experiment for g in groups} - set(EXPERIMENTS))
+        for experiment in names:
+            members = [g for g in groups if g.experiment == experiment]
+            if members:
+                sections.append(_experiment(out, experiment, members, written))
+        galleries = _galleries(stores, out, gallery, written)
+        skipped = stores.db.execute("SELECT count(DISTINCT config_hash || ':' || item) FROM skips").fetchone()[0]
+        sources = ", ".join(f"{p.name} ({n} result rows)" for p, n in zip(paths, stores.counts, strict=True))
+        intro = [(f"From {len(paths)} store{'s' * (len(paths) > 1)}: {sources}; {merged} rows after merging, "
+                  f"{skipped} skipped items. Written by jittercam {__version__}."),
+                 ("Each experiment's table is also in EXPERIMENT.md and, in long form, EXPERIMENT.csv. "
+                  "Greyed numbers in parentheses are the paper's, where it reports the same model and dataset."),
+                 *(f"Warning: {warning}." for warning in written.warnings)]
+        html = page("Jitter-CAM benchmark report", intro, sections, galleries)
+        _write(out / "index.html", html.encode("utf-8"))
+        return written
+    finally:
+        stores.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.gallery < 0:
+        raise JitterCamError("--gallery must be at least 0")
+    written = write_report(list(args.stores), args.out, args.gallery)
+    for warning in written.warnings:
+        print(f"jittercam: warning: {warning}", file=sys.stderr)
+    if not args.quiet:
+        print(f"{written.files} store{'s' * (written.files > 1)}, {written.merged} result rows after merging -> "
+              f"{args.out}: {written.tables} tables, {written.plots} plots, {written.gallery} gallery images; "
+              f"open {args.out / 'index.html'}")
+    return 0

@@ -1,0 +1,514 @@
+"""Running one experiment over a dataset into a results store: batches, resume, skips, progress.
+
+The run, in order: everything that can be checked is checked before the store is opened (experiment,
+methods and their options, dataset, model, layers), so a mistake writes nothing. Then the items
+(`--limit` first ones of the dataset, this rank's share of them under torchrun) are taken in fixed
+chunks of `batch_size` images; each chunk is loaded once, the top-1 class found with one forward pass
+where the experiment explains the prediction, and every method that still has work in the chunk
+explains it once; its maps go to every metric of the experiment, and the rows, curves, gallery entries
+and done markers of that (method, chunk) are committed in one transaction (Ctrl-C waits for it).
+
+Resume: the same command computes only the (method, variant, item) not marked done and not skipped.
+The chunks are the same on every run (fixed from the item list), so a resumed chunk is explained in
+the same company as the first time and gives the same values. Skipped items (an unreadable image, an
+image without a box or mask for its class, a method that refused an image) are stored with their reason
+and not retried unless `retry_skipped`.
+
+Configuration hash: sha256 of the JSON of what changes a value — experiment and its options, model,
+weights (the file's sha256, or 'pretrained'/'random'), input size and normalisation, dataset (its
+`config()` with paths cut to their last part, so the same data mounted elsewhere is the same dataset;
+seed; a hash of its item list), targets. Not in it: batch sizes, device, `--limit`, the gallery, the
+world size, and the arms: the list of methods, the sizes of size-sweep, the layers of layers and the
+methods of faithfulness's sweep are each an arm (method, variant) of their own, so one can be added to a
+finished run. Each arm's options are recorded (table `arms`), and a resumed run that builds an arm of
+the same name with other options is refused, since its rows would mix two settings.
+
+Explanations: a chunk's maps are shared by the arms that explain alike (faithfulness's sweep), and maps
+of up to 64 × 64 pixels (`cache="small"`; "all" or "none") are kept in the store's explanation cache,
+keyed by everything that determines them, so other experiments with the same targets, and a run resumed
+after its metrics were interrupted, reuse them. Efficiency never reads the cache: it times each
+explanation, one image at a time, after one untimed warm-up per method.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ..data.output import deferred_interrupt
+from ..errors import JitterCamError
+from ..inputs import parse_device, resolve_batch_size
+from ..methods import CAMMethod, create, method_options
+from ..methods.registry import method_list
+from ..models import RANDOM, attach_card, load_model, model_card, model_dtype
+from . import distributed
+from .experiments import EXPERIMENTS, Arm, Experiment, Setting, Unit
+from .store import ALL_METHODS, Batch, Curve, GalleryEntry, Row, Run, Store
+
+CACHE_MODES = ("small", "all", "none")
+SMALL_MAP = 64 * 64  # `cache="small"` keeps maps of at most this many pixels (CAM resolution, not input size)
+
+
+@dataclass
+class Settings:
+    """One `jittercam bench` command."""
+
+    experiment: str
+    dataset: str
+    db: Path
+    model: str = "efficientnet_lite0"
+    methods: Sequence[str] | None = None  # None: the experiment's paper rows; ["all"]: every method
+    weights: str | None = None
+    device: str = "cpu"
+    batch_size: int | None = None
+    seed: int = 0
+    limit: int | None = None
+    gallery: int = 4
+    input_size: int | None = None
+    dataset_options: dict[str, str | None] = field(default_factory=dict)
+    experiment_options: dict[str, Any] = field(default_factory=dict)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # name or '*' -> options
+    retry_skipped: bool = False
+    cache: str = "small"
+    quiet: bool = False
+
+
+@dataclass
+class Summary:
+    experiment: str
+    db: Path
+    computed: int = 0  # (method, sample) pairs explained and stored now
+    stored: int = 0  # (method, sample) pairs stored before
+    skipped_before: int = 0  # (method, sample) pairs skipped before (not retried)
+    skipped_items: int = 0  # samples skipped now for every method
+    skipped: int = 0  # (method, sample) pairs skipped now for one method
+    rows: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+    main: bool = True  # rank 0, or the only process: the one that reports
+
+    def line(self, world_size: int = 1) -> str:
+        where = f"{self.db}" if world_size == 1 else f"{world_size} stores beside {self.db}"
+        skips = f"{self.skipped_items} item{'s' * (self.skipped_items != 1)} skipped"
+        if self.skipped:
+            skips += f" and {self.skipped} (method, item) pair{'s' * (self.skipped != 1)}"
+        before = f", {self.skipped_before} skipped before (--retry-skipped)" if self.skipped_before else ""
+        return (f"{self.experiment}: {self.computed} explanations computed, {self.stored} already stored{before}, "
+                f"{skips} (reasons in the skips table); {self.rows} rows in {self.seconds:.1f} s -> {where}")
+
+
+# --------------------------------------------------------------------------------------------- checks
+def experiment_class(name: str) -> type[Experiment]:
+    if name not in EXPERIMENTS:
+        raise JitterCamError(f"unknown experiment {name!r}; choose from: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+def method_names(experiment: Experiment, specs: Sequence[str] | None) -> list[str]:
+    """The methods to run: the experiment's paper rows by default; 'all' keeps the registry's methods the
+    experiment can run; a name it cannot run is an error."""
+    if not specs:
+        return list(experiment.default_methods)
+    names = method_list(list(specs), "--methods")
+    every = [name for spec in specs for name in spec.split(",")]
+    for name in names:
+        reason = experiment.accepts(name)
+        if reason and name in every:
+            raise JitterCamError(f"{experiment.name}: {reason}")
+    names = [name for name in names if experiment.accepts(name) is None]
+    if not names:
+        raise JitterCamError(f"{experiment.name}: none of the methods asked for can take part")
+    return names
+
+
+def check_method_options(overrides: dict[str, dict[str, Any]], names: Sequence[str]) -> None:
+    for target, options in overrides.items():
+        if target != "*" and target not in names and not any(name.split(":")[0] == target for name in names):
+            raise JitterCamError(f"--option {target}.{next(iter(options))}: {target} is not among the methods run "
+                                 f"({', '.join(names)})")
+        if target == "*":
+            continue
+        for option in options:
+            if option not in method_options(target):
+                raise JitterCamError(f"--option {target}.{option}: method {target!r} has no option {option!r}")
+
+
+def _options_for(name: str, settings: Settings) -> dict[str, Any]:
+    """The options a method is built with: `batch_size` (None lets the method choose), the run's seed
+    where it takes one, then `--option` overrides ('*' first, then the wrapper's name, then the full name)."""
+    accepted = method_options(name)
+    options: dict[str, Any] = {"batch_size": settings.batch_size}
+    if "seed" in accepted:
+        options["seed"] = settings.seed
+    for target in ("*", name.split(":")[0], name):
+        for key, value in settings.method_options.get(target, {}).items():
+            if key in accepted:
+                options[key] = value
+    return options
+
+
+def describe(method: CAMMethod) -> dict[str, Any]:
+    """A method and its options as JSON-able data, without what does not change a value (batch size,
+    progress bars)."""
+    described: dict[str, Any] = {"class": type(method).__name__}
+    for key, value in method.options().items():
+        if key in ("batch_size", "progress"):
+            continue
+        described[key] = describe(value) if isinstance(value, CAMMethod) else value
+    return described
+
+
+def _path_free(config: dict[str, Any]) -> dict[str, Any]:
+    return {key: Path(value).name if isinstance(value, str) and os.path.isabs(value) else value
+            for key, value in config.items()}
+
+
+def _description(arm: Arm) -> str:
+    return json.dumps(describe(arm.explainer), sort_keys=True, default=repr)
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=repr).encode()).hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_id(weights: str | None) -> str:
+    if weights is None:
+        return "pretrained"
+    if weights == RANDOM:
+        return RANDOM
+    path = Path(weights)
+    if not path.is_file():
+        raise JitterCamError(f"weights file not found: {path}")
+    return f"{path.name} sha256:{_file_digest(path)[:16]}"
+
+
+def machine() -> str:
+    """CPU model and cores, GPU name, torch version: where the seconds were measured."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as stream:
+            cpu = next((line.split(":", 1)[1].strip() for line in stream if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    text = f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return f"{text}, torch {torch.__version__}"
+
+
+# ---------------------------------------------------------------------------------------------- the run
+def run(settings: Settings, *, dataset=None, model: torch.nn.Module | None = None) -> Summary:
+    """Run `settings`; `dataset` / `model` objects replace `settings.dataset` / `settings.model` (tests, API).
+    Raises `JitterCamError` before writing anything for a mistake in the settings; a Ctrl-C ends the run
+    after the batch being committed, with `Summary.interrupted` set."""
+    experiment = experiment_class(settings.experiment)(**settings.experiment_options)
+    names = method_names(experiment, settings.methods)
+    check_method_options(settings.method_options, names)
+    if settings.cache not in CACHE_MODES:
+        raise JitterCamError(f"cache must be one of {', '.join(CACHE_MODES)}, got {settings.cache!r}")
+    if settings.limit is not None and settings.limit < 1:
+        raise JitterCamError("--limit must be at least 1")
+    if settings.gallery < 0:
+        raise JitterCamError("--gallery must be 0 or more")
+    device = parse_device(settings.device)
+    batch_size = resolve_batch_size(settings.batch_size, device)
+    context = distributed.setup(device)
+    try:
+        summary = _run(settings, experiment, names, batch_size, context, dataset, model)
+    except BaseException:
+        distributed.abandon(context)  # no barrier: torchrun stops the other ranks when one fails
+        raise
+    distributed.finish(context)
+    return summary
+
+
+def _run(settings, experiment, names, batch_size, context, dataset, model) -> Summary:
+    started = time.perf_counter()
+    device = context.device
+    if dataset is None:
+        from ..data.samples import open_dataset
+
+        dataset = open_dataset(settings.dataset, seed=settings.seed,
+                               **{k: v for k, v in settings.dataset_options.items() if v is not None})
+    missing = set(experiment.needs) - set(dataset.has)
+    if missing:
+        raise JitterCamError(f"{experiment.name} needs {' and '.join(sorted(missing))}, which dataset "
+                             f"{dataset.name} does not have (see --boxes / --annotations)")
+    if model is None:
+        torch.manual_seed(settings.seed)  # random weights are the same in every rank and every run
+        model = load_model(settings.model, weights=settings.weights)
+    model = model.to(device)
+    card = model_card(model)
+    if settings.input_size is not None:
+        card = replace(card, input_size=settings.input_size)
+        attach_card(model, card)
+    setting = Setting(model, tuple(card.mean), tuple(card.std), card.input_size, settings.batch_size)
+
+    def build(name: str, **extra) -> CAMMethod:
+        return create(name, model, **{**_options_for(name, settings), **extra})
+
+    arms = experiment.arms(names, build, setting)
+    keys = list(dataset.keys())
+    described = dataset.config() if hasattr(dataset, "config") else {"dataset": dataset.name}
+    identity = {
+        "model": card.name,
+        "weights": weights_id(settings.weights),
+        "input_size": card.input_size, "mean": list(card.mean), "std": list(card.std),
+        # paths by their last part: the same data mounted elsewhere (another node) is the same dataset
+        "dataset": {**_path_free(described), "seed": settings.seed, "keys": _digest(keys)[:16],
+                    "options": {k: Path(v).name for k, v in sorted(settings.dataset_options.items()) if v}},
+    }
+    options = experiment.config()
+    hashed = {"experiment": experiment.name, **identity, "num_classes": int(dataset.num_classes),
+              "targets": "ground truth" if experiment.truth_targets else "top-1", "options": options}
+    config = {**hashed, "dataset_config": described, "methods": {a.label: repr(a.explainer) for a in arms},
+              "batch_size": batch_size, "device": str(device), "limit": settings.limit,
+              "world_size": context.world_size}
+    run_record = Run(_digest(hashed), experiment.name, identity["model"], identity["weights"], dataset.name,
+                     config, context.rank, context.world_size, machine())
+    if settings.limit is not None:
+        keys = keys[: settings.limit]
+    showcase = set(keys[: settings.gallery])
+    mine = distributed.shard(keys, context)
+
+    path = distributed.rank_path(Path(settings.db), context)
+    with Store(path) as store:
+        store.record_arms(run_record.config_hash, [(arm.method, arm.variant, _description(arm)) for arm in arms])
+        store.register(run_record)
+        if settings.retry_skipped:
+            store.forget_skips(run_record.config_hash)
+        worker = _Worker(settings, experiment, arms, setting, store, run_record, identity, showcase, context,
+                         dataset, batch_size)
+        summary = worker.run(mine)
+    summary.seconds = time.perf_counter() - started
+    counts = distributed.total([summary.computed, summary.stored, summary.skipped_before, summary.skipped_items,
+                                summary.skipped, summary.rows, int(summary.interrupted)], context)
+    (summary.computed, summary.stored, summary.skipped_before, summary.skipped_items, summary.skipped,
+     summary.rows) = counts[:6]
+    summary.interrupted = bool(counts[6])
+    summary.main = context.main
+    if context.main and not settings.quiet and not summary.interrupted:
+        print(summary.line(context.world_size), file=sys.stderr)
+    return summary
+
+
+class _Worker:
+    """The loop over chunks for one process."""
+
+    def __init__(self, settings, experiment, arms, setting, store, run_record, identity, showcase, context, dataset,
+                 chunk: int):
+        self.settings, self.experiment, self.arms, self.setting = settings, experiment, arms, setting
+        self.store, self.run_record, self.identity = store, run_record, identity
+        self.showcase, self.context = showcase, context
+        self.model = setting.model
+        self.device = context.device
+        self.dtype = model_dtype(self.model)
+        self.dataset = dataset
+        self.warm: set[int] = set()
+        self.memo: dict[str, tuple[torch.Tensor, float]] = {}
+        self.chunk = chunk  # images loaded and explained together
+        self.descriptions = {id(arm): describe(arm.explainer) for arm in arms}
+        if getattr(experiment, "reference", None) is not None:
+            self.descriptions[id(experiment.reference)] = describe(experiment.reference.explainer)
+
+    def run(self, keys: list[str]) -> Summary:
+        settings = self.settings
+        summary = Summary(self.experiment.name, Path(settings.db))
+        key_hash = self.run_record.config_hash
+        done = self.store.done(key_hash)
+        skipped = self.store.skipped(key_hash)
+
+        def stored(arm: Arm, key: str) -> bool:
+            return (arm.method, arm.variant, key) in done
+
+        def refused(arm: Arm, key: str) -> bool:
+            return (ALL_METHODS, key) in skipped or (arm.label, key) in skipped
+
+        def pending(arm: Arm, key: str) -> bool:
+            return not stored(arm, key) and not refused(arm, key)
+
+        pairs = [(arm, key) for key in keys for arm in self.arms]
+        summary.stored = sum(stored(arm, key) for arm, key in pairs)
+        summary.skipped_before = sum(not stored(arm, key) and refused(arm, key) for arm, key in pairs)
+        todo = len(pairs) - summary.stored - summary.skipped_before
+        show = not settings.quiet and self.context.main and sys.stderr.isatty()
+        bar = tqdm(total=todo, desc=self.experiment.name, unit="map", file=sys.stderr, disable=not show,
+                   dynamic_ncols=True)
+        chunk = self.chunk
+        try:
+            with bar:
+                for start in range(0, len(keys), chunk):
+                    part = keys[start : start + chunk]
+                    work = {key: [arm for arm in self.arms if pending(arm, key)] for key in part}
+                    if any(work.values()):
+                        self._chunk(part, work, summary, bar)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        return summary
+
+    # --------------------------------------------------------------------------------------- one chunk
+    def _chunk(self, keys: list[str], work: dict[str, list[Arm]], summary: Summary, bar) -> None:
+        dataset = self.dataset
+        samples, skips = [], []
+        for key in keys:
+            if not work[key]:
+                continue
+            sample = dataset.load(key, model_card(self.model))
+            if sample.skip is not None or sample.image is None:
+                skips.append((ALL_METHODS, key, sample.skip or "no image"))
+                summary.skipped_items += 1
+                bar.update(len(work[key]))
+            else:
+                samples.append(sample)
+        units: list[Unit] = []
+        self.memo = {}  # this chunk's maps, by cache key: arms that explain alike share them
+        if samples:
+            images = torch.stack([s.image for s in samples]).to(self.device, self.dtype)
+            top1 = [None] * len(samples)
+            if not self.experiment.truth_targets:
+                with torch.no_grad():
+                    top1 = self.model(images).argmax(dim=1).tolist()
+            for row, sample in enumerate(samples):
+                found, missing = self.experiment.units(sample, row, top1[row])
+                skips += [(ALL_METHODS, item, reason) for item, reason in missing]
+                if not found:
+                    if not any(item == sample.key for item, _ in missing):
+                        reason = "; ".join(reason for _, reason in missing) or "nothing to evaluate"
+                        skips.append((ALL_METHODS, sample.key, reason))
+                    summary.skipped_items += 1
+                    bar.update(len(work[sample.key]))
+                units += found
+        if skips:
+            with deferred_interrupt():
+                self.store.commit(self.run_record, self.settings.seed, Batch([], [], [], [], skips))
+        if not units:
+            return
+        state = self.experiment.prepare(self.setting, images, units, self._explain)
+        for arm in self.arms:
+            mine = [unit for unit in units if arm in work[unit.key]]
+            if mine:
+                self._arm(arm, images, mine, state, summary)
+                bar.update(len({unit.key for unit in mine}))
+
+    def _arm(self, arm: Arm, images, units: list[Unit], state, summary: Summary) -> None:
+        keys = list(dict.fromkeys(unit.key for unit in units))
+        try:
+            maps, seconds = self._explain(arm, images, units)
+            scores = self.experiment.score(self.setting, arm, images, units, maps, seconds, state)
+        except JitterCamError as exc:  # the method or the metric refused these images: skip, go on
+            batch = Batch([], [], [], [], [(arm.label, key, str(exc)) for key in keys])
+            with deferred_interrupt():
+                self.store.commit(self.run_record, self.settings.seed, batch)
+            summary.skipped += len(keys)
+            return
+        except torch.OutOfMemoryError:
+            raise JitterCamError(f"out of memory on {self.device} in {arm.label}; try a smaller --batch-size") from None
+        options = repr(arm.explainer)
+        seconds_of = {id(unit): spent for unit, spent in zip(units, seconds, strict=True)}
+        rows = [Row(arm.method, options, variant, unit.item, unit.target, metric, value, seconds_of[id(unit)])
+                for variant, unit, metric, value in scores.values]
+        curves = [Curve(arm.method, variant, unit.item, kind, curve.detach().float().cpu().numpy())
+                  for variant, unit, kind, curve in scores.curves]
+        gallery = self._gallery(arm, units, maps)
+        done = [(arm.method, arm.variant, key) for key in keys]
+        with deferred_interrupt():
+            self.store.commit(self.run_record, self.settings.seed, Batch(rows, curves, gallery, done, []))
+        summary.computed += len(keys)
+        summary.rows += len(rows)
+
+    def _gallery(self, arm: Arm, units: list[Unit], maps: torch.Tensor) -> list[GalleryEntry]:
+        entries, seen = [], set()
+        if not arm.gallery:
+            return entries
+        for index, unit in enumerate(units):
+            if unit.key in self.showcase and unit.key not in seen:
+                seen.add(unit.key)
+                method = arm.method if arm.sweep else arm.label
+                entries.append(GalleryEntry(method, unit.item, unit.target, self._png(unit.sample.image),
+                                            maps[index].detach().float().cpu().numpy()))
+        return entries
+
+    def _png(self, image: torch.Tensor) -> bytes:
+        mean = torch.tensor(self.setting.mean).view(3, 1, 1)
+        std = torch.tensor(self.setting.std).view(3, 1, 1)
+        pixels = (image.detach().float().cpu() * std + mean).clamp(0, 1)
+        array = (pixels.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        stream = io.BytesIO()
+        Image.fromarray(array).save(stream, format="PNG")
+        return stream.getvalue()
+
+    # ---------------------------------------------------------------------------------- explanations
+    def _explain(self, arm: Arm, images: torch.Tensor, units: list[Unit]) -> tuple[torch.Tensor, list[float]]:
+        """Maps `(N, h, w)` float32 for `units` (and seconds per unit), from the cache when allowed."""
+        inputs = self.experiment.inputs(arm, images)
+        pixels = int(inputs.shape[-1])
+        cache_keys = [self._cache_key(arm, unit, pixels) for unit in units]
+        if self.experiment.reads_cache and all(key in self.memo for key in cache_keys):  # another arm's maps
+            return torch.stack([self.memo[key][0] for key in cache_keys]), [self.memo[key][1] for key in cache_keys]
+        if self.settings.cache != "none" and self.experiment.reads_cache:
+            found = self.store.cached_maps(cache_keys)
+            if len(found) == len(units):  # all or nothing: a chunk is explained in the same company
+                maps = torch.from_numpy(np.stack([found[key][0] for key in cache_keys])).to(self.device)
+                return maps, [found[key][1] for key in cache_keys]
+        rows = torch.tensor([unit.row for unit in units], device=self.device)
+        x = inputs[rows]
+        targets = torch.tensor([unit.target for unit in units], dtype=torch.long, device=self.device)
+        if self.experiment.one_at_a_time:
+            if id(arm) not in self.warm:  # lazy set-up (probes, cuDNN's choices) is not the method's cost
+                arm.explainer(x[:1], targets[:1])
+                self.warm.add(id(arm))
+            parts, seconds = [], []
+            for index in range(len(units)):
+                part, spent = self._timed(arm, x[index : index + 1], targets[index : index + 1])
+                parts.append(part)
+                seconds.append(spent)
+            maps = torch.cat(parts)
+        else:
+            maps, spent = self._timed(arm, x, targets)
+            seconds = [spent / len(units)] * len(units)
+        maps = maps.detach().float()
+        self.memo.update({key: (m, spent) for key, m, spent in zip(cache_keys, maps, seconds, strict=True)})
+        if self._cacheable(maps):
+            entries = [(key, arm.label, unit.item, unit.target, m.cpu().numpy(), spent)
+                       for key, unit, m, spent in zip(cache_keys, units, maps, seconds, strict=True)]
+            with deferred_interrupt():
+                self.store.cache_maps(entries)
+        return maps, seconds
+
+    def _timed(self, arm: Arm, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        start = time.perf_counter()
+        maps = arm.explainer(x, targets)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return maps, time.perf_counter() - start
+
+    def _cacheable(self, maps: torch.Tensor) -> bool:
+        mode = self.settings.cache
+        return mode == "all" or (mode == "small" and maps.shape[-1] * maps.shape[-2] <= SMALL_MAP)
+
+    def _cache_key(self, arm: Arm, unit: Unit, pixels: int) -> str:
+        return _digest({**self.identity, "method": self.descriptions[id(arm)], "item": unit.key,
+                        "target": unit.target, "pixels": pixels})

@@ -1,0 +1,111 @@
+"""The results store: the shared schema, one transaction per batch, no row stored twice, clear errors."""
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from jittercam.bench.store import ALL_METHODS, Batch, Curve, GalleryEntry, Row, Run, Store, from_blob
+from jittercam.errors import JitterCamError
+
+RUN = Run("abc", "local-accuracy", "tiny", "random", "stand-in", {"num_classes": 5}, 0, 1, "test machine")
+
+
+def _batch(values: dict[str, float], method: str = "gradcam") -> Batch:
+    rows = [Row(method, "GradCAM()", "", item, 1, "deletion", value, 0.5) for item, value in values.items()]
+    curves = [Curve(method, "", item, "deletion", np.array([1.0, 0.5, 0.0])) for item in values]
+    gallery = [GalleryEntry(method, item, 1, b"png", np.ones((2, 3))) for item in values]
+    return Batch(rows, curves, gallery, [(method, "", item) for item in values], [])
+
+
+def test_schema_is_the_shared_one(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        columns = {table: [row[1] for row in store.db.execute(f"PRAGMA table_info({table})")]
+                   for table in ("runs", "results", "skips", "curves", "gallery")}
+        assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert columns["results"] == ["config_hash", "experiment", "model", "weights", "dataset", "method", "options",
+                                  "variant", "item", "target", "metric", "value", "seconds", "seed", "created"]
+    assert columns["runs"] == ["config_hash", "experiment", "model", "weights", "dataset", "config", "rank",
+                               "world_size", "machine", "created"]
+    assert columns["curves"][-2:] == ["kind", "scores"]
+    assert columns["gallery"][-4:] == ["image", "map", "height", "width"]
+
+
+def test_a_batch_is_stored_once_and_read_back(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        store.register(RUN)
+        store.register(RUN)  # a resumed run: the first record stays
+        store.commit(RUN, 7, _batch({"a": 0.25, "b": 0.5}))
+        store.commit(RUN, 7, _batch({"a": 0.99}))  # the same key again: ignored, not replaced
+        assert store.count("results", "abc") == 2
+        assert store.done("abc") == {("gradcam", "", "a"), ("gradcam", "", "b")}
+        (value, seed), = store.db.execute("SELECT value, seed FROM results WHERE item='a'")
+        blob, height, width = store.db.execute("SELECT map, height, width FROM gallery WHERE item='a'").fetchone()
+        scores = store.db.execute("SELECT scores FROM curves WHERE item='a'").fetchone()[0]
+        assert store.db.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+    assert (value, seed) == (0.25, 7)
+    assert from_blob(blob, (height, width)).tolist() == [[1.0] * 3] * 2
+    assert from_blob(scores).tolist() == [1.0, 0.5, 0.0]
+
+
+def test_a_failed_batch_leaves_nothing(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        bad = _batch({"a": 0.25})
+        bad.rows.append(Row("gradcam", "", "", "b", 1, "deletion", "not a number", None))  # float() fails
+        with pytest.raises(ValueError):
+            store.commit(RUN, 0, bad)
+        assert store.count("results", "abc") == 0 and store.count("done", "abc") == 0
+        assert store.count("curves", "abc") == 0
+
+
+def test_skips_and_retry(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        store.commit(RUN, 0, Batch([], [], [], [], [(ALL_METHODS, "x", "not an image: x.jpg"), ("rise", "y", "odd")]))
+        assert store.skipped("abc") == {("", "x"), ("rise", "y")}
+        assert store.forget_skips("abc") == 2
+        assert store.skipped("abc") == set()
+
+
+def test_explanation_cache(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        store.cache_maps([("k1", "gradcam", "a", 3, np.arange(6, dtype=np.float32).reshape(2, 3), 0.1)])
+        found = store.cached_maps(["k1", "k2"])
+    assert list(found) == ["k1"]
+    assert found["k1"][0].tolist() == [[0, 1, 2], [3, 4, 5]] and found["k1"][1] == pytest.approx(0.1)
+
+
+def test_a_method_with_other_options_is_refused(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        store.record_arms("abc", [("rise", "", '{"masks": 100}')])
+        store.record_arms("abc", [("rise", "", '{"masks": 100}'), ("gradcam", "", "{}")])
+        with pytest.raises(JitterCamError, match="other options"):
+            store.record_arms("abc", [("gradcam", "", "{}"), ("rise", "", '{"masks": 8000}')])
+        store.record_arms("other-config", [("rise", "", '{"masks": 8000}')])  # another configuration: fine
+        assert store.count("arms", "abc") == 2
+
+
+@pytest.mark.parametrize("content", [b"this is no database" * 100, None])
+def test_not_a_store(tmp_path, content):
+    path = tmp_path / "r.db"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(JitterCamError) as error:
+        Store(path)
+    assert "\n" not in str(error.value) and str(path) in str(error.value)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(JitterCamError, match="does not exist"):
+        Store(tmp_path / "nowhere" / "r.db")
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_other_readers_see_only_committed_batches(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        store.commit(RUN, 0, _batch({"a": 0.25}))
+        reader = sqlite3.connect(f"file:{tmp_path / 'r.db'}?mode=ro", uri=True)
+        assert reader.execute("SELECT count(*) FROM results").fetchone()[0] == 1
+        reader.close()
