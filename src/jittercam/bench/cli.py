@@ -59,7 +59,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--weights", metavar="PATH|random", help="a local state dict (default: pretrained)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, metavar="N",
-                        help="images per forward pass, for the methods and metrics too (default: 4 on CPU, 64 on GPU)")
+                        help="images per forward pass, for the methods and metrics too (default: the plan measured "
+                        "once per model and device, see `jittercam tune`)")
     parser.add_argument("--input-size", type=int, metavar="PIXELS", help="square input size (default: the model's)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the offline dataset and of the random methods (default: %(default)s)")

@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from ..data.output import deferred_interrupt
 from ..errors import JitterCamError
+from .. import tuning
 from ..inputs import parse_device, resolve_batch_size
 from ..methods import CAMMethod, create, method_options
 from ..methods.registry import method_list
@@ -243,6 +244,17 @@ def run(settings: Settings, *, dataset=None, model: torch.nn.Module | None = Non
     return summary
 
 
+def _measured_batch(model: torch.nn.Module, device: torch.device, size: int, quiet: bool) -> int | None:
+    """The measured plan's batch size, measuring it first (a few seconds, once per machine) when the plan
+    cache is on and has none; methods and metrics then read the same plan."""
+    plan = tuning.cached_plan(model, device, size)
+    if plan is None and tuning.cache_path() is not None:
+        if not quiet:
+            print(f"measuring the fastest batch size on {tuning.device_name(device)} (once) ...", file=sys.stderr)
+        plan = tuning.tune(model, device, size)
+    return None if plan is None else plan.batch_size
+
+
 def _run(settings, experiment, names, batch_size, context, dataset, model) -> Summary:
     started = time.perf_counter()
     device = context.device
@@ -263,6 +275,8 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
     if settings.input_size is not None:
         card = replace(card, input_size=settings.input_size)
         attach_card(model, card)
+    if settings.batch_size is None:
+        batch_size = _measured_batch(model, device, card.input_size, settings.quiet) or batch_size
     setting = Setting(model, tuple(card.mean), tuple(card.std), card.input_size, settings.batch_size)
 
     def build(name: str, **extra) -> CAMMethod:

@@ -114,7 +114,11 @@ class CAMMethod(ABC):
         """What distinguishes this method object from another of its class; `repr` shows it, and the
         benchmark stores it."""
         layer = None if self.layer is None else self.layer.name
-        return {"target_layer": layer, "batch_size": self.batch_size, "precision": self.precision}
+        return {"target_layer": layer, "batch_size": self.batch_size, **self.precision_option()}
+
+    def precision_option(self) -> dict[str, str]:
+        """`{"precision": ...}` when it is not the default fp32 (so fp32 methods keep their `repr`)."""
+        return {} if self.precision == "fp32" else {"precision": self.precision}
 
     def __repr__(self) -> str:
         options = ", ".join(f"{key}={value!r}" for key, value in self.options().items())

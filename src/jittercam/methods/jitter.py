@@ -99,7 +99,7 @@ class EnlargingMethod(CAMMethod):
 
     def options(self) -> dict:
         return {"base": self.base, "size": self.size, "interpolation": self.interpolation,
-                "batch_size": self.batch_size, "precision": self.precision}
+                "batch_size": self.batch_size, **self.precision_option()}
 
     def _original_top1(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         """`target`, or the top-1 class of the original (not enlarged) images; range-checked."""

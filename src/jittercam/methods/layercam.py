@@ -160,7 +160,7 @@ class LayerCAM(CAMMethod):
         if len(self.layers) == 1:
             return super().options()
         names = [layer.name for layer in self.layers]
-        return {"target_layer": names, "batch_size": self.batch_size, "precision": self.precision,
+        return {"target_layer": names, "batch_size": self.batch_size, **self.precision_option(),
                 "fusion": self.fusion, "gamma": self.gamma}
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
