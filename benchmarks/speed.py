@@ -78,12 +78,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import jittercam  # noqa: I001  (first: it makes OpenMP wait passively before torch loads it)
 import torch
 import torch.nn.functional as F
+
+import jittercam  # noqa: I001  (first: it makes OpenMP wait passively before torch loads it)
 from jittercam.inputs import parse_device
 from jittercam.methods import CAMERAS, CAMMethod, JitterCAM, UpscaleCAM, registry
-from jittercam.methods.jitter import enlarge
+from jittercam.methods.jitter import enlarge, patch_windows
 from jittercam.metrics import deletion_insertion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,8 +234,7 @@ def jitter_patches(method: JitterCAM, image: torch.Tensor) -> torch.Tensor:
     m, size = method.geometry(pixels, image.device)
     stride = method.layer.stride
     enlarged = enlarge(image, pixels + (size - m) * stride, method.interpolation)
-    windows = enlarged.unfold(2, pixels, stride).unfold(3, pixels, stride)  # (1, 3, d+1, d+1, p, p)
-    return windows.permute(0, 2, 3, 1, 4, 5).reshape(-1, 3, pixels, pixels).contiguous()
+    return patch_windows(enlarged, pixels, stride).reshape(-1, 3, pixels, pixels).contiguous()
 
 
 def patch_check(method: JitterCAM, image: torch.Tensor, patches: torch.Tensor, target: torch.Tensor) -> float:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from jittercam.methods import registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,3 +26,5 @@ def test_python_examples_run(monkeypatch):
     assert 0 <= float(scope["di"].deletion.auc) < float(scope["di"].insertion.auc) <= 1
     assert bool(scope["hit"]) and 0 < float(scope["share"]) <= 1
     assert 0 <= float(scope["ad"]) <= 100 and 0 <= float(scope["iic"]) <= 100
+    # the goldfish's probability on the model's own input (0.10 if it were normalised with ImageNet's mean/std)
+    assert float(scope["f"].original) == pytest.approx(0.884, abs=0.01)

@@ -23,6 +23,12 @@ def enlarge(images: torch.Tensor, pixels: int, interpolation: str) -> torch.Tens
     return F.interpolate(images, size=pixels, mode=interpolation, align_corners=align)
 
 
+def patch_windows(enlarged: torch.Tensor, pixels: int, stride: int) -> torch.Tensor:
+    """`(B, d + 1, d + 1, 3, p, p)`: a view of the enlarged images with one p × p window per offset
+    (k·i, k·j) — the patches of eqs. (1)–(2), in row-major order of (i, j)."""
+    return enlarged.unfold(2, pixels, stride).unfold(3, pixels, stride).permute(0, 2, 3, 1, 4, 5)
+
+
 class MapSizes:
     """m at each input size: the probe's at its own size, otherwise measured by one forward that stops at
     the target layer (no backward, no extra explanation)."""
@@ -163,8 +169,7 @@ class JitterCAM(EnlargingMethod):
         target = self._original_top1(images, target)
 
         enlarged = enlarge(images, pixels + d * stride, self.interpolation)
-        # (B, i, j, 3, p, p): a view of the enlarged images, one window per patch, copied chunk by chunk
-        windows = enlarged.unfold(2, pixels, stride).unfold(3, pixels, stride).permute(0, 2, 3, 1, 4, 5)
+        windows = patch_windows(enlarged, pixels, stride)  # a view, copied chunk by chunk
         per_image = (d + 1) ** 2
         image_of = torch.arange(batch, device=images.device).repeat_interleave(per_image)
         row_of = torch.arange(d + 1, device=images.device).repeat_interleave(d + 1).repeat(batch)
