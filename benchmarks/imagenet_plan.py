@@ -15,10 +15,9 @@ import json
 import time
 from pathlib import Path
 
+import jittercam  # noqa: I001  (before torch: it makes OpenMP wait passively)
 import torch
 from torch.utils.data import DataLoader, Dataset
-
-import jittercam
 import jittercam.metrics as metrics
 from jittercam import tuning
 from jittercam.data import load_image, to_input

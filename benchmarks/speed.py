@@ -78,10 +78,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # what `import jittercam` sets, before torch loads OpenMP
 
-import jittercam  # noqa: I001  (first: it makes OpenMP wait passively before torch loads it)
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+import jittercam  # noqa: E402
 from jittercam.inputs import parse_device
 from jittercam.methods import CAMERAS, CAMMethod, JitterCAM, UpscaleCAM, registry
 from jittercam.methods.jitter import enlarge, patch_windows
