@@ -19,6 +19,8 @@ scaling of maps is called `minmax` (`jittercam.maps.minmax`, `energy_in_mask(...
 - `weak_localisation` -> hits per threshold; `localisation_error` (Table 3).
 - `pointing_game` -> hits; `pointing_accuracy` (Table 4); `energy_in_mask` / `energy_in_boxes`.
 - `rank_correlation` (§4.2).
+- Ground truth (issue 14): `evidence_auc` (ROC AUC of the map against an evidence mask), `two_peaks` /
+  `resolves` (a Rayleigh-style two-peak criterion per map) and `resolving_power` over a separation sweep.
 """
 from .correlation import rank_correlation
 from .faithfulness import (
@@ -33,6 +35,7 @@ from .faithfulness import (
     improvement,
     increase_in_confidence,
 )
+from .groundtruth import Profile, TwoPeaks, evidence_auc, profile, resolves, resolving_power, two_peaks
 from .localisation import (
     SCHEMES,
     THRESHOLDS,
@@ -68,4 +71,5 @@ __all__ = [
     "pointing_game", "pointing_accuracy", "Pointing", "PointingAccuracy",
     "boxes_to_mask", "energy_in_mask", "energy_in_boxes",
     "rank_correlation",
+    "evidence_auc", "profile", "two_peaks", "resolves", "resolving_power", "Profile", "TwoPeaks",
 ]
