@@ -22,6 +22,7 @@ from tqdm import tqdm
 from . import __version__, compare, tuning
 from .bench import cli as bench_cli
 from .bench import report as bench_report
+from .groundtruth import cli as groundtruth_cli
 from .data import load_image, to_input
 from .data.collection import Source, find_images, output_names
 from .data.images import check_image
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_parser(commands)
     bench_cli.add_parser(commands)
     bench_report.add_parser(commands)
+    groundtruth_cli.add_parser(commands)
     commands.add_parser("list", help="list the model and method names")
     _add_tune(commands)
     return parser
@@ -462,6 +464,7 @@ HANDLERS = {
     "compare": compare.run,
     "bench": bench_cli.run,
     "report": bench_report.run,
+    "groundtruth": groundtruth_cli.run,
     "list": _run_list,
     "tune": _run_tune,
 }

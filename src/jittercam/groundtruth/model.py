@@ -1,0 +1,63 @@
+"""A small ResNet-like CNN for the ground-truth dataset: total stride 8, so its last feature map is
+16 x 16 at 128 px (8 x 8 at 64 px), then global average pooling and a linear head (the CAM family applies).
+
+    stem:   conv3x3 stride 2 (3 -> w) + BN + ReLU
+    layer1: BasicBlock(w -> 2w, stride 2)
+    layer2: BasicBlock(2w -> 4w, stride 2)
+    layer3: BasicBlock(4w -> 4w, stride 1)     <- the probe's target layer (the last 4-D feature map)
+    head:   AdaptiveAvgPool2d(1) -> Linear(4w -> classes)
+
+A BasicBlock is conv3x3(stride)-BN-ReLU-conv3x3-BN, plus the input (through a 1x1 stride conv + BN when
+the shape changes), then ReLU; each ReLU is its own module so every module runs once per forward.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..models import ModelCard, attach_card
+from .dataset import MEAN, PATTERNS, STD
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Identity() if cin == cout and stride == 1 else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.relu2 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x)))))
+        return self.relu2(out + self.shortcut(x))
+
+
+class GroundTruthNet(nn.Module):
+    """See the module docstring; `width` w is the stem's channels."""
+
+    stride = 8
+
+    def __init__(self, classes: int = 4, width: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.layer1 = BasicBlock(width, 2 * width, 2)
+        self.layer2 = BasicBlock(2 * width, 4 * width, 2)
+        self.layer3 = BasicBlock(4 * width, 4 * width, 1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.layer3(self.layer2(self.layer1(self.stem(x))))
+        return self.fc(self.pool(features).flatten(1))
+
+
+def build(classes: int = 4, width: int = 8, size: int = 128) -> GroundTruthNet:
+    """A fresh network (eval mode) carrying a ModelCard: `size` px input, the dataset's MEAN / STD."""
+    model = GroundTruthNet(classes, width).eval()
+    card = ModelCard(name=f"groundtruth-w{width}", input_size=size, mean=MEAN, std=STD,
+                     categories=PATTERNS[:classes])
+    return attach_card(model, card)
