@@ -18,12 +18,14 @@ import json
 import os
 import platform
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .inputs import resolve_batch_size
 from .models import model_card, model_device, model_dtype
 
 CPU_BATCHES = (1, 2, 4, 8, 16, 32)
@@ -69,9 +71,15 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+_parameter_counts: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
+
+
 def plan_key(model: nn.Module, device: torch.device, input_size: int) -> str:
+    """Looked up on every call of a method: the parameter count is counted once per model."""
     card = model_card(model)
-    parameters = sum(p.numel() for p in model.parameters())
+    if model not in _parameter_counts:
+        _parameter_counts[model] = sum(p.numel() for p in model.parameters())
+    parameters = _parameter_counts[model]
     threads = torch.get_num_threads() if device.type == "cpu" else 0
     return "|".join(
         str(part)
@@ -171,10 +179,8 @@ def tune(
 
 
 def forward_batch(model, images: torch.Tensor, batch_size: int | None) -> int:
-    """Images per forward pass for a metric: `batch_size` (checked), else the measured plan's, else the
-    device's default."""
-    from .inputs import resolve_batch_size
-
+    """Images per forward pass for a method or a metric: `batch_size` (checked), else the measured plan's,
+    else the device's default."""
     if batch_size is None and isinstance(model, nn.Module):
         plan = cached_plan(model, images.device, images.shape[-1])
         if plan is not None:

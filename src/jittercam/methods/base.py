@@ -16,7 +16,7 @@ from ..inputs import (
     resolve_targets,
 )
 from ..models import TargetLayer, find_target_layer, model_dtype
-from ..tuning import Plan, cached_plan
+from ..tuning import Plan, cached_plan, forward_batch
 from .capture import LayerCapture
 
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -81,7 +81,7 @@ class CAMMethod(ABC):
         model = getattr(self, "model", None)
         check_images(images, None if model is None else model_dtype(model))
         plan = self.plan(images)
-        size = self.chunk_size(images, plan)
+        size = self.chunk_size(images)
         indices = as_target(target, images.shape[0], images.device)
         chunks = []
         for start in range(0, images.shape[0], size):
@@ -90,12 +90,9 @@ class CAMMethod(ABC):
             chunks.append(self._explain(chunk, None if indices is None else indices[start : start + size]))
         return torch.cat(chunks)
 
-    def chunk_size(self, images: torch.Tensor, plan: Plan | None = None) -> int:
+    def chunk_size(self, images: torch.Tensor) -> int:
         """Images per forward pass: `batch_size`, else the measured plan's, else the device's default."""
-        if self.batch_size is not None:
-            return self.batch_size
-        plan = plan or self.plan(images)
-        return plan.batch_size if plan else resolve_batch_size(None, images.device)
+        return forward_batch(getattr(self, "model", None), images, self.batch_size)
 
     def plan(self, images: torch.Tensor) -> Plan | None:
         """The measured forward plan (batch size, layout) for this model at these images' size, if any."""

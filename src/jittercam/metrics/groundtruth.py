@@ -170,21 +170,9 @@ def _nearest(f: torch.Tensor, window: torch.Tensor, t: torch.Tensor, centre: flo
     return distance.argmin(dim=1)
 
 
-def resolves(
-    maps: torch.Tensor,
-    centres: torch.Tensor | Sequence,
-    size: int | Sequence[int],
-    *,
-    dip: float = 0.2,
-    floor: float = 0.5,
-    window: float = 0.5,
-    samples: int = 256,
-    extend: float = 0.25,
-) -> torch.Tensor:
-    """`(B,)` bool: `two_peaks(...).resolved`, the criterion defined there."""
-    return two_peaks(
-        maps, centres, size, dip=dip, floor=floor, window=window, samples=samples, extend=extend
-    ).resolved
+def resolves(maps: torch.Tensor, centres: torch.Tensor | Sequence, size: int | Sequence[int], **options) -> torch.Tensor:
+    """`(B,)` bool: `two_peaks(maps, centres, size, **options).resolved`, the criterion defined there."""
+    return two_peaks(maps, centres, size, **options).resolved
 
 
 def resolving_power(
