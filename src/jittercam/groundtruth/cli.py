@@ -9,7 +9,7 @@ from pathlib import Path
 from .train import train
 
 QUICK = {"steps": 250, "size": 64, "classes": 2, "width": 8, "batch": 16, "lr": 5e-3, "heldout": 128,
-         "patch": (12, 16)}  # the test's tiny setting: seconds on one core
+         "patch": (12, 16), "scale": (1.0, 1.0)}  # the test's tiny setting: seconds on one core
 
 
 def add_parser(commands) -> argparse.ArgumentParser:

@@ -8,15 +8,20 @@ Each image is `size` x `size` RGB, deterministic from `(seed, index)` (a numpy G
   (`jittercam/data/offline/photos`, read with `jittercam.data.load_image` and first downscaled,
   Lanczos, so that the shorter side is at most `2 * size`), resized to `size` x `size` (bilinear).
   The photos contain real objects; the classes here have nothing to do with them.
-* Evidence: ONE opaque square patch of side `s` (uniform integer in `patch`, default 9.4-15.6 % of
-  `size`: 12-20 px at 128 px) at a uniform integer position fully inside the image, carrying the binary
-  pattern of the item's class (`PATTERNS[label]`) with period `P` pixels (uniform real in `period`,
-  default 4-6 px) and a random phase, painted with two random colours at least `MIN_CONTRAST` apart
-  (Euclidean RGB distance in [0, 1] units). Colour and contrast are random so that only the pattern's
-  shape identifies the class.
-* Distractor (with probability `distractor`): one more patch of the same kind of size, colours and
-  period, not overlapping the evidence (not even touching it), with a pattern of NO class: random binary
-  noise in 2 x 2 pixel cells. So "a coloured square" is not evidence by itself.
+* Scale: a factor `f`, uniform real in `scale` (default 1-2), multiplies the evidence's side and period,
+  and the distractor's side and noise cells: the same evidence at 1-2x, as the random-resized crops of
+  ImageNet training show real models their objects at many scales. Jitter-CAM and Upscale-CAM enlarge
+  the input (2x at their default size), so a model that only knows one scale loses the evidence there
+  (measured in the README); `scale=(1, 1)` gives that single-scale setting.
+* Evidence: ONE opaque square patch of side `round(f * s0)` (`s0` uniform integer in `patch`, default
+  11-14 % of `size`: 14-18 px at 128 px) at a uniform integer position fully inside the image, carrying
+  the binary pattern of the item's class (`PATTERNS[label]`) with period `f * P` pixels (`P` uniform
+  real in `period`, default 4-6 px) and a random phase, painted with two random colours at least
+  `MIN_CONTRAST` apart (Euclidean RGB distance in [0, 1] units). Colour and contrast are random so that
+  only the pattern's shape identifies the class.
+* Distractor (with probability `distractor`): one more patch of the same kind of size and colours, not
+  overlapping the evidence (not even touching it), with a pattern of NO class: random binary noise in
+  cells of `max(2, round(2 f))` pixels. So "a coloured square" is not evidence by itself.
 * Labels are balanced: item `i` has label `i % classes`.
 
 The evidence mask is exactly the evidence square (bool, H x W): every pixel outside it (the distractor
@@ -24,7 +29,10 @@ included) is the background or the distractor, every pixel inside was painted by
 Pixel values are computed in float32 in [0, 1] and normalised with the fixed `MEAN` / `STD` (ImageNet's,
 so the library's usual cards apply): `image = (pixels - MEAN) / STD`.
 
-Two-object images (`pair`) hold two evidence patches of one class, of equal side `s`, whose CENTRES are
+Two-object images (`pair`) hold two IDENTICAL evidence patches of one class at scale 1 (one side `s`,
+period, phase
+and pair of colours drawn once and painted twice, like the two equal point sources of Rayleigh's
+criterion: neither is stronger evidence than the other), whose CENTRES are
 `separation` pixels apart (centre of a square with top-left pixel `(x, y)` is `(x + s/2, y + s/2)` in
 continuous pixel coordinates where pixel `i` covers `[i, i + 1)`), on a line at `angle` degrees (0:
 horizontal). The edge-to-edge gap along the line is `separation - s` for a horizontal line; `separation ==
@@ -53,7 +61,8 @@ STD = IMAGENET_STD
 PATTERNS = ("hgrating", "vgrating", "diagonal", "antidiagonal", "checker", "rings")
 MIN_CONTRAST = 0.45
 CROP_SIDE = (0.35, 1.0)  # background crop side, fraction of the photo's shorter side
-PATCH_FRACTION = (0.094, 0.156)  # default patch side, fraction of the image side (12-20 px at 128)
+PATCH_FRACTION = (0.11, 0.14)  # default base patch side, fraction of the image side (14-18 px at 128)
+SCALE = (1.0, 2.0)  # default range of the scale factor
 
 
 @dataclass(frozen=True)
@@ -127,21 +136,26 @@ class GroundTruthDataset:
 
     def __init__(self, seed: int = 0, size: int = 128, count: int = 4096, classes: int = 4, *,
                  patch: tuple[int, int] | None = None, period: tuple[float, float] = (4.0, 6.0),
-                 distractor: float = 0.5) -> None:
+                 scale: tuple[float, float] = SCALE, distractor: float = 0.5) -> None:
         if not 2 <= classes <= len(PATTERNS):
             raise JitterCamError(f"classes must be 2-{len(PATTERNS)} (one pattern each), not {classes}")
         if patch is None:
             patch = (max(4, round(PATCH_FRACTION[0] * size)), max(5, round(PATCH_FRACTION[1] * size)))
-        if size < 32 or count < 1 or not 4 <= patch[0] <= patch[1] <= size // 3:
-            raise JitterCamError("need size >= 32, count >= 1 and 4 <= patch[0] <= patch[1] <= size / 3")
+        if not 1 <= scale[0] <= scale[1]:
+            raise JitterCamError(f"scale must be a range 1 <= low <= high, not {tuple(scale)}")
+        if size < 32 or count < 1 or not 4 <= patch[0] <= patch[1] or round(patch[1] * scale[1]) > size // 3:
+            raise JitterCamError("need size >= 32, count >= 1 and 4 <= patch[0] <= patch[1], patch[1] * scale[1] "
+                                 "<= size / 3")
         if not 0 <= distractor <= 1 or not 2 <= period[0] <= period[1]:
             raise JitterCamError("distractor must be a probability and the period at least 2 pixels")
         self.seed, self.size, self.count, self.classes = int(seed), int(size), int(count), int(classes)
         self.patch, self.period, self.distractor = (int(patch[0]), int(patch[1])), tuple(period), distractor
+        self.scale = (float(scale[0]), float(scale[1]))
 
     def config(self) -> dict:
         return {"seed": self.seed, "size": self.size, "count": self.count, "classes": self.classes,
-                "patch": list(self.patch), "period": list(self.period), "distractor": self.distractor}
+                "patch": list(self.patch), "period": list(self.period), "scale": list(self.scale),
+                "distractor": self.distractor}
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -167,18 +181,19 @@ class GroundTruthDataset:
         rng = np.random.default_rng([self.seed, index])
         label = index % self.classes
         background = self._background(rng)
-        side = int(rng.integers(self.patch[0], self.patch[1] + 1))
+        f = float(rng.uniform(*self.scale))
+        side = round(f * int(rng.integers(self.patch[0], self.patch[1] + 1)))
         x, y = (int(v) for v in rng.integers(0, self.size - side + 1, size=2))
         pixels = background.copy()
-        self._paint(rng, pixels, (x, y, side), PATTERNS[label])
+        self._paint(rng, pixels, (x, y, side), PATTERNS[label], f)
         extra = None
         if rng.random() < self.distractor:
-            dside = int(rng.integers(self.patch[0], self.patch[1] + 1))
+            dside = round(f * int(rng.integers(self.patch[0], self.patch[1] + 1)))
             for _ in range(100):  # an image side >= 3 patches leaves room; give up silently otherwise
                 dx, dy = (int(v) for v in rng.integers(0, self.size - dside + 1, size=2))
                 if dx > x + side or dx + dside < x or dy > y + side or dy + dside < y:
                     extra = (dx, dy, dside)
-                    self._paint(rng, pixels, extra, None)
+                    self._paint(rng, pixels, extra, None, f)
                     break
         mask = np.zeros((self.size, self.size), dtype=bool)
         mask[y:y + side, x:x + side] = True
@@ -186,7 +201,7 @@ class GroundTruthDataset:
 
     def pair(self, separation: float, cls: int = 0, seed: int = 0, *, angle: float = 0.0) -> Pair:
         """Two patches of class `cls`, centres `separation` px apart on a line at `angle` degrees (module
-        docstring). The side is the middle of `patch`; the midpoint is uniform where both patches fit.
+        docstring). At scale 1, the side is the middle of `patch`; the midpoint is uniform where both patches fit.
         Offsets are rounded to whole pixels, so `separation` is realised within 1 px off the axes."""
         if not 0 <= cls < self.classes:
             raise JitterCamError(f"class {cls} out of range for {self.classes} classes")
@@ -205,8 +220,9 @@ class GroundTruthDataset:
         pixels = background.copy()
         masks = np.zeros((2, self.size, self.size), dtype=bool)
         corners = ((x0, y0), (x0 + dx, y0 + dy))
+        painted = self._patch(rng, side, PATTERNS[cls], 1.0)
         for k, (x, y) in enumerate(corners):
-            self._paint(rng, pixels, (x, y, side), PATTERNS[cls])
+            pixels[y:y + side, x:x + side] = painted
             masks[k, y:y + side, x:x + side] = True
         centres = tuple((x + side / 2, y + side / 2) for x, y in corners)
         return Pair(normalise(pixels), cls, torch.from_numpy(masks), centres, math.hypot(dx, dy), side,
@@ -223,20 +239,26 @@ class GroundTruthDataset:
         return np.ascontiguousarray(pixels[:, ::-1]) if rng.random() < 0.5 else pixels
 
     def _paint(self, rng: np.random.Generator, pixels: np.ndarray, box: tuple[int, int, int],
-               name: str | None) -> None:
+               name: str | None, f: float) -> None:
         x, y, side = box
-        if name is None:  # the distractor: binary noise in 2 x 2 cells, no orientation, no period
-            cells = rng.integers(0, 2, size=((side + 1) // 2, (side + 1) // 2)).astype(np.float32)
-            shape = np.kron(cells, np.ones((2, 2), np.float32))[:side, :side]
+        pixels[y:y + side, x:x + side] = self._patch(rng, side, name, f)
+
+    def _patch(self, rng: np.random.Generator, side: int, name: str | None, f: float) -> np.ndarray:
+        """`(side, side, 3)` float32: the pattern `name` at scale `f` (None: the distractor's noise) in two
+        colours."""
+        if name is None:  # the distractor: binary noise in square cells, no orientation, no period
+            cell = max(2, round(2 * f))
+            cells = rng.integers(0, 2, size=(-(-side // cell), -(-side // cell))).astype(np.float32)
+            shape = np.kron(cells, np.ones((cell, cell), np.float32))[:side, :side]
         else:
-            period = rng.uniform(*self.period)
+            period = f * rng.uniform(*self.period)
             shape = pattern(name, side, period, rng.uniform(0, 2 * math.pi, size=2))
         while True:
             low, high = rng.uniform(0, 1, size=3), rng.uniform(0, 1, size=3)
             if np.linalg.norm(high - low) >= MIN_CONTRAST:
                 break
         low, high = low.astype(np.float32), high.astype(np.float32)
-        pixels[y:y + side, x:x + side] = low + (high - low) * shape[..., None]
+        return low + (high - low) * shape[..., None]
 
 
 def normalise(pixels: np.ndarray) -> torch.Tensor:

@@ -40,6 +40,8 @@ class GroundTruthNet(nn.Module):
     """See the module docstring; `width` w is the stem's channels."""
 
     stride = 8
+    fusion_layers = ("layer1", "layer2", "layer3")  # the stage outputs LayerCAM fuses (strides 4, 8, 8)
+    heldout: dict  # set by `build`
 
     def __init__(self, classes: int = 4, width: int = 8) -> None:
         super().__init__()
@@ -56,8 +58,13 @@ class GroundTruthNet(nn.Module):
 
 
 def build(classes: int = 4, width: int = 8, size: int = 128) -> GroundTruthNet:
-    """A fresh network (eval mode) carrying a ModelCard: `size` px input, the dataset's MEAN / STD."""
+    """A fresh network (eval mode) carrying a ModelCard: `size` px input, the dataset's MEAN / STD. Its
+    `heldout` (the held-out dataset's configuration, what `jittercam bench groundtruth` evaluates on) is
+    the default one of seed 0 until `train` or `load` sets the real one."""
+    from .train import heldout_config  # train imports this module
+
     model = GroundTruthNet(classes, width).eval()
+    model.heldout = heldout_config(0, size, classes)
     card = ModelCard(name=f"groundtruth-w{width}", input_size=size, mean=MEAN, std=STD,
                      categories=PATTERNS[:classes])
     return attach_card(model, card)
