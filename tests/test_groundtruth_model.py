@@ -12,7 +12,7 @@ from jittercam.groundtruth import MEAN, STD, GroundTruthDataset, build, default_
 from jittercam.groundtruth import cli as gt_cli
 from jittercam.models import attached_card
 
-TINY = {"size": 64, "classes": 2, "width": 8, "batch": 16, "lr": 5e-3, "heldout": 128, "patch": (12, 16)}
+TINY = {key: value for key, value in gt_cli.QUICK.items() if key != "steps"}  # `train --quick`
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,21 @@ def test_default_path_respects_the_cache_variable(monkeypatch, tmp_path):
     monkeypatch.setenv("JITTERCAM_CACHE_DIR", "off")
     with pytest.raises(JitterCamError, match="output path"):
         default_path(0, 600, 128, 4, 16)
-    with pytest.raises(JitterCamError, match="not a ground-truth model"):
+    with pytest.raises(JitterCamError, match="no such ground-truth model file"):
         load(tmp_path / "missing.pt")
+    (tmp_path / "text.pt").write_text("not a model")
+    with pytest.raises(JitterCamError, match="not a ground-truth model file"):
+        load(tmp_path / "text.pt")
+
+
+def test_registered_model_reads_the_cache_or_says_how_to_train(monkeypatch, tmp_path, trained):
+    monkeypatch.setenv("JITTERCAM_CACHE_DIR", str(tmp_path))
+    with pytest.raises(JitterCamError, match="jittercam groundtruth train"):
+        jittercam.load_model("groundtruth")
+    model = jittercam.load_model("groundtruth", weights=str(trained.path))
+    assert model.heldout == trained.model.heldout and model.heldout["size"] == 64
+    for a, b in zip(model.state_dict().values(), trained.model.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 def test_command_prints_both_rates(tmp_path, capsys):
