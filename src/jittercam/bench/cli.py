@@ -27,10 +27,16 @@ EXPERIMENT_OPTIONS = {
     "sweep": ("faithfulness",),
     "box": ("weak-localisation",),
     "tolerance": ("pointing",),
-    "sizes": ("size-sweep",),
+    "sizes": ("size-sweep", "groundtruth"),
     "low_size": ("consistency",),
     "reference": ("consistency",),
     "layers": ("layers",),
+    "singles": ("groundtruth",),
+    "separations": ("groundtruth",),
+    "replicates": ("groundtruth",),
+    "dip": ("groundtruth",),
+    "floor": ("groundtruth",),
+    "fused": ("groundtruth",),
 }
 DATASET_OPTIONS = ("labels", "boxes", "annotations", "difficult")
 
@@ -45,11 +51,13 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("experiment", choices=list(EXPERIMENTS), metavar="EXPERIMENT",
                         help=f"one of: {', '.join(EXPERIMENTS)}")
-    parser.add_argument("--dataset", required=True, metavar="NAME|PATH",
-                        help="'offline' (shipped), an ImageNet val folder, a COCO 2014 or VOC 2007 root")
+    parser.add_argument("--dataset", metavar="NAME|PATH",
+                        help="'offline' (shipped), 'groundtruth' (synthetic, with --model groundtruth), an ImageNet "
+                        "val folder, a COCO 2014 or VOC 2007 root (required, except for groundtruth)")
     parser.add_argument("--db", required=True, type=Path, metavar="FILE",
                         help="the results store (SQLite); under torchrun each rank writes FILE's stem.rankR-ofW")
-    parser.add_argument("--model", default="efficientnet_lite0", help="model name (default: %(default)s)")
+    parser.add_argument("--model", help="model name (default: efficientnet_lite0; groundtruth for the groundtruth "
+                        "experiment: the model `jittercam groundtruth train` wrote)")
     parser.add_argument("--methods", action="append", metavar="all|a,b,c",
                         help="methods, comma-separated or repeated (default: the paper's rows for the experiment)")
     parser.add_argument("--option", action="append", default=[], metavar="METHOD.NAME=VALUE",
@@ -85,20 +93,38 @@ def add_parser(commands) -> None:
     own.add_argument("--box", choices=("all", "largest"), help="weak-localisation: box around all kept pixels "
                      "(default, Fong & Vedaldi) or the largest connected component")
     own.add_argument("--tolerance", type=float, metavar="PIXELS", help="pointing: hit tolerance (default: 15)")
-    own.add_argument("--sizes", metavar="N,N|A-B", help="size-sweep: Jitter-CAM sizes (default: m..m+13)")
+    own.add_argument("--sizes", metavar="N,N|A-B", help="size-sweep: Jitter-CAM sizes (default: m..m+13); "
+                     "groundtruth: Jitter-CAM and Upscale-CAM sizes (default: m+2, m+4, 1.5m, 2m)")
     own.add_argument("--low-size", type=int, metavar="PIXELS", help="consistency: the small input (default: 160)")
     own.add_argument("--reference", metavar="METHOD", help="consistency: the method at full size (default: gradcam)")
+    own.add_argument("--singles", type=int, metavar="N",
+                     help="groundtruth: single-patch images (default: 64)")
+    own.add_argument("--separations", metavar="N,N|A-B[:STEP]",
+                     help="groundtruth: centre separations of the pairs in pixels (default: touching to 4 sides, "
+                     "step 2: 16-64:2 at 128 px)")
+    own.add_argument("--replicates", type=int, metavar="N",
+                     help="groundtruth: pairs per separation (default: 8)")
+    own.add_argument("--dip", type=float, metavar="FRACTION",
+                     help="groundtruth: the dip two peaks need between them to count as resolved (default: 0.2)")
+    own.add_argument("--floor", type=float, metavar="FRACTION",
+                     help="groundtruth: the height both peaks must reach, of the map's range (default: 0.5)")
+    own.add_argument("--fused", metavar="A,B|none",
+                     help="groundtruth: the layers LayerCAM fuses (default: the model's stage outputs)")
     own.add_argument("--layers", metavar="A,B", help="layers: module names (default: the probe's layer and the "
                      "one feeding its activation)")
 
 
 def _numbers(text: str, option: str, kind=float) -> tuple:
+    """`1,2,5` or, for integers, ranges `A-B` and `A-B:STEP` (both ends included when on the step)."""
     values = []
     for part in (p.strip() for p in text.split(",") if p.strip()):
         try:
             if kind is int and "-" in part[1:]:
-                low, high = (int(x) for x in part.split("-", 1))
-                values += list(range(low, high + 1))
+                span, _, step = part.partition(":")
+                low, high = (int(x) for x in span.split("-", 1))
+                if int(step or 1) < 1:
+                    raise JitterCamError(f"{option} {text!r}: the step must be at least 1")
+                values += list(range(low, high + 1, int(step or 1)))
             else:
                 values.append(kind(part))
         except ValueError:
@@ -128,8 +154,14 @@ def _experiment_options(args: argparse.Namespace) -> dict[str, Any]:
             value = _numbers(value, "--alphas")
             if any(a < 0 for a in value):
                 raise JitterCamError("--alphas must not be negative")
-        elif dest == "sizes":
-            value = _numbers(value, "--sizes", int)
+        elif dest in ("sizes", "separations"):
+            value = _numbers(value, "--" + dest, int)
+        elif dest in ("singles", "replicates") and value < 0:
+            raise JitterCamError(f"--{dest} must be 0 or more")
+        elif dest in ("dip", "floor") and not 0 <= value <= 1:
+            raise JitterCamError(f"--{dest} must be between 0 and 1")
+        elif dest == "fused":
+            value = _names(value)
         elif dest in ("sweep", "layers"):
             value = _names(value)
             if dest == "sweep":
@@ -173,8 +205,13 @@ def settings_from(args: argparse.Namespace) -> Settings:
                                ("--gallery", args.gallery, 0)):
         if value is not None and value < low:
             raise JitterCamError(f"{option} must be at least {low}")
+    experiment = EXPERIMENTS[args.experiment]
+    dataset = args.dataset or experiment.default_dataset
+    if dataset is None:
+        raise JitterCamError(f"{args.experiment} needs --dataset: offline, groundtruth, or a dataset folder")
+    model = args.model or experiment.default_model or "efficientnet_lite0"
     return Settings(
-        experiment=args.experiment, dataset=args.dataset, db=args.db, model=args.model, methods=args.methods,
+        experiment=args.experiment, dataset=dataset, db=args.db, model=model, methods=args.methods,
         weights=args.weights, device=args.device, batch_size=args.batch_size, seed=args.seed, limit=args.limit,
         gallery=args.gallery, input_size=args.input_size,
         dataset_options={name: getattr(args, name) for name in DATASET_OPTIONS},

@@ -22,6 +22,8 @@ efficiency          `seconds` (wall clock of one explanation), `passes` (`method
 size-sweep          variant `size=<n>`: `deletion`, `insertion` and curves
 consistency         `spearman` between the method from a small input and the reference at full size
 layers              variant `layer=<module>`: `deletion`, `insertion` and curves
+groundtruth         singles: `energy`, `auc`; pairs: `separation`, `resolved`, `depth`; all: `seconds`,
+                    `passes`; variants `size=<n>` (jittercam, upscale) and `fused` (layercam)
 ==================  ===============================================================================
 """
 from __future__ import annotations
@@ -106,6 +108,8 @@ class Experiment:
     options: ClassVar[dict[str, Any]] = {}  # the experiment's own options and their defaults
     one_at_a_time: ClassVar[bool] = False  # explain each unit alone (timing)
     reads_cache: ClassVar[bool] = True
+    default_dataset: ClassVar[str | None] = None  # what --dataset / --model mean when not given
+    default_model: ClassVar[str | None] = None
 
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - set(self.options)
@@ -116,6 +120,22 @@ class Experiment:
     def accepts(self, name: str) -> str | None:
         """Why `name` cannot take part (None when it can)."""
         return None
+
+    def open_dataset(self, settings, model: nn.Module | None):
+        """The dataset `settings` (a runner `Settings`) names; `model` is None while it is not loaded yet
+        (a dataset drawn from its model, "groundtruth", is opened once it is)."""
+        from ..data.samples import open_dataset
+
+        if settings.dataset is None:
+            raise JitterCamError(f"{self.name} needs --dataset (offline, groundtruth or a folder)")
+        if settings.dataset == "groundtruth" and model is None:
+            return None
+        options = {k: v for k, v in settings.dataset_options.items() if v is not None}
+        return open_dataset(settings.dataset, seed=settings.seed, model=model, **options)
+
+    def showcase(self, keys: list[str], count: int) -> list[str]:
+        """The items whose inputs and maps go to the gallery."""
+        return keys[:count]
 
     def config(self) -> dict[str, Any]:
         """The experiment's options as they enter the configuration hash."""
@@ -445,9 +465,121 @@ class Layers(Experiment):
         return _local_accuracy(setting, arm.variant, images, units, maps)
 
 
+def default_sizes(m: int) -> list[int]:
+    """Jitter-CAM / Upscale-CAM sizes for the ground truth: m + 2, m + 4, 1.5 m and 2 m (the default)."""
+    return sorted({m + 2, m + 4, m + m // 2, 2 * m})
+
+
+class GroundTruth(Experiment):
+    """Beyond the paper (issue 14): maps against evidence known by construction, on the ground-truth model
+    (`jittercam.groundtruth`: a small CNN trained here on patterns whose pixels are exactly known) and its
+    held-out images (`jittercam.groundtruth.benchmark`), for the true class.
+
+    Single-patch images (`single-*`): `energy`, the share of the map's mass (negatives clipped) on the
+    evidence mask (`metrics.energy_in_mask`), and `auc`, the ROC AUC of the map's values as a detector of
+    the evidence pixels (`metrics.evidence_auc`). Two-patch images (`pair-s<separation>-r<replicate>`):
+    `separation` (centre distance, px), `resolved` (0/1: `metrics.two_peaks`, two peaks of at least
+    `floor` of the map's range with a dip of at least `dip` between them along the line through the
+    centres) and `depth`. Every item: `seconds` (the arm's batch time divided by its explanations) and
+    `passes` (`method.passes()`). The report turns each arm's (separation, resolved) pairs into the
+    resolving power (`metrics.resolving_power`) and the resolved share per separation.
+
+    Arms: every method asked for; a method with a map size (jittercam, upscale) once per size of `sizes`
+    (default m + 2, m + 4, 1.5 m, 2 m: the cost curve), variant `size=<n>`; LayerCAM also fused over the
+    model's `fusion_layers` (variant `fused`; `fused` names other layers, 'none' leaves it out)."""
+
+    name = "groundtruth"
+    paper = "beyond the paper: evidence known by construction"
+    default_methods = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam", "ablationcam", "rise",
+                       "cameras", "upscale", "jittercam")
+    truth_targets = True
+    needs = frozenset({"labels", "masks", "evidence"})
+    default_dataset = "groundtruth"
+    default_model = "groundtruth"
+    options = {"sizes": None, "fused": None, "singles": None, "separations": None, "replicates": None,
+               "dip": 0.2, "floor": 0.5}
+    _DATASET_OPTIONS = ("singles", "separations", "replicates")
+
+    def config(self) -> dict[str, Any]:
+        return {"dip": float(self.settings["dip"]), "floor": float(self.settings["floor"]),
+                "energy": "negatives clipped", "auc": "Mann-Whitney, ties halved"}
+
+    def open_dataset(self, settings, model):
+        if settings.dataset not in (None, "groundtruth"):
+            raise JitterCamError(f"groundtruth runs on its own synthetic images (--dataset groundtruth, the default), "
+                                 f"not {settings.dataset}")
+        if model is None:
+            return None
+        from ..groundtruth.benchmark import for_model
+
+        options = {key: self.settings[key] for key in self._DATASET_OPTIONS if self.settings[key] is not None}
+        return for_model(model, settings.seed, **options)
+
+    def showcase(self, keys, count):
+        """Pairs of the first replicate at `count` separations, evenly spread from the closest to the widest."""
+        first = [key for key in keys if key.startswith("pair-") and key.endswith("-r00")]
+        if not first or count <= 0:
+            return keys[:count]
+        if count == 1:
+            return first[:1]
+        picks = sorted({round(i * (len(first) - 1) / (count - 1)) for i in range(count)})
+        return [first[i] for i in picks]
+
+    def arms(self, names, build, setting) -> list[Arm]:
+        arms = []
+        for name in names:
+            explainer = build(name)
+            if "size" in method_options(name):
+                sizes = self.settings["sizes"] or default_sizes(explainer.layer.map_size)
+                arms += [Arm(name, build(name, size=int(n)), variant=f"size={int(n)}", gallery=n == max(sizes))
+                         for n in sizes]
+                continue
+            arms.append(Arm(name, explainer))
+            if name == "layercam":
+                layers = self.settings["fused"]
+                if layers is None:
+                    layers = tuple(getattr(setting.model, "fusion_layers", ()))
+                if layers:
+                    arms.append(Arm(name, build(name, target_layer=list(layers)), variant="fused"))
+        return arms
+
+    def units(self, sample, row, top1):
+        label = sample.labels[0] if sample.labels else None
+        reason = sample.reason_to_skip(self.needs, label)
+        if reason or label is None:
+            return [], [(sample.key, reason or f"{sample.key} has no ground-truth class")]
+        return [Unit(sample, row, sample.key, int(label))], []
+
+    def score(self, setting, arm, images, units, maps, seconds, state) -> Scores:
+        scores = Scores()
+        passes = float(arm.explainer.passes(setting.input_size))
+        for unit, spent in zip(units, seconds, strict=True):
+            scores.values += [(arm.variant, unit, "seconds", spent), (arm.variant, unit, "passes", passes)]
+        singles = [i for i, unit in enumerate(units) if unit.sample.meta.get("kind") == "single"]
+        if singles:
+            chosen = [units[i] for i in singles]
+            masks = torch.stack([unit.sample.masks[unit.target] for unit in chosen]).to(maps.device)
+            energy = metrics.energy_in_mask(maps[singles], masks).tolist()
+            auc = metrics.evidence_auc(maps[singles], masks).tolist()
+            for unit, e, a in zip(chosen, energy, auc, strict=True):
+                scores.values += [(arm.variant, unit, "energy", e), (arm.variant, unit, "auc", a)]
+        pairs = [i for i, unit in enumerate(units) if unit.sample.meta.get("kind") == "pair"]
+        if pairs:
+            chosen = [units[i] for i in pairs]
+            centres = torch.tensor([unit.sample.meta["centres"] for unit in chosen], dtype=torch.float64)
+            found = metrics.two_peaks(maps[pairs], centres, setting.input_size, dip=float(self.settings["dip"]),
+                                      floor=float(self.settings["floor"]))
+            for unit, resolved, depth in zip(chosen, found.resolved.tolist(), found.depth.tolist(), strict=True):
+                scores.values += [(arm.variant, unit, "separation", float(unit.sample.meta["separation"])),
+                                  (arm.variant, unit, "resolved", float(resolved)),
+                                  (arm.variant, unit, "depth", depth)]
+        return scores
+
+
 EXPERIMENTS: dict[str, type[Experiment]] = {
     cls.name: cls
-    for cls in (Faithfulness, LocalAccuracy, WeakLocalisation, Pointing, Efficiency, SizeSweep, Consistency, Layers)
+    for cls in (Faithfulness, LocalAccuracy, WeakLocalisation, Pointing, Efficiency, SizeSweep, Consistency, Layers,
+                GroundTruth)
 }
 
 

@@ -60,6 +60,7 @@ from .experiments import EXPERIMENTS, Arm, Experiment, Setting, Unit
 from .store import ALL_METHODS, Batch, Curve, GalleryEntry, Row, Run, Store
 
 CACHE_MODES = ("small", "all", "none")
+GROUND_TRUTH = "groundtruth"  # the dataset made from its model (`jittercam.groundtruth.benchmark`)
 SMALL_MAP = 64 * 64  # `cache="small"` keeps maps of at most this many pixels (CAM resolution, not input size)
 
 
@@ -193,6 +194,12 @@ def _file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _weights_source(settings: Settings, model: torch.nn.Module) -> str | None:
+    """The weights asked for, else the file a model read its default weights from (the ground-truth model's
+    cache), so that retraining it changes the configuration."""
+    return settings.weights if settings.weights is not None else getattr(model, "weights_file", None)
+
+
 def weights_id(weights: str | None) -> str:
     if weights is None:
         return "pretrained"
@@ -255,21 +262,28 @@ def _measured_batch(model: torch.nn.Module, device: torch.device, size: int, qui
     return None if plan is None else plan.batch_size
 
 
+def _check_needs(experiment: Experiment, dataset) -> None:
+    missing = set(experiment.needs) - set(dataset.has)
+    if missing:
+        hint = ("the ground-truth dataset: --dataset groundtruth" if "evidence" in missing
+                else "see --boxes / --annotations")
+        raise JitterCamError(f"{experiment.name} needs {' and '.join(sorted(missing))}, which dataset "
+                             f"{dataset.name} does not have ({hint})")
+
+
 def _run(settings, experiment, names, batch_size, context, dataset, model) -> Summary:
     started = time.perf_counter()
     device = context.device
-    if dataset is None:
-        from ..data.samples import open_dataset
-
-        dataset = open_dataset(settings.dataset, seed=settings.seed,
-                               **{k: v for k, v in settings.dataset_options.items() if v is not None})
-    missing = set(experiment.needs) - set(dataset.has)
-    if missing:
-        raise JitterCamError(f"{experiment.name} needs {' and '.join(sorted(missing))}, which dataset "
-                             f"{dataset.name} does not have (see --boxes / --annotations)")
+    if dataset is None and settings.dataset != GROUND_TRUTH:  # a wrong dataset fails before a model loads
+        dataset = experiment.open_dataset(settings, None)
+    if dataset is not None:
+        _check_needs(experiment, dataset)
     if model is None:
         torch.manual_seed(settings.seed)  # random weights are the same in every rank and every run
         model = load_model(settings.model, weights=settings.weights)
+    if dataset is None:  # the ground-truth dataset is drawn from its model's held-out configuration
+        dataset = experiment.open_dataset(settings, model)
+        _check_needs(experiment, dataset)
     model = model.to(device)
     card = model_card(model)
     if settings.input_size is not None:
@@ -287,7 +301,7 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
     described = dataset.config() if hasattr(dataset, "config") else {"dataset": dataset.name}
     identity = {
         "model": card.name,
-        "weights": weights_id(settings.weights),
+        "weights": weights_id(_weights_source(settings, model)),
         "input_size": card.input_size, "mean": list(card.mean), "std": list(card.std),
         # paths by their last part: the same data mounted elsewhere (another node) is the same dataset
         "dataset": {**_path_free(described), "seed": settings.seed, "keys": _digest(keys)[:16],
@@ -303,7 +317,7 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
                      config, context.rank, context.world_size, machine())
     if settings.limit is not None:
         keys = keys[: settings.limit]
-    showcase = set(keys[: settings.gallery])
+    showcase = set(experiment.showcase(keys, settings.gallery))
     mine = distributed.shard(keys, context)
 
     path = distributed.rank_path(Path(settings.db), context)

@@ -39,6 +39,7 @@ from ..models import ModelCard
 from .images import as_rgb, load_image, to_input
 
 KINDS = frozenset({"labels", "boxes", "masks", "difficult"})
+# beyond KINDS: "evidence" (the ground-truth benchmark: masks of exactly what the model uses, `meta` per item)
 _ORIENTATION = 0x0112  # EXIF tag
 
 
@@ -56,6 +57,7 @@ class Sample:
     skip: str | None = None  #: why the item cannot be used at all
     missing: dict[str, str] = field(default_factory=dict)  #: kind ("labels", "boxes") -> why absent here
     excluded: dict[int, str] = field(default_factory=dict)  #: class -> why the pair is not evaluated
+    meta: dict[str, Any] = field(default_factory=dict)  #: what else a dataset knows of the item (ground truth)
 
     @classmethod
     def skipped(cls, key: str, reason: str) -> Sample:
@@ -159,7 +161,7 @@ def class_tables(
 
 
 # ---------------------------------------------------------------------------------------- opening
-_EXPECTED = ("'offline', a folder of ILSVRC2012_val_*.JPEG (ImageNet), a COCO root with "
+_EXPECTED = ("'offline', 'groundtruth', a folder of ILSVRC2012_val_*.JPEG (ImageNet), a COCO root with "
              "annotations/instances_val2014.json (or --annotations FILE), or a VOCdevkit root with VOC2007")
 
 
@@ -171,14 +173,23 @@ def open_dataset(
     annotations: str | None = None,
     difficult: str | None = None,
     seed: int = 0,
+    model: torch.nn.Module | None = None,
 ) -> BenchmarkDataset:
     """The dataset named by `spec`: "offline" (shipped with the package, deterministic from `seed`) or
     a folder recognised in this order: COCO (`annotations` given, or `annotations/instances_val2014.json`
     inside), VOC 2007 test (a VOCdevkit layout), ImageNet validation (ILSVRC2012_val_*.JPEG files).
     `labels`/`boxes` apply to ImageNet, `annotations` to COCO, `difficult` (EBP flag file, or the
-    torchray sdist .tar.gz) to COCO and VOC. Anything else is a one-line `JitterCamError`. (A folder
+    torchray sdist .tar.gz) to COCO and VOC. "groundtruth" is the synthetic benchmark made for `model`
+    (`jittercam.groundtruth.benchmark`). Anything else is a one-line `JitterCamError`. (A folder
     that happens to be called offline is `./offline`.)"""
     given = {"labels": labels, "boxes": boxes, "annotations": annotations, "difficult": difficult}
+    if spec == "groundtruth":
+        _refuse(given, (), "the ground-truth dataset")
+        if model is None:
+            raise JitterCamError("the ground-truth dataset is made for its own model: use --model groundtruth")
+        from ..groundtruth.benchmark import for_model
+
+        return for_model(model, seed)
     if spec == "offline":
         _refuse(given, (), "the offline dataset")
         from .offline import OfflineDataset

@@ -152,6 +152,7 @@ def load(path: str | Path) -> GroundTruthNet:
         model = build(config["data"]["classes"], config["width"], config["data"]["size"])
         model.load_state_dict(stored["state_dict"])
         model.heldout = dict(config["heldout"])
+        model.weights_file = str(path)
     except (OSError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError):
         raise JitterCamError(f"not a ground-truth model file (one written by `jittercam groundtruth train`): "
                              f"{path}") from None

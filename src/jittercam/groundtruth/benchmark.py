@@ -1,0 +1,114 @@
+"""The ground-truth images as a benchmark dataset: `jittercam bench groundtruth` (and `--dataset groundtruth`
+for any other experiment, with `--model groundtruth`).
+
+Items are drawn from the model's own held-out configuration (`GroundTruthNet.heldout`: other crops,
+positions, colours and scales than its training images), so the data always matches the model:
+
+* `single-0000` ... : the first `singles` held-out images, one evidence patch each (scale 1-2), its
+  exact mask and box for the true class;
+* `pair-s016-r00` ... : for each replicate r and each centre separation s (pixels) in `separations`, a
+  pair of identical evidence patches at scale 1 on a horizontal line (`GroundTruthDataset.pair`,
+  class r mod classes, pair seed `seed * 1_000_000 + r`), the union of both masks and both boxes. The
+  default separations run from touching (the patch side, 16 px at 128 px) to four sides, every 2 px.
+
+Keys are in that order (singles, then the pairs replicate by replicate), so `--limit` keeps whole
+replicates of the sweep after the singles. A sample's `meta` carries what the experiment needs:
+`kind` ('single' or 'pair'), and for a pair `centres` ((x, y), (x, y)) in continuous pixel coordinates
+(pixel i covers [i, i + 1)), `separation`, `side` and `replicate`.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..data.samples import Sample
+from ..errors import JitterCamError
+from ..models import ModelCard, model_card
+from .dataset import PATTERNS, GroundTruthDataset
+
+SINGLES = 64
+REPLICATES = 8
+_KEY = re.compile(r"^(?:single-(\d+)|pair-s(\d+)-r(\d+))$")
+
+
+def default_separations(side: int) -> list[int]:
+    """From touching (`side`) to four sides, every 2 pixels."""
+    return list(range(side, 4 * side + 1, 2))
+
+
+class GroundTruthBenchmark:
+    """See the module. `heldout` is a `GroundTruthDataset.config()` (the model's `heldout`)."""
+
+    name = "groundtruth"
+    has = frozenset({"labels", "boxes", "masks", "evidence"})
+
+    def __init__(self, heldout: dict[str, Any], *, seed: int = 0, singles: int = SINGLES,
+                 separations: Sequence[int] | None = None, replicates: int = REPLICATES) -> None:
+        if singles < 0 or replicates < 0 or singles + replicates == 0:
+            raise JitterCamError("the ground-truth benchmark needs singles >= 0 and replicates >= 0, not both 0")
+        config = dict(heldout)
+        self.data = GroundTruthDataset(
+            seed=int(config["seed"]), size=int(config["size"]), count=max(1, singles, int(config["count"])),
+            classes=int(config["classes"]), patch=tuple(config["patch"]), period=tuple(config["period"]),
+            scale=tuple(config.get("scale", (1.0, 1.0))), distractor=float(config["distractor"]))
+        self.heldout, self.seed, self.singles, self.replicates = config, int(seed), int(singles), int(replicates)
+        self.side = (self.data.patch[0] + self.data.patch[1]) // 2
+        chosen = default_separations(self.side) if separations is None else sorted({int(s) for s in separations})
+        for separation in chosen:
+            if not self.side <= separation <= self.data.size - self.side:
+                raise JitterCamError(f"separation {separation} px: pairs of {self.side} px patches in a "
+                                     f"{self.data.size} px image need {self.side}-{self.data.size - self.side} px")
+        if replicates and not chosen:
+            raise JitterCamError("no separation to test")
+        self.separations = chosen
+        self.num_classes = self.data.classes
+        self.categories = PATTERNS[: self.data.classes]
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def keys(self) -> list[str]:
+        singles = [f"single-{i:04d}" for i in range(self.singles)]
+        pairs = [f"pair-s{s:03d}-r{r:02d}" for r in range(self.replicates) for s in self.separations]
+        return singles + pairs
+
+    def config(self) -> dict[str, Any]:
+        return {"dataset": self.name, "heldout": self.heldout, "singles": self.singles,
+                "separations": self.separations, "replicates": self.replicates, "angle": 0.0, "seed": self.seed}
+
+    def load(self, key: str, card: ModelCard) -> Sample:
+        found = _KEY.match(key)
+        if found is None:
+            return Sample.skipped(key, f"not an item of the ground-truth benchmark: {key}")
+        if card.input_size != self.size:
+            return Sample.skipped(key, f"the ground-truth images are {self.size} px, the model takes "
+                                       f"{card.input_size} px")
+        single, separation, replicate = found.groups()
+        if single is not None:
+            item = self.data.item(int(single))
+            x, y, side = item.box
+            box = torch.tensor([[x, y, x + side - 1, y + side - 1]], dtype=torch.float32)
+            return Sample(key, item.image, (item.label,), {item.label: box}, {item.label: item.mask},
+                          original_size=(self.size, self.size), meta={"kind": "single", "side": side})
+        r = int(replicate)
+        pair = self.data.pair(int(separation), cls=r % self.num_classes, seed=self.seed * 1_000_000 + r)
+        boxes = torch.tensor([[cx - pair.side / 2, cy - pair.side / 2, cx + pair.side / 2 - 1, cy + pair.side / 2 - 1]
+                              for cx, cy in pair.centres], dtype=torch.float32)
+        return Sample(key, pair.image, (pair.label,), {pair.label: boxes}, {pair.label: pair.masks.any(0)},
+                      original_size=(self.size, self.size),
+                      meta={"kind": "pair", "centres": pair.centres, "separation": pair.separation,
+                            "side": pair.side, "replicate": r})
+
+
+def for_model(model: nn.Module, seed: int = 0, **options: Any) -> GroundTruthBenchmark:
+    """The benchmark on `model`'s held-out configuration; a model without one is a one-line error."""
+    heldout = getattr(model, "heldout", None)
+    if not isinstance(heldout, dict):
+        raise JitterCamError(f"the ground-truth dataset is made for its own model: use --model groundtruth, "
+                             f"not {model_card(model).name}")
+    return GroundTruthBenchmark(heldout, seed=seed, **options)
