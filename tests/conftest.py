@@ -70,3 +70,13 @@ def write_png16(path, pixels: np.ndarray) -> None:
     header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows))
                      + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="session")
+def quick_groundtruth(tmp_path_factory):
+    """`jittercam groundtruth train --quick`'s model (2 classes at 64 px, about 10 s): a TrainResult."""
+    from jittercam.groundtruth import train
+    from jittercam.groundtruth.cli import QUICK
+
+    path = tmp_path_factory.mktemp("groundtruth") / "quick.pt"
+    return train(0, out_path=path, **QUICK)

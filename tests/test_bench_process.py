@@ -143,3 +143,23 @@ def test_torchrun_two_processes_equal_one(tiny_bench, tmp_path):
     assert merged.keys() == one.keys() and len(one) == 5 * 3 * 4
     difference = max(abs(merged[key] - one[key]) for key in one if key[0] != "curve")
     assert difference <= 1e-6
+
+
+def test_groundtruth_run_killed_midway_resumes_to_the_same_rows(quick_groundtruth, tmp_path):
+    db = tmp_path / "gt.db"
+    arguments = ["bench", "groundtruth", "--weights", str(quick_groundtruth.path), "--methods", "gradcam,rise",
+                 "--option", "rise.masks=3000", "--singles", "3", "--replicates", "1", "--separations", "14-50:6",
+                 "--batch-size", "1", "--quiet"]
+    command = [sys.executable, "-m", "jittercam", *arguments, "--db", str(db)]
+    first = subprocess.Popen(command, env=_env(), stderr=subprocess.PIPE, text=True)
+    _stop_after(first, db, 0, signal.SIGKILL)  # kill -9 after the first committed batch
+    first.wait(60)
+    killed_at = _count(db)
+    assert 0 < killed_at < 2 * (3 * 4 + 7 * 5)  # 3 singles (4 rows each) and 7 pairs (5 rows each), two methods
+
+    assert main([*arguments, "--db", str(db)]) == 0  # the same command resumes
+    assert main([*arguments, "--db", str(tmp_path / "whole.db")]) == 0
+    resumed, whole = _rows(db), _rows(tmp_path / "whole.db")
+    timing = {key for key in whole if key[4] == "seconds"}  # wall clock differs from run to run
+    assert resumed.keys() == whole.keys() and len(whole) == 2 * (3 * 4 + 7 * 5)
+    assert {k: v for k, v in resumed.items() if k not in timing} == {k: v for k, v in whole.items() if k not in timing}

@@ -16,9 +16,8 @@ TINY = {key: value for key, value in gt_cli.QUICK.items() if key != "steps"}  # 
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    path = tmp_path_factory.mktemp("gt") / "tiny.pt"
-    return train(0, 250, path, **TINY)
+def trained(quick_groundtruth):
+    return quick_groundtruth
 
 
 @pytest.mark.parametrize("size,m", [(128, 16), (64, 8)])

@@ -453,8 +453,9 @@ def _run_tune(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------- list
 def _run_list(args: argparse.Namespace) -> int:
-    print("models: efficientnet_lite0 (offline default) and torchvision classifiers:")
-    print("  " + ", ".join(name for name in available_models() if name != "efficientnet_lite0"))
+    print("models: efficientnet_lite0 (offline default), groundtruth (the ground-truth benchmark's model, "
+          "made by `jittercam groundtruth train`) and torchvision classifiers:")
+    print("  " + ", ".join(name for name in available_models() if name not in ("efficientnet_lite0", "groundtruth")))
     print("methods: " + ", ".join(available_methods()))
     return 0
 
@@ -480,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jittercam: interrupted before anything was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `jittercam list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ stores NaN as NULL; the report passes both as NaN) are left out of means and of 
   over ALL `num_classes` classes (a class without trials counts 0), the overall 100 · hits / trials beside it.
 - deletion + (1 − insertion) (Fig. 2): from the two means.
 - mean curves: the per-item deletion / insertion curves averaged point by point.
+- ground truth: the resolving power of an arm is `metrics.resolving_power` of its pairs' (separation,
+  resolved), with `RESOLVED_SHARE` of the pairs needed at a separation and at every larger one; the
+  resolution curve is the share of pairs resolved at each separation.
 """
 from __future__ import annotations
 
@@ -26,6 +29,9 @@ import numpy as np
 from ..errors import JitterCamError
 
 FAITHFULNESS_PAIR = ("y", "o")
+RESOLUTION_PAIR = ("separation", "resolved")
+PAIRED = (FAITHFULNESS_PAIR, RESOLUTION_PAIR)  # metrics read item by item together
+RESOLVED_SHARE = 0.75  # 6 of 8 pairs: one unlucky background does not undo a separation
 COMBINED = "del+1-ins"
 # the weak-localisation schemes under the paper's column names (`jittercam.metrics` says `energy`)
 SCHEME_NAMES = {"energy": "eng"}
@@ -189,18 +195,42 @@ def curve_auc(curve: np.ndarray) -> float:
     return float((curve.sum() - curve[0] / 2 - curve[-1] / 2) / steps) if steps > 0 else math.nan
 
 
+def resolution_curve(separations: Sequence[float] | np.ndarray, resolved: Sequence[float] | np.ndarray) -> dict[float, Stat]:
+    """Separation -> the share of its pairs resolved (0-1) and how many pairs; NaN values left out."""
+    s, r = np.asarray(separations, dtype=np.float64), np.asarray(resolved, dtype=np.float64)
+    keep = ~(np.isnan(s) | np.isnan(r))
+    s, r = s[keep], r[keep]
+    return {float(value): Stat(float(r[s == value].mean()), int((s == value).sum())) for value in np.unique(s)}
+
+
+def resolving_power(separations: Sequence[float] | np.ndarray, resolved: Sequence[float] | np.ndarray,
+                    fraction: float = RESOLVED_SHARE) -> Stat:
+    """`jittercam.metrics.resolving_power` of the pairs (NaN values left out), with the number of pairs."""
+    from ..metrics import resolving_power as measure
+
+    s, r = np.asarray(separations, dtype=np.float64), np.asarray(resolved, dtype=np.float64)
+    keep = ~(np.isnan(s) | np.isnan(r))
+    if not keep.any():
+        return Stat(math.nan, 0)
+    return Stat(measure(s[keep].tolist(), (r[keep] > 0.5).tolist(), fraction=fraction), int(keep.sum()))
+
+
 def summarise(experiment: str, columns: Mapping[str, Column], num_classes: int | None = None) -> dict[str, Stat]:
     """Every statistic of one method (one variant) of `experiment` from its per-item columns.
 
     `y` and `o` (faithfulness) must be paired item by item; `scheme@threshold` columns are weak-localisation
     hits; the pointing game's `all` and `difficult` are per-class means (`num_classes` needed) with
     `<metric>_overall` beside them and `<metric>_classes` (classes with a trial); any other metric is a
-    NaN-safe mean. Size-sweep adds `del+1-ins`.
+    NaN-safe mean. Size-sweep adds `del+1-ins`; `separation` and `resolved` (paired by item) give
+    `resolving_power`.
     """
     result: dict[str, Stat] = {}
     rest = dict(columns)
     if all(name in rest for name in FAITHFULNESS_PAIR):
         result.update(faithfulness(rest.pop("y").values, rest.pop("o").values))
+    if all(name in rest for name in RESOLUTION_PAIR):  # ground truth: paired by item, as y and o
+        result["resolving_power"] = resolving_power(rest.pop("separation").values, rest.pop("resolved").values)
+        rest.pop("depth", None)  # a mean over the sweep says little; the curve and the power say it
     thresholds = {name: rest.pop(name).values for name in list(rest) if split_threshold(name)}
     if thresholds:
         result.update(weak_localisation(thresholds))

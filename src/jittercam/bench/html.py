@@ -21,6 +21,7 @@ figure img.plot { max-width: 100%; width: 900px; border: 1px solid #ddd; }
 figcaption { font-size: 0.85em; color: #444; max-width: 900px; }
 table.gallery td { padding: 2px; text-align: center; vertical-align: top; }
 table.gallery img { width: 160px; height: auto; display: block; }
+table.gallery.compact img { width: 104px; }
 nav a { margin-right: 1em; } .paper { color: #777; }
 details { display: inline; } summary { cursor: pointer; color: #336; display: inline; }
 details[open] code { display: block; white-space: pre-wrap; word-break: break-all; margin: 0.3em 0; }
@@ -127,7 +128,8 @@ def _gallery_html(gallery: Gallery) -> str:
             cells.append("<td>—</td>" if path is None else
                          f"<td><img src=\"{escape(path)}\" alt=\"{escape(f'{label} {method}')}\"></td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return (f"<h3>{escape(gallery.title)}</h3>\n<table class=gallery>\n<thead><tr>{header}</tr></thead>\n"
+    size = " compact" if len(gallery.methods) > 8 else ""  # many methods: smaller pictures, fewer to scroll
+    return (f"<h3>{escape(gallery.title)}</h3>\n<table class=\"gallery{size}\">\n<thead><tr>{header}</tr></thead>\n"
             f"<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>")
 
 

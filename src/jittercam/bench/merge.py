@@ -174,11 +174,12 @@ class Group:
     runs: list[Run] = field(default_factory=list)
     stats: dict[tuple[str, str], dict[str, Stat]] = field(default_factory=dict)  # (method, variant) -> metric
     items: dict[tuple[str, str], int] = field(default_factory=dict)
-    options: dict[str, list[str]] = field(default_factory=dict)
+    options: dict[str, list[str]] = field(default_factory=dict)  # method[variant] -> the option sets it ran with
     skipped: int = 0
     reasons: Counter = field(default_factory=Counter)
     num_classes: tuple[int, str] | None = None  # pointing: the count and where it came from
     curves: dict[str, dict[tuple[str, str], aggregate.CurveMean]] = field(default_factory=dict)
+    series: dict[tuple[str, str], dict[float, Stat]] = field(default_factory=dict)  # ground truth: resolved share
 
     @property
     def paper_applies(self) -> bool:
@@ -222,18 +223,23 @@ def _fill(db: sqlite3.Connection, group: Group) -> None:
             values[metric].append(value)
             targets[metric].append(target)
         columns = {metric: Column.of(values[metric], targets[metric]) for metric in sorted(values)}
-        if "y" in columns and "o" in columns:  # faithfulness: Y and O paired by item
-            pairs = db.execute("SELECT y.value, o.value FROM current y JOIN current o ON o.method = y.method AND "
-                               "o.variant = y.variant AND o.item = y.item AND o.metric = 'o' WHERE y.method = ? "
-                               "AND y.variant = ? AND y.metric = 'y'", key).fetchall()
-            y, o = zip(*pairs, strict=True) if pairs else ((), ())
-            columns["y"], columns["o"] = Column.of(y), Column.of(o)
+        for first, second in aggregate.PAIRED:  # Y and O, separation and resolved: paired by item
+            if first in columns and second in columns:
+                pairs = db.execute(
+                    "SELECT a.value, b.value FROM current a JOIN current b ON b.method = a.method AND "
+                    "b.variant = a.variant AND b.item = a.item AND b.metric = ? WHERE a.method = ? "
+                    "AND a.variant = ? AND a.metric = ?", (second, *key, first)).fetchall()
+                a, b = zip(*pairs, strict=True) if pairs else ((), ())
+                columns[first], columns[second] = Column.of(a), Column.of(b)
+        if all(name in columns for name in aggregate.RESOLUTION_PAIR):
+            group.series[key] = aggregate.resolution_curve(columns["separation"].values, columns["resolved"].values)
         group.stats[key] = aggregate.summarise(group.experiment, columns, classes)
         group.items[key] = db.execute("SELECT count(DISTINCT item) FROM current WHERE method = ? AND variant = ?",
                                       key).fetchone()[0]
         for (options,) in db.execute("SELECT DISTINCT options FROM current WHERE method = ? AND variant = ?", key):
-            if str(options) not in group.options.setdefault(method, []):
-                group.options[method].append(str(options))
+            label = f"{method}[{variant}]" if variant else method  # variants differ in options by design
+            if str(options) not in group.options.setdefault(label, []):
+                group.options[label].append(str(options))
     group.skipped = db.execute("SELECT count(DISTINCT item) FROM skips WHERE config_hash IN ghash").fetchone()[0]
     group.reasons = Counter(dict(db.execute(
         "SELECT reason, count(DISTINCT item) FROM skips WHERE config_hash IN ghash GROUP BY reason")))

@@ -4,6 +4,7 @@
   deletion + (1 − insertion) against the Jitter-CAM size; Fig. 5: AD and IIC against the expansion factor),
   a line per method, and optionally a dashed red reference line per panel (Fig. 5's plain Grad-CAM).
 - `curves_figure`: mean deletion and insertion curves against the fraction of pixels changed.
+- `cost_figure`: a value against the cost in passes (log scale), e.g. the ground truth's resolving power.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]  # line label -> (x, y)
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 
 
 def _png(figure: Figure) -> bytes:
@@ -28,21 +30,41 @@ def sweep_figure(title: str, xlabel: str, panels: Mapping[str, Series],
                  references: Mapping[str, tuple[str, float]] | None = None) -> bytes:
     """A row of panels, one per metric (`panels`: panel title -> lines); `references`: panel title ->
     (label, value) drawn as a dashed red horizontal line."""
-    figure = Figure(figsize=(4.6 * len(panels), 3.8))
-    figure.subplots_adjust(left=0.25 / len(panels), right=1 - 0.08 / len(panels), bottom=0.14, top=0.84, wspace=0.3)
+    crowded = len(panels) == 1 and max((len(lines) for lines in panels.values()), default=0) > 8
+    if crowded:  # one panel of many lines: the legend goes to the right of the axes, not over the data
+        figure = Figure(figsize=(10.0, 5.0))
+        figure.subplots_adjust(left=0.07, right=0.72, bottom=0.12, top=0.86)
+    else:
+        figure = Figure(figsize=(4.6 * len(panels), 3.8))
+        figure.subplots_adjust(left=0.25 / len(panels), right=1 - 0.08 / len(panels), bottom=0.14, top=0.84,
+                               wspace=0.3)
     figure.suptitle(title)
     for index, (name, lines) in enumerate(panels.items()):
         axes = figure.add_subplot(1, len(panels), index + 1)
-        for label, (x, y) in lines.items():
-            axes.plot(x, y, marker="o", markersize=3, label=label)
+        colours = _colours(len(lines))
+        for number, (label, (x, y)) in enumerate(lines.items()):
+            axes.plot(x, y, marker=_MARKERS[number % len(_MARKERS)] if crowded else "o", markersize=3,
+                      color=colours[number], label=label)
         if references and name in references:
             label, value = references[name]
             axes.axhline(value, color="red", linestyle="--", linewidth=1.2, label=label)
         axes.set_title(name)
         axes.set_xlabel(xlabel)
         axes.grid(alpha=0.3)
-        axes.legend(fontsize="x-small")
+        if crowded:
+            axes.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        else:
+            axes.legend(fontsize="x-small")
     return _png(figure)
+
+
+def _colours(count: int) -> list:
+    """Matplotlib's default cycle, or tab20's twenty colours when there are more than ten lines."""
+    from matplotlib import colormaps
+
+    if count <= 10:
+        return [f"C{i}" for i in range(count)]
+    return [colormaps["tab20"](i % 20) for i in range(count)]
 
 
 def curves_figure(title: str, curves: Mapping[str, Mapping[str, np.ndarray]],
@@ -64,4 +86,37 @@ def curves_figure(title: str, curves: Mapping[str, Mapping[str, np.ndarray]],
         axes.set_xlim(0, 1)
         axes.grid(alpha=0.3)
         axes.legend(fontsize="x-small")
+    return _png(figure)
+
+
+def cost_figure(title: str, xlabel: str, ylabel: str,
+                methods: Mapping[str, Sequence[tuple[float, float, str]]]) -> bytes:
+    """One marker per arm at (cost, value) on a logarithmic cost axis; the arms of one method (its sizes)
+    joined by a line and each marker labelled (`methods`: method -> [(x, y, point label)])."""
+    figure = Figure(figsize=(10.0, 5.5))
+    figure.subplots_adjust(left=0.08, right=0.76, bottom=0.11, top=0.9)
+    figure.suptitle(title)
+    axes = figure.add_subplot(1, 1, 1)
+    colours = _colours(len(methods))
+    for index, (method, points) in enumerate(methods.items()):
+        points = sorted(p for p in points if np.isfinite(p[0]) and np.isfinite(p[1]))
+        if not points:
+            continue
+        x, y = [p[0] for p in points], [p[1] for p in points]
+        # hollow markers of different shapes: arms with equal numbers stay visible on top of each other
+        axes.plot(x, y, marker=_MARKERS[index % len(_MARKERS)], markersize=8, markerfacecolor="none",
+                  markeredgewidth=1.5, color=colours[index], linestyle="-" if len(points) > 1 else "none",
+                  label=method)
+        labels: dict[tuple[float, float], list[str]] = {}
+        for px, py, text in points:
+            if text:
+                labels.setdefault((px, py), []).append(text)
+        for (px, py), texts in labels.items():  # coincident points share one label: "18, 20"
+            axes.annotate(", ".join(texts), (px, py), textcoords="offset points", xytext=(5, 4), fontsize="small",
+                          color=colours[index])
+    axes.set_xscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel(ylabel)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     return _png(figure)

@@ -39,7 +39,7 @@ from .html import Figure, Gallery, Section, Table, markdown_table, page
 from .merge import Group, Stores, groups_of, missing_ranks, missing_ranks_of
 
 EXPERIMENTS = ("faithfulness", "local-accuracy", "weak-localisation", "pointing", "efficiency", "size-sweep",
-               "consistency", "layers")
+               "consistency", "layers", "groundtruth")
 TITLES = {
     "faithfulness": "Faithfulness: average drop and increase in confidence (Table 1, §4.3, Fig. 5)",
     "local-accuracy": "Local accuracy: deletion and insertion AUC (Table 2)",
@@ -49,6 +49,7 @@ TITLES = {
     "size-sweep": "Jitter-CAM size sweep (Fig. 2)",
     "consistency": "Consistency: Spearman between Jitter-CAM from a smaller input and Grad-CAM (§4.2)",
     "layers": "Target layer before and after the last activation",
+    "groundtruth": "Ground truth: evidence energy, detection AUC and resolving power (beyond the paper)",
 }
 # the metrics each experiment's table shows, in order, with their column labels
 COLUMNS = {
@@ -61,7 +62,10 @@ COLUMNS = {
     "size-sweep": {"deletion": "Del", "insertion": "Ins", aggregate.COMBINED: "Del+(1-Ins)"},
     "consistency": {"spearman": "Spearman"},
     "layers": {"deletion": "Del", "insertion": "Ins", "val": "Val", "mean": "Mean", "eng": "Eng"},
+    "groundtruth": {"energy": "Energy", "auc": "AUC", "resolving_power": "Resolving power (px)", "passes": "Passes",
+                    "seconds": "Seconds"},
 }
+UNSWEPT = {"groundtruth"}  # every arm in the main table: its sizes are points of the cost curve, not a sweep
 # the panels of a sweep figure (numeric variants: alpha=..., size=...); other experiments: every column
 SWEEP_PANELS = {"faithfulness": ("ad", "iic"), "size-sweep": ("deletion", "insertion", aggregate.COMBINED)}
 PANEL_TITLES = {"ad": "AD (lower is better)", "iic": "IIC (higher is better)", "deletion": "deletion (lower is better)",
@@ -72,7 +76,7 @@ TABLE_REFS = {"faithfulness": "Table 1 and §4.3", "local-accuracy": "Table 2", 
               "pointing": "Table 4", "efficiency": "Table 5", "consistency": "§4.2"}
 _COMPANIONS = ("_threshold", "_classes")  # in the CSV and the notes, not table columns
 _PERCENT = {"ad", "iic", "val", "mean", "eng", "all", "difficult", "all_overall", "difficult_overall"}
-_INTEGER = {"improved", "passes"}
+_INTEGER = {"improved", "passes", "resolving_power"}
 PAPER_FORMAT = {"seconds": ".2f", "spearman": ".2f"}  # the paper's own precision where it differs from ours
 CSV_COLUMNS = ("experiment", "model", "dataset", "method", "metric", "value", "n")
 GALLERY_ITEMS = 6
@@ -139,6 +143,8 @@ def format_value(metric: str, value: float, paper_number: bool = False) -> str:
         return format(value, PAPER_FORMAT[metric])
     if metric in _INTEGER:
         return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+    if metric == "seconds" and abs(value) < 0.01:
+        return f"{value:.2g}"  # a one-pass CAM of a small model: milliseconds, not 0.000
     return f"{value:.2f}" if metric in _PERCENT else f"{value:.3f}"
 
 
@@ -206,7 +212,7 @@ def _extra_notes(group: Group, keys) -> list[str]:
 
 
 def _main_table(experiment: str, dataset: str, groups: list[Group]) -> Table | None:
-    keys = _sort_keys(experiment, {k for g in groups for k in g.stats if not _is_sweep(k[1])})
+    keys = _sort_keys(experiment, {k for g in groups for k in g.stats if experiment in UNSWEPT or not _is_sweep(k[1])})
     if not keys:
         return None
     columns, spans, per_group = [], [], []
@@ -323,6 +329,44 @@ def _curves_figure(group: Group) -> bytes:
                                f"(mean over items; AUC of the mean curve)", curves, aucs)
 
 
+def _resolution(out: Path, group: Group, section: Section) -> None:
+    """The ground truth's resolution curve (share of pairs resolved per separation) as a table and a figure,
+    and the resolving power against the passes per explanation."""
+    keys = _sort_keys(group.experiment, group.series)
+    separations = sorted({s for key in keys for s in group.series[key]})
+    rows = []
+    for key in keys:
+        curve = group.series[key]
+        rows.append((method_label(*key), [(f"{100 * curve[s].value:.0f}" if s in curve else "—", None)
+                                          for s in separations]))
+    pairs = {group.series[k][s].n for k in keys for s in group.series[k]}
+    each = f"{pairs.pop()} pairs per separation" if len(pairs) == 1 else "pairs per separation vary"
+    notes = [f"{group.label}: % of the pairs resolved at each centre separation (px); {each}",
+             f"resolving power: the smallest separation from which on at least {aggregate.RESOLVED_SHARE:.0%} of "
+             "the pairs are resolved at it and at every larger separation (`jittercam.metrics.resolving_power`)"]
+    section.tables.append(Table(f"groundtruth on {group.dataset}, {group.label}: pairs resolved (%) by separation",
+                                "Method", [format(s, "g") for s in separations], rows, [], notes))
+    stem = f"{group.experiment}-{_slug(group.label)}-{_slug(group.dataset)}"
+    lines = {method_label(*k): (sorted(group.series[k]), [100 * group.series[k][s].value
+                                                          for s in sorted(group.series[k])]) for k in keys}
+    _write(out / f"{stem}-resolution.png", plots.sweep_figure(
+        f"Pairs resolved against their separation: {group.label} on {group.dataset}", "centre separation (px)",
+        {"pairs resolved (%)": lines}))
+    section.figures.append(Figure(f"{stem}-resolution.png", f"Pairs resolved (%) by separation: {group.label}"))
+    methods: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    for method, variant in keys:
+        stats = group.stats.get((method, variant), {})
+        if "passes" in stats and "resolving_power" in stats:
+            label = f"{method} [{variant}]" if variant and not _is_sweep(variant) else method
+            methods[label].append((stats["passes"].value, stats["resolving_power"].value,
+                                   variant.split("=")[-1] if _is_sweep(variant) else ""))
+    _write(out / f"{stem}-cost.png", plots.cost_figure(
+        f"Resolving power against cost: {group.label} on {group.dataset}", "passes per explanation (log)",
+        "resolving power (px, lower is better)", methods))
+    section.figures.append(Figure(f"{stem}-cost.png", f"Resolving power against passes: {group.label} "
+                                  "(labels: Jitter-CAM / Upscale-CAM sizes; a method that never resolves is absent)"))
+
+
 def _runs_notes(groups: list[Group]) -> list[tuple[str, str | None]]:
     """A line per run (its machine, ranks, start) with its whole configuration as JSON, and the methods'
     options as they ran."""
@@ -378,7 +422,9 @@ def _experiment(out: Path, experiment: str, groups: list[Group], written: Writte
                 reasons = "; ".join(f"{r} ×{c}" for r, c in group.reasons.most_common(5))
                 section.notes.append(f"{group.label} on {dataset}: no results; "
                                      f"{_plural(group.skipped, 'item')} skipped ({reasons})")
-            for sweep, methods in sorted(_sweeps(group).items()):
+            if group.series:
+                _resolution(out, group, section)
+            for sweep, methods in sorted(() if experiment in UNSWEPT else _sweeps(group).items()):
                 section.tables.append(_sweep_table(group, sweep, methods))
                 name = f"{experiment}-{_slug(group.label)}-{_slug(dataset)}-{_slug(sweep)}.png"
                 _write(out / name, _sweep_figure(group, sweep, methods))

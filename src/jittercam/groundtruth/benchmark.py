@@ -9,7 +9,8 @@ positions, colours and scales than its training images), so the data always matc
 * `pair-s016-r00` ... : for each replicate r and each centre separation s (pixels) in `separations`, a
   pair of identical evidence patches at scale 1 on a horizontal line (`GroundTruthDataset.pair`,
   class r mod classes, pair seed `seed * 1_000_000 + r`), the union of both masks and both boxes. The
-  default separations run from touching (the patch side, 16 px at 128 px) to four sides, every 2 px.
+  default separations run from touching (the patch side, 16 px at 128 px) to four sides, every 2 px
+  (16-64 px at 128 px; as far as two patches fit in smaller images).
 
 Keys are in that order (singles, then the pairs replicate by replicate), so `--limit` keeps whole
 replicates of the sweep after the singles. A sample's `meta` carries what the experiment needs:
@@ -35,9 +36,9 @@ REPLICATES = 8
 _KEY = re.compile(r"^(?:single-(\d+)|pair-s(\d+)-r(\d+))$")
 
 
-def default_separations(side: int) -> list[int]:
-    """From touching (`side`) to four sides, every 2 pixels."""
-    return list(range(side, 4 * side + 1, 2))
+def default_separations(side: int, size: int) -> list[int]:
+    """From touching (`side`) to four sides, every 2 pixels, as far as two patches fit in `size` pixels."""
+    return list(range(side, min(4 * side, size - side) + 1, 2))
 
 
 class GroundTruthBenchmark:
@@ -57,7 +58,7 @@ class GroundTruthBenchmark:
             scale=tuple(config.get("scale", (1.0, 1.0))), distractor=float(config["distractor"]))
         self.heldout, self.seed, self.singles, self.replicates = config, int(seed), int(singles), int(replicates)
         self.side = (self.data.patch[0] + self.data.patch[1]) // 2
-        chosen = default_separations(self.side) if separations is None else sorted({int(s) for s in separations})
+        chosen = default_separations(self.side, self.data.size) if separations is None else sorted({int(s) for s in separations})
         for separation in chosen:
             if not self.side <= separation <= self.data.size - self.side:
                 raise JitterCamError(f"separation {separation} px: pairs of {self.side} px patches in a "

@@ -1,0 +1,198 @@
+"""`jittercam bench groundtruth`: the dataset drawn from the model's held-out configuration, the rows of every
+arm, the resolving power in the report, resume, and the mistakes that must stop a run before it writes."""
+from __future__ import annotations
+
+import math
+import shutil
+import sqlite3
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+import jittercam
+from jittercam.bench import aggregate
+from jittercam.bench.experiments import GroundTruth, default_sizes
+from jittercam.bench.report import write_report
+from jittercam.cli import main
+from jittercam.errors import JitterCamError
+from jittercam.groundtruth.benchmark import GroundTruthBenchmark, default_separations, for_model
+from jittercam.groundtruth.train import default_path
+
+# the quick model: 64 px, 2 classes, 12-16 px patches (pairs of 14 px), an 8 x 8 map (m = 8)
+SMALL = ["--singles", "4", "--replicates", "2", "--separations", "14-50:12", "--batch-size", "4", "--quiet"]
+
+
+@pytest.fixture
+def weights(quick_groundtruth) -> str:
+    return str(quick_groundtruth.path)
+
+
+def _bench(db, weights, *extra) -> int:
+    return main(["bench", "groundtruth", "--weights", weights, "--db", str(db), *SMALL, *extra])
+
+
+def _rows(db) -> dict[tuple, float]:
+    with sqlite3.connect(db) as connection:
+        return {tuple(key): value for *key, value in connection.execute(
+            "SELECT method, variant, item, metric, value FROM results")}
+
+
+# ------------------------------------------------------------------------------------------------ dataset
+def test_dataset_items_match_the_ground_truth(quick_groundtruth):
+    model = quick_groundtruth.model
+    data = for_model(model, singles=3, replicates=2, separations=[14, 30])
+    assert data.keys() == ["single-0000", "single-0001", "single-0002",
+                           "pair-s014-r00", "pair-s030-r00", "pair-s014-r01", "pair-s030-r01"]
+    assert data.num_classes == 2 and data.side == 14 and data.size == 64
+    card = jittercam.model_card(model)
+    single = data.load("single-0001", card)
+    item = data.data.item(1)  # the model's held-out images: the same seed as its held-out check
+    assert data.data.seed == model.heldout["seed"] and torch.equal(single.image, item.image)
+    assert single.labels == (1,) and torch.equal(single.masks[1], item.mask) and single.meta["kind"] == "single"
+    x, y, side = item.box
+    assert single.boxes[1].tolist() == [[x, y, x + side - 1, y + side - 1]]  # inclusive pixels
+
+    pair = data.load("pair-s030-r01", card)
+    (x1, y1), (x2, y2) = pair.meta["centres"]
+    assert pair.meta["separation"] == 30 == x2 - x1 and y1 == y2 and pair.labels == (1,)  # class r mod 2
+    mask = pair.masks[1]
+    assert mask.sum() == 2 * 14 * 14
+    for x0, y0, x1_, y1_ in pair.boxes[1].tolist():
+        assert mask[int(y0):int(y1_) + 1, int(x0):int(x1_) + 1].all()
+    again = for_model(model, singles=3, replicates=2, separations=[14, 30]).load("pair-s030-r01", card)
+    assert torch.equal(again.image, pair.image)
+    other_seed = for_model(model, seed=1, singles=3, replicates=2, separations=[14, 30]).load("pair-s030-r01", card)
+    assert not torch.equal(other_seed.image, pair.image)
+    assert data.load("pair-s999", card).skip and data.load("single-0000", replace(card, input_size=96)).skip
+
+
+def test_dataset_refuses_what_it_cannot_draw(quick_groundtruth, lite0):
+    model = quick_groundtruth.model
+    assert default_separations(16, 128) == list(range(16, 65, 2)) and default_separations(14, 64)[-1] == 50
+    with pytest.raises(JitterCamError, match="need 14-50 px"):
+        for_model(model, separations=[10])
+    with pytest.raises(JitterCamError, match="--model groundtruth"):
+        for_model(lite0)
+    with pytest.raises(JitterCamError, match="not both 0"):
+        GroundTruthBenchmark(model.heldout, singles=0, replicates=0)
+
+
+def test_gallery_shows_pairs_across_the_sweep():
+    keys = ["single-0000"] + [f"pair-s{s:03d}-r{r:02d}" for r in range(2) for s in range(16, 66, 2)]
+    assert GroundTruth().showcase(keys, 4) == ["pair-s016-r00", "pair-s032-r00", "pair-s048-r00", "pair-s064-r00"]
+    assert GroundTruth().showcase(["single-0000", "single-0001"], 1) == ["single-0000"]
+    assert default_sizes(16) == [18, 20, 24, 32] and default_sizes(7) == [9, 10, 11, 14]
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def test_every_arm_is_measured_and_resolves_far_pairs(tmp_path, weights):
+    db = tmp_path / "gt.db"
+    assert _bench(db, weights, "--methods", "gradcam,layercam,upscale,jittercam", "--sizes", "10,16") == 0
+    rows = _rows(db)
+    arms = {(m, v) for m, v, *_ in rows}
+    assert arms == {("gradcam", ""), ("layercam", ""), ("layercam", "fused"), ("upscale", "size=10"),
+                    ("upscale", "size=16"), ("jittercam", "size=10"), ("jittercam", "size=16")}
+    items = {item for _, _, item, *_ in rows}
+    assert len(items) == 4 + 2 * 4  # 4 singles, 2 replicates of 14, 26, 38, 50 px
+    passes = {(m, v): value for (m, v, _, metric), value in rows.items() if metric == "passes"}
+    assert passes[("gradcam", "")] == 1 and passes[("jittercam", "size=16")] == 81 and passes[("upscale", "size=16")] == 1
+    assert passes[("layercam", "fused")] == 1
+    for (method, variant, item, metric), value in rows.items():
+        if item.startswith("single"):
+            assert metric in {"energy", "auc", "seconds", "passes"}
+        else:
+            assert metric in {"separation", "resolved", "depth", "seconds", "passes"}
+        if metric in ("energy", "auc"):
+            assert 0 <= value <= 1
+    auc = [value for (m, v, _, metric), value in rows.items() if metric == "auc" and m == "gradcam"]
+    assert np.mean(auc) > 0.9  # the trained model's Grad-CAM finds the evidence
+    # the widest pairs (50 px, nearly four 14 px patches apart) are two peaks for Grad-CAM
+    assert all(rows[("gradcam", "", f"pair-s050-r{r:02d}", "resolved")] == 1 for r in range(2))
+    # touching patches on an 8 x 8 map are one blob
+    assert all(rows[("gradcam", "", f"pair-s014-r{r:02d}", "resolved")] == 0 for r in range(2))
+    expected = jittercam.metrics.evidence_auc  # the stored AUC is the metric's, for the map the method gives
+    model = jittercam.load_model("groundtruth", weights=weights)
+    sample = for_model(model).load("single-0002", jittercam.model_card(model))
+    maps = jittercam.methods.create("gradcam", model)(sample.image[None], torch.tensor(sample.labels))
+    value = float(expected(maps, sample.masks[sample.labels[0]][None])[0])
+    assert math.isclose(rows[("gradcam", "", "single-0002", "auc")], value, rel_tol=1e-5)
+
+    assert _bench(db, weights, "--methods", "gradcam,layercam,upscale,jittercam", "--sizes", "10,16") == 0
+    assert _rows(db) == rows  # the same command computes nothing again
+
+    out = tmp_path / "report"
+    written = write_report([db], out)
+    text = (out / "groundtruth.md").read_text()
+    assert "Resolving power (px)" in text and "pairs resolved (%) by separation" in text
+    assert "jittercam[size=16]" in text and "layercam[fused]" in text
+    assert (out / "groundtruth-groundtruth-w8-groundtruth-cost.png").stat().st_size > 1000
+    assert (out / "groundtruth-groundtruth-w8-groundtruth-resolution.png").stat().st_size > 1000
+    gallery = sorted(p.name for p in (out / "gallery" / "groundtruth-w8-groundtruth").glob("*.input.png"))
+    assert gallery == ["pair-s014-r00.input.png", "pair-s026-r00.input.png", "pair-s038-r00.input.png",
+                       "pair-s050-r00.input.png"]
+    assert written.gallery > 0 and "groundtruth" in (out / "index.html").read_text()
+    csv = (out / "groundtruth.csv").read_text()
+    power = [line for line in csv.splitlines() if line.startswith("groundtruth,") and ",gradcam,resolving_power," in line]
+    assert len(power) == 1 and 14 < float(power[0].split(",")[5]) <= 50
+
+
+def test_resolving_power_from_rows():
+    separations = [16, 16, 20, 20, 24, 24, 28, 28]
+    resolved = [0, 0, 1, 0, 1, 1, 1, 1]
+    assert aggregate.resolving_power(separations, resolved, fraction=1.0) == aggregate.Stat(24.0, 8)
+    assert aggregate.resolving_power(separations, resolved, fraction=0.5) == aggregate.Stat(20.0, 8)
+    curve = aggregate.resolution_curve(separations, resolved)
+    assert {s: stat.value for s, stat in curve.items()} == {16.0: 0.0, 20.0: 0.5, 24.0: 1.0, 28.0: 1.0}
+    assert all(stat.n == 2 for stat in curve.values())
+    stats = aggregate.summarise("groundtruth", {
+        "separation": aggregate.Column.of(separations), "resolved": aggregate.Column.of(resolved),
+        "depth": aggregate.Column.of([0.1] * 8), "auc": aggregate.Column.of([0.5, 1.0])})
+    assert set(stats) == {"resolving_power", "auc"} and stats["auc"].value == 0.75
+    assert stats["resolving_power"].value == 24.0  # 75 % of the pairs: both of two
+    assert math.isnan(aggregate.resolving_power([16, 20], [1, 0]).value)  # the widest is not resolved
+
+
+def test_default_model_comes_from_the_cache_and_its_file_is_the_identity(tmp_path, monkeypatch, weights):
+    monkeypatch.setenv("JITTERCAM_CACHE_DIR", str(tmp_path / "cache"))
+    db = tmp_path / "gt.db"
+    assert main(["bench", "groundtruth", "--db", str(db), *SMALL, "--methods", "gradcam"]) == 2
+    assert not db.exists()
+    target = default_path(0, 1200, 128, 4, 8)
+    target.parent.mkdir(parents=True)
+    shutil.copy(weights, target)
+    assert main(["bench", "groundtruth", "--db", str(db), *SMALL, "--methods", "gradcam"]) == 0
+    with sqlite3.connect(db) as connection:
+        (stored,) = connection.execute("SELECT DISTINCT weights FROM runs").fetchone()
+    assert stored.startswith(f"{target.name} sha256:")
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (["--dataset", "offline"], "its own synthetic images"),
+    (["--separations", "4"], "need 14-50 px"),
+    (["--dip", "1.5"], "--dip must be between 0 and 1"),
+    (["--separations", "20-40:0"], "step must be at least 1"),
+    (["--methods", "gradcam", "--weights", "missing.pt"], "no such ground-truth model file"),
+])
+def test_mistakes_are_one_line_and_write_nothing(tmp_path, weights, capsys, arguments, message):
+    db = tmp_path / "gt.db"
+    command = ["bench", "groundtruth", "--db", str(db), *SMALL, "--methods", "gradcam"]
+    if "--weights" not in arguments:
+        command += ["--weights", weights]
+    assert main([*command, *arguments]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and len(error.splitlines()) == 1 and not db.exists()
+
+
+def test_other_experiments_run_on_the_ground_truth_and_lite0_is_refused(tmp_path, weights, capsys):
+    db = tmp_path / "p.db"
+    assert main(["bench", "pointing", "--dataset", "groundtruth", "--model", "groundtruth", "--weights", weights,
+                 "--methods", "gradcam", "--limit", "6", "--db", str(db), "--quiet"]) == 0
+    assert len(_rows(db)) == 6  # a pointing trial for each of the first 6 items
+    assert main(["bench", "local-accuracy", "--dataset", "groundtruth", "--db", str(tmp_path / "x.db")]) == 2
+    assert "--model groundtruth" in capsys.readouterr().err
+    assert main(["bench", "groundtruth", "--model", "efficientnet_lite0", "--db", str(tmp_path / "y.db")]) == 2
+    assert "--model groundtruth" in capsys.readouterr().err
+    assert main(["bench", "local-accuracy", "--db", str(tmp_path / "z.db")]) == 2
+    assert "needs --dataset" in capsys.readouterr().err
