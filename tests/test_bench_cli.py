@@ -115,7 +115,7 @@ def test_a_corrupt_image_is_a_skip_and_the_run_goes_on(tmp_path, capsys, lite0):
     ("local-accuracy --dataset offline --methods gradcam,nope", "unknown method 'nope'"),
     ("local-accuracy --dataset /no/such/folder", "no such dataset"),
     ("local-accuracy --dataset offline --model nonet", "unknown model 'nonet'"),
-    ("local-accuracy --dataset offline --sizes 8", "--sizes applies to size-sweep only"),
+    ("local-accuracy --dataset offline --sizes 8", "--sizes applies to size-sweep, groundtruth only"),
     ("size-sweep --dataset offline --methods gradcam", "gradcam has no map size to vary"),
     ("local-accuracy --dataset offline --methods rise --option rise.mask=3", "has no option 'mask'"),
     ("local-accuracy --dataset offline --methods gradcam --option rise.masks=3", "rise is not among the methods"),

@@ -148,8 +148,8 @@ def test_torchrun_two_processes_equal_one(tiny_bench, tmp_path):
 def test_groundtruth_run_killed_midway_resumes_to_the_same_rows(quick_groundtruth, tmp_path):
     db = tmp_path / "gt.db"
     arguments = ["bench", "groundtruth", "--weights", str(quick_groundtruth.path), "--methods", "gradcam,rise",
-                 "--option", "rise.masks=3000", "--singles", "3", "--replicates", "1", "--separations", "14-50:6",
-                 "--batch-size", "1", "--quiet"]
+                 "--option", "rise.masks=1000", "--option", "rise.batch_size=250",  # a commit per item, RISE batched
+                 "--singles", "3", "--replicates", "1", "--separations", "14-50:6", "--batch-size", "1", "--quiet"]
     command = [sys.executable, "-m", "jittercam", *arguments, "--db", str(db)]
     first = subprocess.Popen(command, env=_env(), stderr=subprocess.PIPE, text=True)
     _stop_after(first, db, 0, signal.SIGKILL)  # kill -9 after the first committed batch

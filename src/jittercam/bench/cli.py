@@ -116,20 +116,22 @@ def add_parser(commands) -> None:
 
 def _numbers(text: str, option: str, kind=float) -> tuple:
     """`1,2,5` or, for integers, ranges `A-B` and `A-B:STEP` (both ends included when on the step)."""
-    values = []
+    values, bad_step = [], False
     for part in (p.strip() for p in text.split(",") if p.strip()):
         try:
             if kind is int and "-" in part[1:]:
                 span, _, step = part.partition(":")
                 low, high = (int(x) for x in span.split("-", 1))
+                values += list(range(low, high + 1, max(1, int(step or 1))))
                 if int(step or 1) < 1:
-                    raise JitterCamError(f"{option} {text!r}: the step must be at least 1")
-                values += list(range(low, high + 1, int(step or 1)))
+                    bad_step = True
             else:
                 values.append(kind(part))
         except ValueError:
             what = "an integer" if kind is int else "a number"
             raise JitterCamError(f"{option} {text!r}: {part!r} is not {what}") from None
+    if bad_step:
+        raise JitterCamError(f"{option} {text!r}: the step must be at least 1")
     if not values:
         raise JitterCamError(f"{option} names no value")
     return tuple(values)
