@@ -103,7 +103,11 @@ EXPECTED = {  # experiment -> (methods, options, variants, metrics per item)
 }
 
 
-@pytest.mark.parametrize("experiment", list(EXPERIMENTS))
+def test_every_experiment_is_tested():
+    assert set(EXPERIMENTS) == set(EXPECTED) | {"groundtruth"}  # groundtruth: test_bench_groundtruth.py, own data
+
+
+@pytest.mark.parametrize("experiment", list(EXPECTED))
 def test_every_experiment_writes_the_rows_the_report_reads(model, tmp_path, experiment):
     methods, options, variants, names = EXPECTED[experiment]
     db = tmp_path / "r.db"
