@@ -196,3 +196,19 @@ def test_other_experiments_run_on_the_ground_truth_and_lite0_is_refused(tmp_path
     assert "--model groundtruth" in capsys.readouterr().err
     assert main(["bench", "local-accuracy", "--db", str(tmp_path / "z.db")]) == 2
     assert "needs --dataset" in capsys.readouterr().err
+
+
+def test_pairs_at_an_angle_are_a_dataset_of_their_own(quick_groundtruth, tmp_path, weights):
+    model = quick_groundtruth.model
+    slanted = for_model(model, singles=0, replicates=1, angle=45)
+    assert slanted.name == "groundtruth-45deg" and for_model(model).name == "groundtruth"
+    assert slanted.separations[0] == 20  # 14 px patches on a diagonal: offsets of 14 px each way, at least
+    pair = slanted.load(f"pair-s{slanted.separations[0]:03d}-r00", jittercam.model_card(model))
+    (x1, y1), (x2, y2) = pair.meta["centres"]
+    assert x2 - x1 == y2 - y1 == 14 and abs(pair.meta["separation"] - 20) < 1
+    with pytest.raises(JitterCamError, match="at 45 degrees"):
+        for_model(model, separations=[16], angle=45)  # 11 px each way: the patches would overlap
+    db = tmp_path / "a.db"
+    assert _bench(db, weights, "--methods", "gradcam", "--angle", "90") == 0
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT DISTINCT dataset FROM runs").fetchall() == [("groundtruth-90deg",)]

@@ -34,6 +34,7 @@ EXPERIMENT_OPTIONS = {
     "singles": ("groundtruth",),
     "separations": ("groundtruth",),
     "replicates": ("groundtruth",),
+    "angle": ("groundtruth",),
     "dip": ("groundtruth",),
     "floor": ("groundtruth",),
     "fused": ("groundtruth",),
@@ -104,6 +105,8 @@ def add_parser(commands) -> None:
                      "step 2: 16-64:2 at 128 px)")
     own.add_argument("--replicates", type=int, metavar="N",
                      help="groundtruth: pairs per separation (default: 8)")
+    own.add_argument("--angle", type=float, metavar="DEGREES",
+                     help="groundtruth: the direction of the line through a pair's centres (default: 0, horizontal)")
     own.add_argument("--dip", type=float, metavar="FRACTION",
                      help="groundtruth: the dip two peaks need between them to count as resolved (default: 0.2)")
     own.add_argument("--floor", type=float, metavar="FRACTION",

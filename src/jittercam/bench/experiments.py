@@ -484,6 +484,9 @@ class GroundTruth(Experiment):
     `passes` (`method.passes()`). The report turns each arm's (separation, resolved) pairs into the
     resolving power (`metrics.resolving_power`) and the resolved share per separation.
 
+    The pairs lie on a horizontal line unless `angle` says otherwise (the dataset is then named
+    `groundtruth-<angle>deg`, a group of its own in the report).
+
     Arms: every method asked for; a method with a map size (jittercam, upscale) once per size of `sizes`
     (default m + 2, m + 4, 1.5 m, 2 m: the cost curve), variant `size=<n>`; LayerCAM also fused over the
     model's `fusion_layers` (variant `fused`; `fused` names other layers, 'none' leaves it out)."""
@@ -497,8 +500,8 @@ class GroundTruth(Experiment):
     default_dataset = "groundtruth"
     default_model = "groundtruth"
     options = {"sizes": None, "fused": None, "singles": None, "separations": None, "replicates": None,
-               "dip": 0.2, "floor": 0.5}
-    _DATASET_OPTIONS = ("singles", "separations", "replicates")
+               "angle": None, "dip": 0.2, "floor": 0.5}
+    _DATASET_OPTIONS = ("singles", "separations", "replicates", "angle")
 
     def config(self) -> dict[str, Any]:
         return {"dip": float(self.settings["dip"]), "floor": float(self.settings["floor"]),

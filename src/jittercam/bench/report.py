@@ -345,7 +345,7 @@ def _resolution(out: Path, group: Group, section: Section) -> None:
              f"resolving power: the smallest separation from which on at least {aggregate.RESOLVED_SHARE:.0%} of "
              "the pairs are resolved at it and at every larger separation (`jittercam.metrics.resolving_power`)"]
     section.tables.append(Table(f"groundtruth on {group.dataset}, {group.label}: pairs resolved (%) by separation",
-                                "Method", [format(s, "g") for s in separations], rows, [], notes))
+                                "Method", [format(round(s, 1), "g") for s in separations], rows, [], notes))
     stem = f"{group.experiment}-{_slug(group.label)}-{_slug(group.dataset)}"
     lines = {method_label(*k): (sorted(group.series[k]), [100 * group.series[k][s].value
                                                           for s in sorted(group.series[k])]) for k in keys}

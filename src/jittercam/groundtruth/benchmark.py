@@ -7,10 +7,15 @@ positions, colours and scales than its training images), so the data always matc
 * `single-0000` ... : the first `singles` held-out images, one evidence patch each (scale 1-2), its
   exact mask and box for the true class;
 * `pair-s016-r00` ... : for each replicate r and each centre separation s (pixels) in `separations`, a
-  pair of identical evidence patches at scale 1 on a horizontal line (`GroundTruthDataset.pair`,
-  class r mod classes, pair seed `seed * 1_000_000 + r`), the union of both masks and both boxes. The
-  default separations run from touching (the patch side, 16 px at 128 px) to four sides, every 2 px
-  (16-64 px at 128 px; as far as two patches fit in smaller images).
+  pair of identical evidence patches at scale 1 on a line at `angle` degrees (0, the default:
+  horizontal; `GroundTruthDataset.pair`, class r mod classes, pair seed `seed * 1_000_000 + r`), the
+  union of both masks and both boxes. The default separations run from the closest pair that does not
+  overlap (touching, the patch side: 16 px at 128 px, on a horizontal line) to four sides, every 2 px
+  (16-64 px at 128 px; as far as two patches fit in smaller images). Off the axes the offsets are
+  whole pixels, so the realised separation (stored with the results) is within 1 px of the nominal one.
+
+The dataset is called "groundtruth", or "groundtruth-<angle>deg" for another angle, so that the report
+keeps each orientation's resolution curve apart.
 
 Keys are in that order (singles, then the pairs replicate by replicate), so `--limit` keeps whole
 replicates of the sweep after the singles. A sample's `meta` carries what the experiment needs:
@@ -19,6 +24,7 @@ replicates of the sweep after the singles. A sample's `meta` carries what the ex
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -36,19 +42,30 @@ REPLICATES = 8
 _KEY = re.compile(r"^(?:single-(\d+)|pair-s(\d+)-r(\d+))$")
 
 
-def default_separations(side: int, size: int) -> list[int]:
-    """From touching (`side`) to four sides, every 2 pixels, as far as two patches fit in `size` pixels."""
-    return list(range(side, min(4 * side, size - side) + 1, 2))
+def fits(separation: float, side: int, size: int, angle: float = 0.0) -> bool:
+    """Whether `GroundTruthDataset.pair` can place two `side` px patches `separation` px apart at `angle`
+    degrees in a `size` px image: they must not overlap, and both must lie inside."""
+    theta = math.radians(angle)
+    dx, dy = abs(round(separation * math.cos(theta))), abs(round(separation * math.sin(theta)))
+    return max(dx, dy) >= side and dx + side <= size and dy + side <= size
+
+
+def default_separations(side: int, size: int, angle: float = 0.0) -> list[int]:
+    """From the closest pair that does not overlap to four sides, every 2 pixels, as far as both fit."""
+    start = next((s for s in range(side, 4 * side + 1) if fits(s, side, size, angle)), None)
+    if start is None:
+        return []
+    return [s for s in range(start, 4 * side + 1, 2) if fits(s, side, size, angle)]
 
 
 class GroundTruthBenchmark:
     """See the module. `heldout` is a `GroundTruthDataset.config()` (the model's `heldout`)."""
 
-    name = "groundtruth"
     has = frozenset({"labels", "boxes", "masks", "evidence"})
 
     def __init__(self, heldout: dict[str, Any], *, seed: int = 0, singles: int = SINGLES,
-                 separations: Sequence[int] | None = None, replicates: int = REPLICATES) -> None:
+                 separations: Sequence[int] | None = None, replicates: int = REPLICATES,
+                 angle: float = 0.0) -> None:
         if singles < 0 or replicates < 0 or singles + replicates == 0:
             raise JitterCamError("the ground-truth benchmark needs singles >= 0 and replicates >= 0, not both 0")
         config = dict(heldout)
@@ -58,16 +75,26 @@ class GroundTruthBenchmark:
             scale=tuple(config.get("scale", (1.0, 1.0))), distractor=float(config["distractor"]))
         self.heldout, self.seed, self.singles, self.replicates = config, int(seed), int(singles), int(replicates)
         self.side = (self.data.patch[0] + self.data.patch[1]) // 2
-        chosen = default_separations(self.side, self.data.size) if separations is None else sorted({int(s) for s in separations})
+        self.angle = float(angle)
+        if not math.isfinite(self.angle):
+            raise JitterCamError(f"the angle of the pairs must be a number of degrees, not {angle}")
+        chosen = (default_separations(self.side, self.data.size, self.angle) if separations is None
+                  else sorted({int(s) for s in separations}))
+        possible = [s for s in range(self.data.size * 2) if fits(s, self.side, self.data.size, self.angle)]
         for separation in chosen:
-            if not self.side <= separation <= self.data.size - self.side:
-                raise JitterCamError(f"separation {separation} px: pairs of {self.side} px patches in a "
-                                     f"{self.data.size} px image need {self.side}-{self.data.size - self.side} px")
+            if not fits(separation, self.side, self.data.size, self.angle):
+                span = f"{possible[0]}-{possible[-1]} px" if possible else "more room than there is"
+                raise JitterCamError(f"separation {separation} px: pairs of {self.side} px patches at {self.angle:g} "
+                                     f"degrees in a {self.data.size} px image need {span}")
         if replicates and not chosen:
             raise JitterCamError("no separation to test")
         self.separations = chosen
         self.num_classes = self.data.classes
         self.categories = PATTERNS[: self.data.classes]
+
+    @property
+    def name(self) -> str:
+        return "groundtruth" if self.angle == 0 else f"groundtruth-{self.angle:g}deg"
 
     @property
     def size(self) -> int:
@@ -80,7 +107,7 @@ class GroundTruthBenchmark:
 
     def config(self) -> dict[str, Any]:
         return {"dataset": self.name, "heldout": self.heldout, "singles": self.singles,
-                "separations": self.separations, "replicates": self.replicates, "angle": 0.0, "seed": self.seed}
+                "separations": self.separations, "replicates": self.replicates, "angle": self.angle, "seed": self.seed}
 
     def load(self, key: str, card: ModelCard) -> Sample:
         found = _KEY.match(key)
@@ -97,7 +124,8 @@ class GroundTruthBenchmark:
             return Sample(key, item.image, (item.label,), {item.label: box}, {item.label: item.mask},
                           original_size=(self.size, self.size), meta={"kind": "single", "side": side})
         r = int(replicate)
-        pair = self.data.pair(int(separation), cls=r % self.num_classes, seed=self.seed * 1_000_000 + r)
+        pair = self.data.pair(int(separation), cls=r % self.num_classes, seed=self.seed * 1_000_000 + r,
+                              angle=self.angle)
         boxes = torch.tensor([[cx - pair.side / 2, cy - pair.side / 2, cx + pair.side / 2 - 1, cy + pair.side / 2 - 1]
                               for cx, cy in pair.centres], dtype=torch.float32)
         return Sample(key, pair.image, (pair.label,), {pair.label: boxes}, {pair.label: pair.masks.any(0)},
