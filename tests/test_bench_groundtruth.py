@@ -97,7 +97,8 @@ def test_every_arm_is_measured_and_resolves_far_pairs(tmp_path, weights):
     items = {item for _, _, item, *_ in rows}
     assert len(items) == 4 + 2 * 4  # 4 singles, 2 replicates of 14, 26, 38, 50 px
     passes = {(m, v): value for (m, v, _, metric), value in rows.items() if metric == "passes"}
-    assert passes[("gradcam", "")] == 1 and passes[("jittercam", "size=16")] == 81 and passes[("upscale", "size=16")] == 1
+    assert passes[("gradcam", "")] == 1 and passes[("jittercam", "size=16")] == 81
+    assert passes[("upscale", "size=16")] == 1
     assert passes[("layercam", "fused")] == 1
     for (method, variant, item, metric), value in rows.items():
         if item.startswith("single"):
@@ -134,7 +135,8 @@ def test_every_arm_is_measured_and_resolves_far_pairs(tmp_path, weights):
                        "pair-s050-r00.input.png"]
     assert written.gallery > 0 and "groundtruth" in (out / "index.html").read_text()
     csv = (out / "groundtruth.csv").read_text()
-    power = [line for line in csv.splitlines() if line.startswith("groundtruth,") and ",gradcam,resolving_power," in line]
+    power = [line for line in csv.splitlines()
+             if line.startswith("groundtruth,") and ",gradcam,resolving_power," in line]
     assert len(power) == 1 and 14 < float(power[0].split(",")[5]) <= 50
 
 
@@ -172,6 +174,7 @@ def test_default_model_comes_from_the_cache_and_its_file_is_the_identity(tmp_pat
     (["--dataset", "offline"], "its own synthetic images"),
     (["--separations", "4"], "need 14-50 px"),
     (["--dip", "1.5"], "--dip must be between 0 and 1"),
+    (["--input-size", "96"], "leave out --input-size"),
     (["--separations", "20-40:0"], "step must be at least 1"),
     (["--methods", "gradcam", "--weights", "missing.pt"], "no such ground-truth model file"),
 ])

@@ -195,7 +195,8 @@ def curve_auc(curve: np.ndarray) -> float:
     return float((curve.sum() - curve[0] / 2 - curve[-1] / 2) / steps) if steps > 0 else math.nan
 
 
-def resolution_curve(separations: Sequence[float] | np.ndarray, resolved: Sequence[float] | np.ndarray) -> dict[float, Stat]:
+def resolution_curve(separations: Sequence[float] | np.ndarray,
+                     resolved: Sequence[float] | np.ndarray) -> dict[float, Stat]:
     """Separation -> the share of its pairs resolved (0-1) and how many pairs; NaN values left out."""
     s, r = np.asarray(separations, dtype=np.float64), np.asarray(resolved, dtype=np.float64)
     keep = ~(np.isnan(s) | np.isnan(r))

@@ -516,7 +516,10 @@ class GroundTruth(Experiment):
         from ..groundtruth.benchmark import for_model
 
         options = {key: self.settings[key] for key in self._DATASET_OPTIONS if self.settings[key] is not None}
-        return for_model(model, settings.seed, **options)
+        dataset = for_model(model, settings.seed, **options)
+        if settings.input_size not in (None, dataset.size):
+            raise JitterCamError(f"the ground-truth images are {dataset.size} px: leave out --input-size")
+        return dataset
 
     def showcase(self, keys, count):
         """Pairs of the first replicate at `count` separations, evenly spread from the closest to the widest."""

@@ -212,7 +212,8 @@ def _extra_notes(group: Group, keys) -> list[str]:
 
 
 def _main_table(experiment: str, dataset: str, groups: list[Group]) -> Table | None:
-    keys = _sort_keys(experiment, {k for g in groups for k in g.stats if experiment in UNSWEPT or not _is_sweep(k[1])})
+    shown = {k for g in groups for k in g.stats if experiment in UNSWEPT or not _is_sweep(k[1])}
+    keys = _sort_keys(experiment, shown)
     if not keys:
         return None
     columns, spans, per_group = [], [], []
