@@ -46,6 +46,15 @@ def test_explicit_target_and_size(tmp_path, capsys):
     assert "class 0 (tench)" in capsys.readouterr().out
 
 
+def test_reduced_precision_is_close_to_fp32(tmp_path):
+    for precision in ("fp32", "bf16"):
+        assert main(["explain", str(GOLDFISH), "--method", "gradcam", "--precision", precision,
+                     "--out", str(tmp_path / precision), "--quiet"]) == 0
+    name = "ILSVRC2012_val_00000262.gradcam.npy"
+    full, half = np.load(tmp_path / "fp32" / name), np.load(tmp_path / "bf16" / name)
+    assert 0 < np.abs(full - half).max() < 0.1  # bf16 rounds, the map stays the same map
+
+
 def test_console_script_lists_names():
     done = subprocess.run([sys.executable, "-m", "jittercam.cli", "list"], capture_output=True, text=True)
     assert done.returncode == 0
@@ -90,6 +99,7 @@ def test_method_before_the_images_and_methods_by_comma_or_repeated(tmp_path, cap
         (["--device", "nosuchdevice"], "--device 'nosuchdevice' is not a torch device"),
         (["--target-layer", "nosuch"], "the model has no module named 'nosuch'"),
         (["--method", "rise", "--target-layer", "layer4"], "--target-layer applies to methods that take"),
+        (["--method", "rise", "--precision", "bf16"], "--precision bf16: rise computes in fp32 only; gradcam"),
         (["--nosuchoption"], "unrecognized arguments: --nosuchoption"),
         (["--threads", "two"], "argument --threads: invalid int value: 'two'"),
     ],

@@ -105,6 +105,10 @@ def _add_explain(commands) -> None:
     explain.add_argument("--batch-size", type=int, help="images or patches per forward pass "
                          "(default: the plan `jittercam tune` measured, else 4 on CPU, 64 on GPU)")
     explain.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")
+    explain.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                         help="the forward passes' precision, for the methods that offer it (Grad-CAM, Grad-CAM++, "
+                         "XGrad-CAM, HiResCAM and Jitter-CAM / Upscale-CAM over them): bf16/fp16 pay off on a GPU, "
+                         "not on a CPU (default: %(default)s)")
     explain.add_argument(
         "--threads", type=int, metavar="N",
         help="CPU threads for torch (default: the cores that other work leaves idle, looked at again every 10 s)",
@@ -176,6 +180,13 @@ def _build_methods(names: list[str], model: torch.nn.Module, args: argparse.Name
             options["size"] = args.size
         if args.target_layer is not None and _uses_layer(name):
             options["target_layer"] = args.target_layer
+        if args.precision != "fp32":
+            if "precision" not in method_options(name):
+                offered = [n for n in available_methods() if ":" not in n
+                           and args.precision in getattr(method_class(n), "precisions", ())]
+                raise JitterCamError(f"--precision {args.precision}: {name} computes in fp32 only; "
+                                     f"{', '.join(offered)} (and jittercam/upscale over them) offer it")
+            options["precision"] = args.precision
         if "progress" in method_options(name):  # the long ones (RISE, Score-CAM, ...) have a bar of their own
             options["progress"] = not args.quiet and sys.stderr.isatty()
         try:
