@@ -198,9 +198,7 @@ def curve_auc(curve: np.ndarray) -> float:
 def resolution_curve(separations: Sequence[float] | np.ndarray,
                      resolved: Sequence[float] | np.ndarray) -> dict[float, Stat]:
     """Separation -> the share of its pairs resolved (0-1) and how many pairs; NaN values left out."""
-    s, r = np.asarray(separations, dtype=np.float64), np.asarray(resolved, dtype=np.float64)
-    keep = ~(np.isnan(s) | np.isnan(r))
-    s, r = s[keep], r[keep]
+    s, r = _complete_pairs(separations, resolved)
     return {float(value): Stat(float(r[s == value].mean()), int((s == value).sum())) for value in np.unique(s)}
 
 
@@ -209,11 +207,17 @@ def resolving_power(separations: Sequence[float] | np.ndarray, resolved: Sequenc
     """`jittercam.metrics.resolving_power` of the pairs (NaN values left out), with the number of pairs."""
     from ..metrics import resolving_power as measure
 
-    s, r = np.asarray(separations, dtype=np.float64), np.asarray(resolved, dtype=np.float64)
-    keep = ~(np.isnan(s) | np.isnan(r))
-    if not keep.any():
+    s, r = _complete_pairs(separations, resolved)
+    if not len(s):
         return Stat(math.nan, 0)
-    return Stat(measure(s[keep].tolist(), (r[keep] > 0.5).tolist(), fraction=fraction), int(keep.sum()))
+    return Stat(measure(s.tolist(), (r > 0.5).tolist(), fraction=fraction), len(s))
+
+
+def _complete_pairs(first, second) -> tuple[np.ndarray, np.ndarray]:
+    """Two per-item columns as float arrays, without the items where either is NaN (missing)."""
+    a, b = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    return a[keep], b[keep]
 
 
 def summarise(experiment: str, columns: Mapping[str, Column], num_classes: int | None = None) -> dict[str, Stat]:

@@ -210,13 +210,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
                                ("--gallery", args.gallery, 0)):
         if value is not None and value < low:
             raise JitterCamError(f"{option} must be at least {low}")
-    experiment = EXPERIMENTS[args.experiment]
-    dataset = args.dataset or experiment.default_dataset
-    if dataset is None:
-        raise JitterCamError(f"{args.experiment} needs --dataset: offline, groundtruth, or a dataset folder")
-    model = args.model or experiment.default_model or "efficientnet_lite0"
     return Settings(
-        experiment=args.experiment, dataset=dataset, db=args.db, model=model, methods=args.methods,
+        experiment=args.experiment, dataset=args.dataset, db=args.db, model=args.model, methods=args.methods,
         weights=args.weights, device=args.device, batch_size=args.batch_size, seed=args.seed, limit=args.limit,
         gallery=args.gallery, input_size=args.input_size,
         dataset_options={name: getattr(args, name) for name in DATASET_OPTIONS},

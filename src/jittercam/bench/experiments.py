@@ -126,12 +126,13 @@ class Experiment:
         (a dataset drawn from its model, "groundtruth", is opened once it is)."""
         from ..data.samples import open_dataset
 
-        if settings.dataset is None:
-            raise JitterCamError(f"{self.name} needs --dataset (offline, groundtruth or a folder)")
-        if settings.dataset == "groundtruth" and model is None:
+        spec = settings.dataset or self.default_dataset
+        if spec is None:
+            raise JitterCamError(f"{self.name} needs --dataset: offline, groundtruth, or a dataset folder")
+        if spec == "groundtruth" and model is None:
             return None
         options = {k: v for k, v in settings.dataset_options.items() if v is not None}
-        return open_dataset(settings.dataset, seed=settings.seed, model=model, **options)
+        return open_dataset(spec, seed=settings.seed, model=model, **options)
 
     def showcase(self, keys: list[str], count: int) -> list[str]:
         """The items whose inputs and maps go to the gallery."""

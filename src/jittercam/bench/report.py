@@ -348,8 +348,10 @@ def _resolution(out: Path, group: Group, section: Section) -> None:
     section.tables.append(Table(f"groundtruth on {group.dataset}, {group.label}: pairs resolved (%) by separation",
                                 "Method", [format(round(s, 1), "g") for s in separations], rows, [], notes))
     stem = f"{group.experiment}-{_slug(group.label)}-{_slug(group.dataset)}"
-    lines = {method_label(*k): (sorted(group.series[k]), [100 * group.series[k][s].value
-                                                          for s in sorted(group.series[k])]) for k in keys}
+    lines = {}
+    for key in keys:
+        curve = group.series[key]
+        lines[method_label(*key)] = (sorted(curve), [100 * curve[s].value for s in sorted(curve)])
     _write(out / f"{stem}-resolution.png", plots.sweep_figure(
         f"Pairs resolved against their separation: {group.label} on {group.dataset}", "centre separation (px)",
         {"pairs resolved (%)": lines}))

@@ -60,7 +60,7 @@ from .experiments import EXPERIMENTS, Arm, Experiment, Setting, Unit
 from .store import ALL_METHODS, Batch, Curve, GalleryEntry, Row, Run, Store
 
 CACHE_MODES = ("small", "all", "none")
-GROUND_TRUTH = "groundtruth"  # the dataset made from its model (`jittercam.groundtruth.benchmark`)
+DEFAULT_MODEL = "efficientnet_lite0"
 SMALL_MAP = 64 * 64  # `cache="small"` keeps maps of at most this many pixels (CAM resolution, not input size)
 
 
@@ -69,9 +69,9 @@ class Settings:
     """One `jittercam bench` command."""
 
     experiment: str
-    dataset: str
+    dataset: str | None  # None: the experiment's default dataset (groundtruth), else an error
     db: Path
-    model: str = "efficientnet_lite0"
+    model: str | None = None  # None: the experiment's default model, else DEFAULT_MODEL
     methods: Sequence[str] | None = None  # None: the experiment's paper rows; ["all"]: every method
     weights: str | None = None
     device: str = "cpu"
@@ -274,13 +274,13 @@ def _check_needs(experiment: Experiment, dataset) -> None:
 def _run(settings, experiment, names, batch_size, context, dataset, model) -> Summary:
     started = time.perf_counter()
     device = context.device
-    if dataset is None and settings.dataset != GROUND_TRUTH:  # a wrong dataset fails before a model loads
+    if dataset is None:  # before the model, so that a wrong dataset fails fast; None: it needs the model
         dataset = experiment.open_dataset(settings, None)
     if dataset is not None:
         _check_needs(experiment, dataset)
     if model is None:
         torch.manual_seed(settings.seed)  # random weights are the same in every rank and every run
-        model = load_model(settings.model, weights=settings.weights)
+        model = load_model(settings.model or experiment.default_model or DEFAULT_MODEL, weights=settings.weights)
     if dataset is None:  # the ground-truth dataset is drawn from its model's held-out configuration
         dataset = experiment.open_dataset(settings, model)
         _check_needs(experiment, dataset)

@@ -80,9 +80,9 @@ class GroundTruthBenchmark:
             raise JitterCamError(f"the angle of the pairs must be a number of degrees, not {angle}")
         chosen = (default_separations(self.side, self.data.size, self.angle) if separations is None
                   else sorted({int(s) for s in separations}))
-        possible = [s for s in range(self.data.size * 2) if fits(s, self.side, self.data.size, self.angle)]
         for separation in chosen:
             if not fits(separation, self.side, self.data.size, self.angle):
+                possible = [s for s in range(2 * self.data.size) if fits(s, self.side, self.data.size, self.angle)]
                 span = f"{possible[0]}-{possible[-1]} px" if possible else "more room than there is"
                 raise JitterCamError(f"separation {separation} px: pairs of {self.side} px patches at {self.angle:g} "
                                      f"degrees in a {self.data.size} px image need {span}")

@@ -50,6 +50,7 @@ HELDOUT_OFFSET = 1_000_003
 WARM_OFFSET = 2_000_003
 FORMAT = 2
 DEFAULT_STEPS = 1200
+DEFAULT_SHAPE = (128, 4, 8)  # size, classes, width: `train`'s defaults, the file `--model groundtruth` reads
 
 
 @dataclass
@@ -81,8 +82,9 @@ def default_path(seed: int, steps: int, size: int, classes: int, width: int) -> 
     return root / f"gt-s{seed}-n{steps}-p{size}-c{classes}-w{width}.pt"
 
 
-def train(seed: int = 0, steps: int = DEFAULT_STEPS, out_path: str | Path | None = None, *, size: int = 128,
-          classes: int = 4, count: int = 4096, heldout: int = 512, batch: int = 32, width: int = 8,
+def train(seed: int = 0, steps: int = DEFAULT_STEPS, out_path: str | Path | None = None, *,
+          size: int = DEFAULT_SHAPE[0], classes: int = DEFAULT_SHAPE[1], count: int = 4096, heldout: int = 512,
+          batch: int = 32, width: int = DEFAULT_SHAPE[2],
           lr: float = 3e-3, warmup: float = 0.5, distractor: float = 0.5,
           patch: tuple[int, int] | None = None, scale: tuple[float, float] = SCALE,
           force: bool = False, save: bool = True, log: Callable[[str], None] | None = None) -> TrainResult:
@@ -94,8 +96,7 @@ def train(seed: int = 0, steps: int = DEFAULT_STEPS, out_path: str | Path | None
     warm = GroundTruthDataset(seed + WARM_OFFSET, small, count, classes, patch=data.patch, scale=(1.0, 1.0),
                               distractor=distractor)
     warm_steps = round(warmup * steps) if small < size else 0
-    test = GroundTruthDataset(seed + HELDOUT_OFFSET, size, heldout, classes, patch=data.patch, scale=data.scale,
-                              distractor=distractor)
+    test = GroundTruthDataset(**heldout_config(seed, size, classes, data.patch, data.scale, distractor, heldout))
     config = {"format": FORMAT, "seed": seed, "steps": steps, "batch": batch, "width": width, "lr": lr,
               "warmup": warm_steps, "warm": warm.config(), "data": data.config(),
               "heldout": test.config(), "torch": str(torch.__version__)}
@@ -170,7 +171,7 @@ def trained_model(weights: str | Path | None) -> GroundTruthNet:
     if weights is not None:
         return load(weights)
     try:
-        path = default_path(0, DEFAULT_STEPS, 128, 4, 8)
+        path = default_path(0, DEFAULT_STEPS, *DEFAULT_SHAPE)
     except JitterCamError:
         raise JitterCamError("JITTERCAM_CACHE_DIR=off: pass the trained model with --weights FILE") from None
     if not path.is_file():
