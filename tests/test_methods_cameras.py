@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import jittercam
 from jittercam import JitterCamError
 from jittercam.methods import activations_and_gradients
+from jittercam.methods import cameras as cameras_module
 from jittercam.methods.cameras import CAMERAS, default_sizes
 from jittercam.methods.layercam import HiResCAM
 
@@ -59,6 +60,28 @@ def test_two_sizes_by_hand(tiny):
     got = CAMERAS(tiny, input_size=32, sizes=[48, 32])(x, target)
     assert got.shape == (2, 32, 32)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("columns", [None, 1 << 12])  # one block of columns, and blocks of a few
+def test_mean_product_equals_the_resized_tensors_made_directly(monkeypatch, columns):
+    """The Gram form (no C × p × p tensors) against Σ_c mean_s(↑A_s) ⊙ mean_s(↑G_s) made directly, with
+    gradients that vary over space, a size equal to p, sizes left out per image, and an image with none."""
+    if columns is not None:
+        monkeypatch.setattr(cameras_module, "_BLOCK", columns)
+    generator = torch.Generator().manual_seed(0)
+    sides = [5, 8, 11, 24]
+    A = [torch.rand(3, 6, n, n, generator=generator) for n in sides]
+    G = [torch.randn(3, 6, n, n, generator=generator) for n in sides]
+    kept = torch.tensor([[1.0, 1, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])
+    weights = kept / kept.sum(dim=0).clamp_min(1)
+    mean_a = sum(w[:, None, None, None] * _up(a, 24) for a, w in zip(A, weights))
+    mean_g = sum(w[:, None, None, None] * _up(g, 24) for g, w in zip(G, weights))
+    expected = (mean_a * mean_g).sum(dim=1)
+    got = cameras_module._mean_product(A, G, 24, kept)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(got[2], torch.zeros(24, 24)) and got[:2].abs().min() > 0
+    every_size = (sum(_up(a, 24) for a in A) / 4 * sum(_up(g, 24) for g in G) / 4).sum(dim=1)  # kept None
+    torch.testing.assert_close(cameras_module._mean_product(A, G, 24), every_size, rtol=1e-5, atol=1e-6)
 
 
 def test_batched_equals_one_by_one_and_any_mode(tiny):
