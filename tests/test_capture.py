@@ -41,6 +41,26 @@ def test_record_takes_the_chosen_call(call, size):
     assert _no_hooks(model)
 
 
+def test_record_keeps_the_output_an_in_place_operation_downstream_changes():
+    """ResNet's bottleneck adds the identity into bn3's output in place; a recording of bn3 must not see it."""
+
+    class InPlace(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 2, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = self.conv(x)
+            out += 1.0
+            return out.relu_()
+
+    model = InPlace().eval()
+    x = torch.randn(1, 3, 4, 4)
+    with torch.no_grad(), LayerCapture(model.conv) as capture:
+        model(x)
+    torch.testing.assert_close(capture.output, model.conv(x).detach())
+
+
 def test_record_with_stop_skips_the_rest_of_the_network():
     model = TwiceReLU().eval()
     calls = []

@@ -24,7 +24,8 @@ class LayerCapture:
 
     * ``"record"`` keeps the output in `self.output` (detached). With ``stop=True`` the forward ends right
       after the layer: the rest of the network is not computed, and the model call, which must be the
-      block's last statement, ends the block.
+      block's last statement, ends the block. Without it the output is kept as a copy, so that an in-place
+      operation downstream (a residual `out += identity`, an in-place ReLU) cannot change it.
     * ``"replace"`` keeps the output in `self.output` and hands `replacement` downstream instead: a tensor,
       or a function of the original output. The network after the layer sees the replacement, whatever
       its batch size.
@@ -75,9 +76,10 @@ class LayerCapture:
         if not isinstance(output, torch.Tensor):
             raise JitterCamError(f"layer {self.name!r} returns a {type(output).__name__}, not a tensor")
         if self.mode == "record":
-            self.output = output.detach()
             if self.stop:
+                self.output = output.detach()
                 raise _StopForward
+            self.output = output.detach().clone()
             return None
         if self.mode == "replace":
             self.output = output.detach()
