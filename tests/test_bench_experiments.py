@@ -14,7 +14,8 @@ from torch import nn
 
 from conftest import TinyCNN
 from jittercam import metrics
-from jittercam.bench.experiments import EXPERIMENTS, activation_input
+from jittercam.bench.experiments import EXPERIMENTS
+from jittercam.models import activation_input
 from jittercam.bench.runner import Settings, run
 from jittercam.data.samples import Sample
 from jittercam.errors import JitterCamError

@@ -39,7 +39,7 @@ from torch import nn
 from .. import metrics
 from ..errors import JitterCamError
 from ..methods import CAMMethod, method_class, method_options
-from ..models import TargetLayer, _record_forward, find_target_layer
+from ..models import activation_input, find_target_layer
 
 Build = Callable[..., CAMMethod]  # build(name, **options) -> a method with the run's options added
 
@@ -588,26 +588,3 @@ EXPERIMENTS: dict[str, type[Experiment]] = {
     for cls in (Faithfulness, LocalAccuracy, WeakLocalisation, Pointing, Efficiency, SizeSweep, Consistency, Layers,
                 GroundTruth)
 }
-
-
-def activation_input(model: nn.Module, layer: TargetLayer) -> str:
-    """The module whose output feeds the activation that gives `layer`'s map: the last leaf module with
-    weights of its own (a convolution, a norm) that runs before the layer and outputs a map of the same
-    shape. Raises `JitterCamError` when the layer's map is not an activation's output (DenseNet's
-    `features` is the norm itself, rectified by the methods) or no such module exists (Inception's
-    `Mixed_7c` concatenates its branches)."""
-    records, _ = _record_forward(model, layer.input_size)
-    position = next(i for i, r in enumerate(records) if r.module is layer.module and r.call == layer.call)
-    chosen = records[position]
-    if chosen.kind != "other" or chosen.weighted:
-        raise JitterCamError(f"layer {layer.name!r} is not an activation's output, so there is no layer before "
-                             "its activation; name the layers with --layers a,b")
-    before = next((r for r in reversed(records[:position]) if r.weighted), None)
-    if before is None or before.shape != chosen.shape:
-        raise JitterCamError(f"no module before the activation of {layer.name!r} outputs its map; name the layers "
-                             "with --layers a,b")
-    if any(r.module is before.module and r.call > before.call for r in records):
-        raise JitterCamError(
-            f"{before.name!r} runs again after feeding {layer.name!r}; name the layers with --layers a,b"
-        )
-    return before.name
