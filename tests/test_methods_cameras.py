@@ -25,16 +25,24 @@ def _up(tensors, pixels):
     return F.interpolate(tensors, size=(pixels, pixels), mode="bilinear", align_corners=False)
 
 
-def test_one_size_is_the_product_of_the_upsampled_activations_and_gradients():
-    """sizes=[p]: ReLU(Σ_c ↑A_c ⊙ ↑G_c), ↑ the bilinear resize to p — not the resized HiResCAM map in
-    general, since the resize of a product is not the product of the resizes."""
+@pytest.mark.parametrize("layer", ["layer4", "layer3"])  # gradients constant over space, and varying
+@pytest.mark.parametrize("sizes", [[64], [64, 80, 96]])
+def test_the_product_of_the_mean_upsampled_activations_and_gradients(layer, sizes):
+    """ReLU(Σ_c mean_s(↑A_s)_c ⊙ mean_s(↑G_s)_c), ↑ the bilinear resize to p, made directly — with one
+    size, not the resized HiResCAM map in general, since the resize of a product is not the product of
+    the resizes."""
     torch.manual_seed(0)
     model = jittercam.load_model("resnet18", weights="random")
     x = torch.randn(2, 3, 64, 64)
-    method = CAMERAS(model, "layer4", sizes=[64])
-    A, G, _ = activations_and_gradients(model, method.layer, x, torch.tensor([2, 5]))
-    expected = (_up(A, 64) * _up(G, 64)).sum(dim=1).relu()
-    torch.testing.assert_close(method(x, [2, 5]), expected, rtol=1e-5, atol=1e-7)
+    target = torch.tensor([2, 5])
+    method = CAMERAS(model, layer, sizes=sizes)
+    mean_a = mean_g = 0
+    for pixels in sizes:
+        resized = x if pixels == 64 else F.interpolate(x, size=pixels, mode="bicubic", align_corners=False)
+        A, G, _ = activations_and_gradients(model, method.layer, resized, target)
+        mean_a, mean_g = mean_a + _up(A, 64) / len(sizes), mean_g + _up(G, 64) / len(sizes)
+    expected = (mean_a * mean_g).sum(dim=1).relu()
+    torch.testing.assert_close(method(x, target), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_one_size_on_gap_linear_is_the_resized_signed_hirescam(tiny):
@@ -62,16 +70,24 @@ def test_two_sizes_by_hand(tiny):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("columns", [None, 1 << 12])  # one block of columns, and blocks of a few
-def test_mean_product_equals_the_resized_tensors_made_directly(monkeypatch, columns):
-    """The Gram form (no C × p × p tensors) against Σ_c mean_s(↑A_s) ⊙ mean_s(↑G_s) made directly, with
-    gradients that vary over space, a size equal to p, sizes left out per image, and an image with none."""
+@pytest.mark.parametrize("gradients, columns", [
+    ("varying", None), ("varying", 1 << 12),  # the Gram form: one block of columns, and blocks of a few
+    ("constant", None),  # a global-average-pooling head: one channel resized per size
+])
+def test_mean_product_equals_the_resized_tensors_made_directly(monkeypatch, gradients, columns):
+    """The Gram form (no C × p × p tensors) and the constant-gradient shortcut against
+    Σ_c mean_s(↑A_s) ⊙ mean_s(↑G_s) made directly, with a size equal to p, sizes left out per image, and an
+    image with none."""
     if columns is not None:
         monkeypatch.setattr(cameras_module, "_BLOCK", columns)
+    monkeypatch.setattr(cameras_module, "_resize_matrix", _counting(cameras_module._resize_matrix))
     generator = torch.Generator().manual_seed(0)
     sides = [5, 8, 11, 24]
     A = [torch.rand(3, 6, n, n, generator=generator) for n in sides]
-    G = [torch.randn(3, 6, n, n, generator=generator) for n in sides]
+    if gradients == "varying":
+        G = [torch.randn(3, 6, n, n, generator=generator) for n in sides]
+    else:
+        G = [torch.randn(3, 6, 1, 1, generator=generator).expand(3, 6, n, n) for n in sides]
     kept = torch.tensor([[1.0, 1, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]])
     weights = kept / kept.sum(dim=0).clamp_min(1)
     mean_a = sum(w[:, None, None, None] * _up(a, 24) for a, w in zip(A, weights))
@@ -82,6 +98,16 @@ def test_mean_product_equals_the_resized_tensors_made_directly(monkeypatch, colu
     assert torch.equal(got[2], torch.zeros(24, 24)) and got[:2].abs().min() > 0
     every_size = (sum(_up(a, 24) for a in A) / 4 * sum(_up(g, 24) for g in G) / 4).sum(dim=1)  # kept None
     torch.testing.assert_close(cameras_module._mean_product(A, G, 24), every_size, rtol=1e-5, atol=1e-6)
+    assert (cameras_module._resize_matrix.calls > 0) == (gradients == "varying")  # the path the case is for
+
+
+def _counting(function):
+    def counted(*args):
+        counted.calls += 1
+        return function(*args)
+
+    counted.calls = 0
+    return counted
 
 
 def test_batched_equals_one_by_one_and_any_mode(tiny):

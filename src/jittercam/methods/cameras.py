@@ -127,11 +127,21 @@ def _mean_product(
         map[y, x] = Σ_{I,K} R[y, I] R[y, K] (H_A[x] H_G[x]ᵀ)[I, K]
 
     one Gram matrix over the channels per column x (Σn_s = 164 rows for ResNet50's 8 sizes), equal to the
-    direct computation up to float rounding (tests compare the two)."""
+    direct computation up to float rounding (tests compare the two).
+
+    When every G_s is constant over space — the target layer feeds global average pooling and a linear
+    layer (ResNet, EfficientNet), whose gradient is W_c / (h·w) at every position — mean_s(↑G_s)_c is a
+    number ḡ_c per channel and the map is Σ_s w_s ↑(Σ_c ḡ_c A_s,c): one channel resized per size."""
     batch, channels = activations[0].shape[:2]
     if kept is None:
         kept = activations[0].new_ones(len(activations), batch)
     weights = (kept / kept.sum(dim=0).clamp_min(1))[:, :, None, None, None]
+    if all(_constant_over_space(g) for g in gradients):
+        mean_g = sum(w[:, :, 0, 0] * g[:, :, 0, 0] for w, g in zip(weights, gradients))  # (B, C)
+        return sum(
+            _resize(w * torch.einsum("bc,bchw->bhw", mean_g, a)[:, None], pixels)[:, 0]
+            for w, a in zip(weights, activations)
+        )
     rows = [_resize_matrix(a.shape[-1], pixels, a) for a in activations]
     stacked = torch.cat(rows, dim=1)  # (p, I)
     bounds = [0, *torch.tensor([r.shape[1] for r in rows]).cumsum(0).tolist()]
@@ -152,6 +162,16 @@ def _mean_product(
         gram = buffers[0][:, :count] @ buffers[1][:, :count].transpose(-1, -2)  # (B, x, I, K)
         total[:, :, part] = ((gram @ stacked.T) * stacked.T).sum(dim=2).transpose(1, 2)
     return total
+
+
+def _constant_over_space(tensor: torch.Tensor) -> bool:
+    return bool(torch.equal(tensor, tensor[:, :, :1, :1].expand_as(tensor)))
+
+
+def _resize(maps: torch.Tensor, pixels: int) -> torch.Tensor:
+    if maps.shape[-1] == pixels:
+        return maps
+    return F.interpolate(maps, size=(pixels, pixels), mode="bilinear", align_corners=False)
 
 
 def _resize_matrix(size: int, pixels: int, like: torch.Tensor) -> torch.Tensor:
