@@ -3,6 +3,7 @@ arm, the resolving power in the report, resume, and the mistakes that must stop 
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import sqlite3
 from dataclasses import replace
@@ -133,7 +134,9 @@ def test_every_arm_is_measured_and_resolves_far_pairs(tmp_path, weights):
     gallery = sorted(p.name for p in (out / "gallery" / "groundtruth-w8-groundtruth").glob("*.input.png"))
     assert gallery == ["pair-s014-r00.input.png", "pair-s026-r00.input.png", "pair-s038-r00.input.png",
                        "pair-s050-r00.input.png"]
-    assert written.gallery > 0 and "groundtruth" in (out / "index.html").read_text()
+    page = (out / "index.html").read_text()
+    assert written.gallery > 0 and "groundtruth" in page
+    assert re.search(r"pair-s014-r00 \(class \d, (hgrating|vgrating|diagonal|antidiagonal)\)", page)
     csv = (out / "groundtruth.csv").read_text()
     power = [line for line in csv.splitlines()
              if line.startswith("groundtruth,") and ",gradcam,resolving_power," in line]

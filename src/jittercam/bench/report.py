@@ -468,7 +468,7 @@ def _galleries(stores: Stores, out: Path, limit: int, written: Written) -> list[
     galleries = []
     for model, dataset in db.execute("SELECT DISTINCT model, dataset FROM gallery ORDER BY 1, 2").fetchall():
         rows = db.execute(
-            "SELECT method, item, target, image, map, height, width FROM (SELECT g.*, row_number() OVER "
+            "SELECT method, item, target, config_hash, image, map, height, width FROM (SELECT g.*, row_number() OVER "
             "(PARTITION BY method, item ORDER BY coalesce(c.created, '') DESC, g.config_hash DESC) AS k "
             "FROM gallery g LEFT JOIN configs c ON c.config_hash = g.config_hash WHERE model = ? AND dataset = ?) "
             "WHERE k = 1", (model, dataset)).fetchall()
@@ -483,10 +483,10 @@ def _galleries(stores: Stores, out: Path, limit: int, written: Written) -> list[
                 seen.add((item.split("#")[0], target))
                 items.append(item)
         folder = Path("gallery") / f"{_slug(model)}-{_slug(dataset)}"
-        gallery_rows = []
+        gallery_rows, names = [], {}
         for item in items:
             first = next(entries[(m, item)] for m in methods if (m, item) in entries)
-            image = _decode_png(first[1], f"gallery image of {item}")
+            image = _decode_png(first[2], f"gallery image of {item}")
             if image is None:
                 continue
             base = folder / _slug(item)
@@ -494,7 +494,7 @@ def _galleries(stores: Stores, out: Path, limit: int, written: Written) -> list[
             overlays = []
             for method in methods:
                 entry = entries.get((method, item))
-                picture = None if entry is None else _overlay(image, *entry[2:])
+                picture = None if entry is None else _overlay(image, *entry[3:])
                 if picture is None:
                     overlays.append(None)
                     continue
@@ -502,11 +502,31 @@ def _galleries(stores: Stores, out: Path, limit: int, written: Written) -> list[
                 _write(out / path, _png_bytes(picture))
                 overlays.append(Path(path).as_posix())
                 written.gallery += 1
-            target = first[0]
-            gallery_rows.append((f"{item} (class {target})" if target is not None else item,
-                                 Path(f"{base}.input.png").as_posix(), overlays))
+            label = _item_label(item, first[0], _class_names(db, first[1], names))
+            gallery_rows.append((label, Path(f"{base}.input.png").as_posix(), overlays))
         galleries.append(Gallery(f"{model} on {dataset}", methods, gallery_rows))
     return galleries
+
+
+def _class_names(db, config_hash: str, known: dict[str, list[str]]) -> list[str]:
+    """The class names a run recorded for its targets (none in a store older than them); `known` caches."""
+    if config_hash not in known:
+        row = db.execute("SELECT config FROM runs WHERE config_hash = ? LIMIT 1", (config_hash,)).fetchone()
+        try:
+            names = json.loads(row[0]).get("class_names") if row else None
+        except (TypeError, ValueError, AttributeError):
+            names = None
+        known[config_hash] = [str(name) for name in names] if isinstance(names, list) else []
+    return known[config_hash]
+
+
+def _item_label(item: str, target: int | None, names: list[str]) -> str:
+    if target is None:
+        return item
+    named = 0 <= target < len(names)
+    if item.endswith(f"#{target}"):  # a per-class item already says its class
+        return f"{item} ({names[target]})" if named else item
+    return f"{item} (class {target}, {names[target]})" if named else f"{item} (class {target})"
 
 
 def _decode_png(data: bytes | None, what: str) -> Image.Image | None:

@@ -310,7 +310,11 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
     options = experiment.config()
     hashed = {"experiment": experiment.name, **identity, "num_classes": int(dataset.num_classes),
               "targets": "ground truth" if experiment.truth_targets else "top-1", "options": options}
+    # what a target index means, for the report's gallery: the dataset's classes when the ground truth is
+    # explained, else the model's
+    names = getattr(dataset, "categories", None) if experiment.truth_targets else card.categories
     config = {**hashed, "dataset_config": described, "methods": {a.label: repr(a.explainer) for a in arms},
+              "class_names": list(names) if names else None,
               "batch_size": batch_size, "device": str(device), "limit": settings.limit,
               "world_size": context.world_size}
     run_record = Run(_digest(hashed), experiment.name, identity["model"], identity["weights"], dataset.name,
