@@ -3,12 +3,14 @@ several resolutions, averaged at the input's resolution — a map at the input s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from itertools import accumulate
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import JitterCamError
+from ..maps import resize
 from .base import CAMMethod, activations_and_gradients
 from .jitter import check_square
 from .registry import register_method
@@ -138,13 +140,11 @@ def _mean_product(
     weights = (kept / kept.sum(dim=0).clamp_min(1))[:, :, None, None, None]
     if all(_constant_over_space(g) for g in gradients):
         mean_g = sum(w[:, :, 0, 0] * g[:, :, 0, 0] for w, g in zip(weights, gradients))  # (B, C)
-        return sum(
-            _resize(w * torch.einsum("bc,bchw->bhw", mean_g, a)[:, None], pixels)[:, 0]
-            for w, a in zip(weights, activations)
-        )
+        return sum(resize(w[:, 0] * torch.einsum("bc,bchw->bhw", mean_g, a), pixels)
+                   for w, a in zip(weights, activations))
     rows = [_resize_matrix(a.shape[-1], pixels, a) for a in activations]
-    stacked = torch.cat(rows, dim=1)  # (p, I)
-    bounds = [0, *torch.tensor([r.shape[1] for r in rows]).cumsum(0).tolist()]
+    stacked = torch.cat(rows, dim=1).T  # (I, p): Rᵀ
+    bounds = [0, *accumulate(r.shape[1] for r in rows)]
 
     def by_column(tensors):  # (B, j, i·C): one matmul with R_s resizes along the columns
         return [(t * w).permute(0, 3, 2, 1).reshape(batch, t.shape[-1], -1) for t, w in zip(tensors, weights)]
@@ -157,21 +157,15 @@ def _mean_product(
         part = slice(start, min(start + columns, pixels))
         count = part.stop - part.start
         for buffer, tensors in zip(buffers, sides):  # H_A, then H_G, for these columns
-            for s, (resize, tensor) in enumerate(zip(rows, tensors)):
-                torch.matmul(resize[part], tensor, out=buffer[:, :count, bounds[s] : bounds[s + 1]].flatten(2))
+            for s, (matrix, tensor) in enumerate(zip(rows, tensors)):
+                torch.matmul(matrix[part], tensor, out=buffer[:, :count, bounds[s] : bounds[s + 1]].flatten(2))
         gram = buffers[0][:, :count] @ buffers[1][:, :count].transpose(-1, -2)  # (B, x, I, K)
-        total[:, :, part] = ((gram @ stacked.T) * stacked.T).sum(dim=2).transpose(1, 2)
+        total[:, :, part] = ((gram @ stacked) * stacked).sum(dim=2).transpose(1, 2)
     return total
 
 
 def _constant_over_space(tensor: torch.Tensor) -> bool:
     return bool(torch.equal(tensor, tensor[:, :, :1, :1].expand_as(tensor)))
-
-
-def _resize(maps: torch.Tensor, pixels: int) -> torch.Tensor:
-    if maps.shape[-1] == pixels:
-        return maps
-    return F.interpolate(maps, size=(pixels, pixels), mode="bilinear", align_corners=False)
 
 
 def _resize_matrix(size: int, pixels: int, like: torch.Tensor) -> torch.Tensor:
