@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 
+import numpy as np
 import pytest
 
 from conftest import EXAMPLES
@@ -23,7 +24,7 @@ LITE0_RUNS = {  # experiment -> arguments (offline dataset, EfficientNet-Lite0, 
 }
 METRICS = {
     "pointing": {"all", "difficult"},
-    "weak-localisation": {f"{p}@{a / 20:g}" for p in ("val", "mean", "eng") for a in range(20)},
+    "weak-localisation": {"val", "mean", "eng"},  # each a curve: the hit at each of 20 thresholds
     "faithfulness": {"y", "o"},
     "efficiency": {"seconds", "passes"},
     "consistency": {"spearman"},
@@ -36,7 +37,8 @@ METRICS = {
 def _results(db) -> list[tuple]:
     with sqlite3.connect(db) as connection:
         return connection.execute(
-            "SELECT method, variant, item, target, metric, value, model, dataset FROM results"
+            "SELECT r.method, r.variant, r.item, r.target, r.metric, r.value, u.model, u.dataset, r.curve "
+            "FROM results r JOIN runs u USING (config_hash)"
         ).fetchall()
 
 
@@ -67,6 +69,9 @@ def test_every_experiment_on_the_offline_benchmark_with_lite0(lite0_stores, expe
         assert sum(1 for _, metric in gradcam if metric == "difficult") == 2
     if experiment == "size-sweep":
         assert set(by_method) == {("jittercam", "size=4"), ("jittercam", "size=5")}
+    if experiment == "weak-localisation":
+        hits = [np.frombuffer(row[8], "<f4") for row in found]
+        assert all(row[5] is None for row in found) and all(h.shape == (20,) and set(h) <= {0.0, 1.0} for h in hits)
     if experiment == "layers":
         assert set(by_method) == {("gradcam", "layer=_swish"), ("gradcam", "layer=_bn1")}
     if experiment == "efficiency":

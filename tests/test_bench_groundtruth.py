@@ -13,8 +13,14 @@ import pytest
 import torch
 
 import jittercam
-from jittercam.bench import aggregate
-from jittercam.bench.experiments import GroundTruth, default_sizes
+from jittercam.bench.experiments import Column
+from jittercam.bench.experiments.groundtruth import (
+    GroundTruth,
+    default_sizes,
+    resolution_curve,
+    resolving_power,
+)
+from jittercam.bench.stats import Stat
 from jittercam.bench.report import write_report
 from jittercam.cli import main
 from jittercam.errors import JitterCamError
@@ -146,17 +152,17 @@ def test_every_arm_is_measured_and_resolves_far_pairs(tmp_path, weights):
 def test_resolving_power_from_rows():
     separations = [16, 16, 20, 20, 24, 24, 28, 28]
     resolved = [0, 0, 1, 0, 1, 1, 1, 1]
-    assert aggregate.resolving_power(separations, resolved, fraction=1.0) == aggregate.Stat(24.0, 8)
-    assert aggregate.resolving_power(separations, resolved, fraction=0.5) == aggregate.Stat(20.0, 8)
-    curve = aggregate.resolution_curve(separations, resolved)
+    assert resolving_power(separations, resolved, fraction=1.0) == Stat(24.0, 8)
+    assert resolving_power(separations, resolved, fraction=0.5) == Stat(20.0, 8)
+    curve = resolution_curve(separations, resolved)
     assert {s: stat.value for s, stat in curve.items()} == {16.0: 0.0, 20.0: 0.5, 24.0: 1.0, 28.0: 1.0}
     assert all(stat.n == 2 for stat in curve.values())
-    stats = aggregate.summarise("groundtruth", {
-        "separation": aggregate.Column.of(separations), "resolved": aggregate.Column.of(resolved),
-        "depth": aggregate.Column.of([0.1] * 8), "auc": aggregate.Column.of([0.5, 1.0])})
+    stats = GroundTruth.summarise({
+        "separation": Column(np.array(separations, float)), "resolved": Column(np.array(resolved, float)),
+        "depth": Column(np.full(8, 0.1)), "auc": Column(np.array([0.5, 1.0]))}, {})
     assert set(stats) == {"resolving_power", "auc"} and stats["auc"].value == 0.75
     assert stats["resolving_power"].value == 24.0  # 75 % of the pairs: both of two
-    assert math.isnan(aggregate.resolving_power([16, 20], [1, 0]).value)  # the widest is not resolved
+    assert math.isnan(resolving_power([16, 20], [1, 0]).value)  # the widest is not resolved
 
 
 def test_default_model_comes_from_the_cache_and_its_file_is_the_identity(tmp_path, monkeypatch, weights):

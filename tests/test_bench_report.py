@@ -14,12 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import GOLDFISH
 from PIL import Image
 
-from jittercam.bench import aggregate, paper
-from jittercam.bench.aggregate import Column, Stat
+from jittercam.bench import paper
+from jittercam.bench.experiments import Column, Variant, available_experiments, experiment_class
+from jittercam.bench.experiments.base import COMBINED
+from jittercam.bench.stats import Stat, mean, mean_curve
 from jittercam.bench.report import format_value
+from jittercam.metrics import auc
 from jittercam.cli import main
 
 SCHEMA = """
@@ -54,6 +58,22 @@ POINTING = {  # item#class -> (gradcam hit, difficult?)
     "item-3#3": (0, True), "item-4#1": (1, True), "item-5#2": (0, False),
 }
 SPEARMAN = [0.9, 0.8, None, 0.7, 1.0, 0.6]  # None: a constant map's NaN, stored as NULL
+
+
+PAPER = tuple(v for name in available_experiments() for v in experiment_class(name).paper_values)
+
+
+def paper_value(experiment, model, dataset, method, metric):
+    return paper.lookup(experiment_class(experiment).paper_values, model, dataset, method, metric)
+
+
+def column(values, targets=None, curves=None) -> Column:
+    array = np.array([math.nan if v is None else v for v in values], dtype=np.float64)
+    return Column(array, None if targets is None else np.array(targets), curves)
+
+
+def summarise(experiment, columns, **config):
+    return experiment_class(experiment).summarise(columns, config)
 
 
 class StoreWriter:
@@ -248,30 +268,30 @@ def read_csv(path: Path) -> dict[tuple[str, str, str, str], tuple[float, int]]:
 
 # ------------------------------------------------------------------------------------------ the paper's numbers
 def test_paper_numbers_by_value():
-    assert paper.paper_value("faithfulness", "resnet50", "imagenet-val", "gradcam", "iic") == 40.21
-    assert paper.paper_value("faithfulness", "inception_v3", "imagenet-val", "constant", "ad") == 1.32
-    assert paper.paper_value("faithfulness", "resnet50", "imagenet-val", "constant", "improved") == 24094
-    assert paper.paper_value("faithfulness", "resnet50", "imagenet-val", "gradcam++", "mean_improvement") == 0.081
-    assert paper.paper_value("local-accuracy", "densenet121", "imagenet-val", "xgradcam", "insertion") == 0.540
-    assert paper.paper_value("local-accuracy", "inception_v3", "imagenet-val", "rise", "deletion") == 0.162
-    assert paper.paper_value("local-accuracy", "resnet50", "imagenet-val", "jittercam:gradcam", "deletion") == 0.118
-    assert paper.paper_value("weak-localisation", "densenet121", "imagenet-val", "gradcam++", "eng") == 42.88
-    assert paper.paper_value("weak-localisation", "inception_v3", "imagenet-val", "jittercam", "mean") == 39.10
-    assert paper.paper_value("pointing", "resnet50", "coco-val2014", "jittercam", "difficult") == 61.10
-    assert paper.paper_value("pointing", "resnet50", "coco-val2014", "random", "all") == 12.33
-    assert paper.paper_value("efficiency", "densenet121", "imagenet-val", "scorecam", "passes") == 1024
-    assert paper.paper_value("efficiency", "inception_v3", "imagenet-val", "jittercam", "passes") == 81
-    assert paper.paper_value("efficiency", "resnet50", "imagenet-val", "rise", "seconds") == 17.58
-    assert paper.paper_value("consistency", "resnet50", "imagenet-val", "jittercam", "spearman") == 0.95
+    assert paper_value("faithfulness", "resnet50", "imagenet-val", "gradcam", "iic") == 40.21
+    assert paper_value("faithfulness", "inception_v3", "imagenet-val", "constant", "ad") == 1.32
+    assert paper_value("faithfulness", "resnet50", "imagenet-val", "constant", "improved") == 24094
+    assert paper_value("faithfulness", "resnet50", "imagenet-val", "gradcam++", "mean_improvement") == 0.081
+    assert paper_value("local-accuracy", "densenet121", "imagenet-val", "xgradcam", "insertion") == 0.540
+    assert paper_value("local-accuracy", "inception_v3", "imagenet-val", "rise", "deletion") == 0.162
+    assert paper_value("local-accuracy", "resnet50", "imagenet-val", "jittercam:gradcam", "deletion") == 0.118
+    assert paper_value("weak-localisation", "densenet121", "imagenet-val", "gradcam++", "eng") == 42.88
+    assert paper_value("weak-localisation", "inception_v3", "imagenet-val", "jittercam", "mean") == 39.10
+    assert paper_value("pointing", "resnet50", "coco-val2014", "jittercam", "difficult") == 61.10
+    assert paper_value("pointing", "resnet50", "coco-val2014", "random", "all") == 12.33
+    assert paper_value("efficiency", "densenet121", "imagenet-val", "scorecam", "passes") == 1024
+    assert paper_value("efficiency", "inception_v3", "imagenet-val", "jittercam", "passes") == 81
+    assert paper_value("efficiency", "resnet50", "imagenet-val", "rise", "seconds") == 17.58
+    assert paper_value("consistency", "resnet50", "imagenet-val", "jittercam", "spearman") == 0.95
     # no number for another model, dataset or a method the paper did not run
-    assert paper.paper_value("faithfulness", LITE0, "imagenet-val", "gradcam", "iic") is None
-    assert paper.paper_value("pointing", "resnet50", "imagenet-val", "gradcam", "all") is None
-    assert paper.paper_value("local-accuracy", "resnet50", "imagenet-val", "layercam", "deletion") is None
+    assert paper_value("faithfulness", LITE0, "imagenet-val", "gradcam", "iic") is None
+    assert paper_value("pointing", "resnet50", "imagenet-val", "gradcam", "all") is None
+    assert paper_value("local-accuracy", "resnet50", "imagenet-val", "layercam", "deletion") is None
 
 
 def test_paper_tables_are_complete():
     def count(experiment, metric=None):
-        return sum(v.experiment == experiment and (metric is None or v.metric == metric) for v in paper.PAPER)
+        return sum(v.experiment == experiment and (metric is None or v.metric == metric) for v in PAPER)
 
     assert count("faithfulness", "iic") == count("faithfulness", "ad") == 3 * 3
     assert count("local-accuracy") == 9 * 2 * 3
@@ -280,79 +300,89 @@ def test_paper_tables_are_complete():
     assert count("efficiency") == 7 * 2 * 3
     # §4.3's counts are ResNet50's: improved / 50,000 is Table 1's IIC for Grad-CAM and Grad-CAM++
     for method in ("gradcam", "gradcam++"):
-        improved = paper.paper_value("faithfulness", "resnet50", "imagenet-val", method, "improved")
-        assert 100 * improved / 50000 == pytest.approx(paper.paper_value(
+        improved = paper_value("faithfulness", "resnet50", "imagenet-val", method, "improved")
+        assert 100 * improved / 50000 == pytest.approx(paper_value(
             "faithfulness", "resnet50", "imagenet-val", method, "iic"), abs=0.005)
     methods = {"gradcam", "gradcam++", "xgradcam", "scorecam", "ablationcam", "rise", "jittercam", "random",
                "centre", "constant"}
-    assert {v.method for v in paper.PAPER} == methods
-    assert {v.metric for v in paper.PAPER} == {
+    assert {v.method for v in PAPER} == methods
+    assert {v.metric for v in PAPER} == {
         "ad", "iic", "improved", "mean_improvement", "deletion", "insertion", "val", "mean", "eng", "all", "difficult",
         "seconds", "passes", "spearman"}
 
 
 # ------------------------------------------------------------------------------------------ aggregation by hand
 def test_mean_leaves_missing_values_out():
-    assert aggregate.mean([1.0, float("nan"), 3.0]) == Stat(2.0, 2)
-    empty = aggregate.mean([float("nan")])
+    assert mean([1.0, float("nan"), 3.0]) == Stat(2.0, 2)
+    empty = mean([float("nan")])
     assert math.isnan(empty.value) and empty.n == 0
-    assert aggregate.mean(Column.of([0.5, None, 1.5]).values) == Stat(1.0, 2)
+    assert mean(column([0.5, None, 1.5]).values) == Stat(1.0, 2)
+
+
+def _faithfulness(y, o):
+    return summarise("faithfulness", {"y": column(y), "o": column(o)})
 
 
 def test_faithfulness_by_hand():
     # Y = 0.5, 0.4, 0.8, 0.2; O = 0.25, 0.6, 0.8, 0.1: drops 0.5, 0, 0, 0.5 -> AD 25; only item 2 rises (by 0.2)
-    result = aggregate.faithfulness(FAITH_Y, FAITH_O["gradcam"])
+    result = _faithfulness(FAITH_Y, FAITH_O["gradcam"])
     assert result["ad"] == Stat(25.0, 4)
     assert result["iic"] == Stat(25.0, 4)
     assert result["improved"] == Stat(1.0, 4)
     assert result["mean_improvement"].value == pytest.approx(0.2) and result["mean_improvement"].n == 1
     # equal scores are no increase; Y <= 0 is left out of AD only; a NaN pair is left out of everything
-    result = aggregate.faithfulness([0.5, 0.0, 0.3, float("nan")], [0.5, 0.1, 0.15, 0.2])
+    result = _faithfulness([0.5, 0.0, 0.3, float("nan")], [0.5, 0.1, 0.15, 0.2])
     assert result["ad"] == Stat(25.0, 2)
     assert result["iic"].value == pytest.approx(100 / 3) and result["improved"] == Stat(1.0, 3)
 
 
+def _weak(scheme, thresholds, hits):
+    curves = np.array(hits, dtype=np.float64)
+    return summarise("weak-localisation", {scheme: column([None] * len(curves), curves=curves)},
+                     options={"thresholds": thresholds})
+
+
 def test_weak_localisation_by_hand():
     # |a - c_i| < 0.12 with c = .3 .3 .5 .5 .5 .9: at a = 0.4 five of six hit (0.35: 2, 0.45: 3, 0.5: 3)
-    hits = {f"val@{a:g}": [float(abs(a - c) < 0.12) for c in WEAK_CENTRES] for a in THRESHOLDS}
-    result = aggregate.weak_localisation(hits)
+    result = _weak("val", THRESHOLDS, [[float(abs(a - c) < 0.12) for a in THRESHOLDS] for c in WEAK_CENTRES])
     assert result["val"].value == pytest.approx(100 / 6) and result["val"].n == 6
     assert result["val_threshold"].value == 0.4
-    # a tie keeps the smaller threshold; `energy` is the paper's `eng`
-    tie = aggregate.weak_localisation({"energy@0.5": [1, 0], "energy@0.2": [0, 1], "energy@0.1": [0, 0]})
+    # a tie keeps the smaller threshold; a missing item (NaN) is left out
+    tie = _weak("eng", [0.1, 0.2, 0.5], [[0, 0, 1], [0, 1, 0], [float("nan")] * 3])
     assert tie["eng"] == Stat(50.0, 2) and tie["eng_threshold"].value == 0.2
-    with pytest.raises(ValueError, match="SCHEME@THRESHOLD"):
-        aggregate.weak_localisation({"val": [1.0]})
 
 
 def test_pointing_is_torchray_mean_over_classes():
     targets = [int(key.split("#")[1]) for key in POINTING]
     hits = [hit for hit, _ in POINTING.values()]
     # classes 0: 2/2, 1: 1/2, 2: 1/2, 3: 0/1 -> mean 0.5; overall 4 of 7
-    per_class, overall, classes = aggregate.pointing(targets, hits, num_classes=4)
-    assert per_class == Stat(50.0, 7) and classes == Stat(4.0, 7)
-    assert overall.value == pytest.approx(400 / 7) and overall.n == 7
+    result = summarise("pointing", {"all": column(hits, targets)}, num_classes=4)
+    assert result["all"] == Stat(50.0, 7) and result["all_classes"] == Stat(4.0, 7)
+    assert result["all_overall"].value == pytest.approx(400 / 7) and result["all_overall"].n == 7
     # a class without trials is left out (TorchRay counts it 0; on a whole dataset every class has trials)
-    per_class, _, classes = aggregate.pointing(targets, hits, num_classes=8)
-    assert per_class == Stat(50.0, 7) and classes == Stat(4.0, 7)
+    result = summarise("pointing", {"all": column(hits, targets)}, num_classes=8)
+    assert result["all"] == Stat(50.0, 7) and result["all_classes"] == Stat(4.0, 7)
 
 
 def test_combined_and_curves():
-    assert aggregate.combined(Stat(0.2, 5), Stat(0.7, 4)) == Stat(pytest.approx(0.5), 4)
+    combined = summarise("size-sweep", {"deletion": column([0.1, 0.3, 0.2, 0.2, 0.2]),
+                                        "insertion": column([0.7, 0.7, 0.7, 0.7])})
+    assert combined[COMBINED] == Stat(pytest.approx(0.5), 4)
     # curves of 3 and 5 points: the short one is resampled onto the long one's points
-    mean = aggregate.mean_curve([np.array([1.0, 0.5, 0.0]), np.array([1.0, 1.0, 1.0, 1.0, 1.0])])
-    np.testing.assert_allclose(mean, [1.0, 0.875, 0.75, 0.625, 0.5])
-    assert aggregate.curve_auc(np.array([1.0, 0.5, 0.0])) == pytest.approx(0.5)
+    averaged = mean_curve([np.array([1.0, 0.5, 0.0]), np.array([1.0, 1.0, 1.0, 1.0, 1.0])])
+    np.testing.assert_allclose(averaged, [1.0, 0.875, 0.75, 0.625, 0.5])
+    assert float(auc(torch.tensor([1.0, 0.5, 0.0]))) == pytest.approx(0.5)
 
 
 def test_summarise_per_experiment():
-    pointing = aggregate.summarise("pointing", {"all": Column.of([1, 0, 1], [0, 0, 1])}, num_classes=2)
+    pointing = summarise("pointing", {"all": column([1, 0, 1], [0, 0, 1])}, num_classes=2)
     assert pointing["all"] == Stat(75.0, 3) and pointing["all_overall"].value == pytest.approx(200 / 3)
-    sweep = aggregate.summarise("size-sweep", {"deletion": Column.of([0.1, 0.3]), "insertion": Column.of([0.6, None])})
-    assert sweep[aggregate.COMBINED].value == pytest.approx(0.2 + 1 - 0.6)
-    faith = aggregate.summarise("faithfulness", {"y": Column.of(FAITH_Y), "o": Column.of(FAITH_O["gradcam++"])})
+    sweep = summarise("size-sweep", {"deletion": column([0.1, 0.3]), "insertion": column([0.6, None])})
+    assert sweep[COMBINED].value == pytest.approx(0.2 + 1 - 0.6)
+    faith = _faithfulness(FAITH_Y, FAITH_O["gradcam++"])
     assert faith["ad"] == Stat(12.5, 4) and faith["iic"] == Stat(50.0, 4)
-    assert aggregate.variant_number("size=9") == ("size", 9.0) and aggregate.variant_number("layer=_bn1") is None
+    assert Variant.of("size=9") == Variant("size", 9.0) and Variant.of("layer=_bn1").number is None
+    assert Variant("size", 9.0).label == "size=9" and Variant("fused").label == "fused"
 
 
 def test_number_formats():
@@ -399,7 +429,7 @@ def test_numbers_are_the_hand_computed_ones(report):
     assert eff[LITE0, OFFLINE, "jittercam:gradcam", "passes"] == (64.0, 6)
     assert eff[LITE0, OFFLINE, "jittercam:gradcam", "seconds"][0] == pytest.approx(0.325)
     size = read_csv(report / "size-sweep.csv")
-    assert size[LITE0, OFFLINE, "jittercam:gradcam[size=9]", aggregate.COMBINED][0] == pytest.approx(
+    assert size[LITE0, OFFLINE, "jittercam:gradcam[size=9]", COMBINED][0] == pytest.approx(
         (0.18 + 0.0025) + 1 - 0.56)
     consistency = read_csv(report / "consistency.csv")
     assert consistency[LITE0, OFFLINE, "jittercam:gradcam", "spearman"] == (pytest.approx(0.8), 5)
@@ -454,7 +484,8 @@ def test_items_skips_runs_and_configuration_under_the_tables(report):
     assert "; gradcam val 0.4, mean 0.4, eng 0.4;" in weak
     faith = (report / "faithfulness.md").read_text()
     assert "1 item skipped (cannot read image: truncated file ×1)" in faith
-    assert "test CPU, 2 cores, torch 2, 2 ranks" in faith and '"limit":6' in faith
+    assert "test CPU, 2 cores, torch 2, 2 ranks" in faith and "[configuration](runs/cfg-faithfulness.json)" in faith
+    assert json.loads((report / "runs" / "cfg-faithfulness.json").read_text())["limit"] == 6
     assert "gradcam(batch_size=4)" in faith
     assert "mean over the 4 classes with a trial, of 4 (the run's configuration)" in (report / "pointing.md").read_text()
     assert "1 item without a Spearman value" in (report / "consistency.md").read_text()
@@ -487,7 +518,8 @@ def test_stores_are_only_read_and_a_summary_is_printed(stores, tmp_path, capsys)
             path.chmod(0o644)
     assert [path.read_bytes() for path in ranks] == before
     line = capsys.readouterr().out.strip()
-    assert line.startswith("2 stores, 1446 result rows after merging -> ") and "3 plots, 3 gallery images" in line
+    # 1446 one-value rows in schema 1: each weak-localisation scheme is one curve row now (20 thresholds)
+    assert line.startswith("2 stores, 420 result rows after merging -> ") and "3 plots, 3 gallery images" in line
 
 
 def test_a_store_being_written_is_read_as_committed(tmp_path):

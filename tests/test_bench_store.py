@@ -6,43 +6,45 @@ import sqlite3
 import numpy as np
 import pytest
 
-from jittercam.bench.store import ALL_METHODS, Batch, Curve, GalleryEntry, Row, Run, Store, from_blob
+from jittercam.bench.store import ALL_METHODS, Batch, GalleryEntry, Row, Run, Store, from_blob
 from jittercam.errors import JitterCamError
 
-RUN = Run("abc", "local-accuracy", "tiny", "random", "stand-in", {"num_classes": 5}, 0, 1, "test machine")
+RUN = Run("abc", "local-accuracy", "tiny", "random", "stand-in", {"num_classes": 5}, 0, 1, "test machine", seed=7)
 
 
 def _batch(values: dict[str, float], method: str = "gradcam") -> Batch:
-    rows = [Row(method, "GradCAM()", "", item, 1, "deletion", value, 0.5) for item, value in values.items()]
-    curves = [Curve(method, "", item, "deletion", np.array([1.0, 0.5, 0.0])) for item in values]
+    rows = [Row(method, "", "", None, item, 1, "deletion", value, np.array([1.0, 0.5, 0.0]), 0.5)
+            for item, value in values.items()]
     gallery = [GalleryEntry(method, item, 1, b"png", np.ones((2, 3))) for item in values]
-    return Batch(rows, curves, gallery, [(method, "", item) for item in values], [])
+    return Batch(rows, gallery, [(method, "", item) for item in values], [])
 
 
 def test_schema_is_the_shared_one(tmp_path):
     with Store(tmp_path / "r.db") as store:
         columns = {table: [row[1] for row in store.db.execute(f"PRAGMA table_info({table})")]
-                   for table in ("runs", "results", "skips", "curves", "gallery")}
+                   for table in ("runs", "results", "skips", "gallery", "done", "arms")}
         assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert columns["results"] == ["config_hash", "experiment", "model", "weights", "dataset", "method", "options",
-                                  "variant", "item", "target", "metric", "value", "seconds", "seed", "created"]
-    assert columns["runs"] == ["config_hash", "experiment", "model", "weights", "dataset", "config", "rank",
-                               "world_size", "machine", "created"]
-    assert columns["curves"][-2:] == ["kind", "scores"]
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    # the run's description once, in `runs`; each result row typed: the swept parameter and its value, a curve
+    assert columns["results"] == ["config_hash", "method", "variant", "item", "metric", "parameter", "at", "target",
+                                  "value", "curve", "seconds"]
+    assert columns["runs"] == ["config_hash", "experiment", "model", "weights", "dataset", "seed", "config", "rank",
+                               "world_size", "machine", "created", "class_names"]
     assert columns["gallery"][-4:] == ["image", "map", "height", "width"]
+    assert columns["arms"][-2:] == ["description", "options"]
 
 
 def test_a_batch_is_stored_once_and_read_back(tmp_path):
     with Store(tmp_path / "r.db") as store:
         store.register(RUN)
         store.register(RUN)  # a resumed run: the first record stays
-        store.commit(RUN, 7, _batch({"a": 0.25, "b": 0.5}))
-        store.commit(RUN, 7, _batch({"a": 0.99}))  # the same key again: ignored, not replaced
+        store.commit(RUN, _batch({"a": 0.25, "b": 0.5}))
+        store.commit(RUN, _batch({"a": 0.99}))  # the same key again: ignored, not replaced
         assert store.count("results", "abc") == 2
         assert store.done("abc") == {("gradcam", "", "a"), ("gradcam", "", "b")}
-        (value, seed), = store.db.execute("SELECT value, seed FROM results WHERE item='a'")
+        (value, scores), = store.db.execute("SELECT value, curve FROM results WHERE item='a'")
+        (seed,), = store.db.execute("SELECT seed FROM runs")
         blob, height, width = store.db.execute("SELECT map, height, width FROM gallery WHERE item='a'").fetchone()
-        scores = store.db.execute("SELECT scores FROM curves WHERE item='a'").fetchone()[0]
         assert store.db.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
     assert (value, seed) == (0.25, 7)
     assert from_blob(blob, (height, width)).tolist() == [[1.0] * 3] * 2
@@ -52,16 +54,25 @@ def test_a_batch_is_stored_once_and_read_back(tmp_path):
 def test_a_failed_batch_leaves_nothing(tmp_path):
     with Store(tmp_path / "r.db") as store:
         bad = _batch({"a": 0.25})
-        bad.rows.append(Row("gradcam", "", "", "b", 1, "deletion", "not a number", None))  # float() fails
+        bad.rows.append(Row("gradcam", "", "", None, "b", 1, "deletion", "not a number", None, None))  # float() fails
         with pytest.raises(ValueError):
-            store.commit(RUN, 0, bad)
+            store.commit(RUN, bad)
         assert store.count("results", "abc") == 0 and store.count("done", "abc") == 0
-        assert store.count("curves", "abc") == 0
+        assert store.count("gallery", "abc") == 0
+
+
+def test_an_older_store_is_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as old:
+        old.execute("CREATE TABLE runs (config_hash TEXT)")
+        old.execute("PRAGMA user_version=1")
+    with pytest.raises(JitterCamError, match="schema 1 .*another store file"):
+        Store(path)
 
 
 def test_skips_and_retry(tmp_path):
     with Store(tmp_path / "r.db") as store:
-        store.commit(RUN, 0, Batch([], [], [], [], [(ALL_METHODS, "x", "not an image: x.jpg"), ("rise", "y", "odd")]))
+        store.commit(RUN, Batch([], [], [], [(ALL_METHODS, "x", "not an image: x.jpg"), ("rise", "y", "odd")]))
         assert store.skipped("abc") == {("", "x"), ("rise", "y")}
         assert store.forget_skips("abc") == 2
         assert store.skipped("abc") == set()
@@ -75,14 +86,19 @@ def test_explanation_cache(tmp_path):
     assert found["k1"][0].tolist() == [[0, 1, 2], [3, 4, 5]] and found["k1"][1] == pytest.approx(0.1)
 
 
-def test_a_method_with_other_options_is_refused(tmp_path):
+def test_a_method_with_other_options_is_refused_once_it_has_results(tmp_path):
     with Store(tmp_path / "r.db") as store:
-        store.record_arms("abc", [("rise", "", '{"masks": 100}')])
-        store.record_arms("abc", [("rise", "", '{"masks": 100}'), ("gradcam", "", "{}")])
-        with pytest.raises(JitterCamError, match="other options"):
-            store.record_arms("abc", [("gradcam", "", "{}"), ("rise", "", '{"masks": 8000}')])
-        store.record_arms("other-config", [("rise", "", '{"masks": 8000}')])  # another configuration: fine
+        store.record_arms("abc", [("rise", "", '{"masks": 100}', "RISE(masks=100)")])
+        store.record_arms("abc", [("rise", "", '{"masks": 100}', "RISE(masks=100)"), ("gradcam", "", "{}", "GradCAM()")])
+        # no result yet (a run stopped before its first batch): the new options are taken
+        store.record_arms("abc", [("gradcam", "", "{}", "GradCAM()"), ("rise", "", '{"masks": 500}', "RISE(masks=500)")])
+        store.commit(RUN, Batch([], [], [("rise", "", "a"), ("rise", "", "b")], []))
+        with pytest.raises(JitterCamError, match="other options .* for 2 items; use another store file"):
+            store.record_arms("abc", [("gradcam", "", "{}", ""), ("rise", "", '{"masks": 8000}', "")])
+        store.record_arms("other-config", [("rise", "", '{"masks": 8000}', "")])  # another configuration: fine
         assert store.count("arms", "abc") == 2
+        assert store.db.execute("SELECT description FROM arms WHERE method='rise' AND config_hash='abc'").fetchone() \
+            == ('{"masks": 500}',)
 
 
 @pytest.mark.parametrize("content", [b"this is no database" * 100, None])
@@ -105,7 +121,7 @@ def test_missing_folder(tmp_path):
 
 def test_other_readers_see_only_committed_batches(tmp_path):
     with Store(tmp_path / "r.db") as store:
-        store.commit(RUN, 0, _batch({"a": 0.25}))
+        store.commit(RUN, _batch({"a": 0.25}))
         reader = sqlite3.connect(f"file:{tmp_path / 'r.db'}?mode=ro", uri=True)
         assert reader.execute("SELECT count(*) FROM results").fetchone()[0] == 1
         reader.close()

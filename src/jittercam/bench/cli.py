@@ -18,40 +18,31 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JitterCamError
-from .experiments import EXPERIMENTS
+from .experiments import Option, available_experiments, experiment_class
 from .runner import CACHE_MODES, Settings, run as run_settings
 
-# per-experiment options: argparse destination -> the experiments that take it
-EXPERIMENT_OPTIONS = {
-    "alphas": ("faithfulness",),
-    "sweep": ("faithfulness",),
-    "box": ("weak-localisation",),
-    "tolerance": ("pointing",),
-    "sizes": ("size-sweep", "groundtruth"),
-    "low_size": ("consistency",),
-    "reference": ("consistency",),
-    "layers": ("layers",),
-    "singles": ("groundtruth",),
-    "separations": ("groundtruth",),
-    "replicates": ("groundtruth",),
-    "angle": ("groundtruth",),
-    "dip": ("groundtruth",),
-    "floor": ("groundtruth",),
-    "fused": ("groundtruth",),
-}
 DATASET_OPTIONS = ("labels", "boxes", "annotations", "difficult")
 
 
+def _experiment_flags() -> dict[str, list[tuple[str, Option]]]:
+    """Each option name -> the experiments that declare it, with their declaration."""
+    flags: dict[str, list[tuple[str, Option]]] = {}
+    for name in available_experiments():
+        for option in experiment_class(name).options:
+            flags.setdefault(option.name, []).append((name, option))
+    return flags
+
+
 def add_parser(commands) -> None:
-    experiments = "; ".join(f"{name} ({cls.paper})" for name, cls in EXPERIMENTS.items())
+    names = available_experiments()
+    experiments = "; ".join(f"{name} ({experiment_class(name).paper})" for name in names)
     parser = commands.add_parser(
         "bench",
         help="run one of the paper's experiments into a results store",
         description=f"Run one experiment over a dataset; one row per item x method x metric in an SQLite "
         f"store. Experiments: {experiments}. The same command resumes an interrupted run.",
     )
-    parser.add_argument("experiment", choices=list(EXPERIMENTS), metavar="EXPERIMENT",
-                        help=f"one of: {', '.join(EXPERIMENTS)}")
+    parser.add_argument("experiment", choices=names, metavar="EXPERIMENT", help=f"one of: {', '.join(names)}")
     parser.add_argument("--dataset", metavar="NAME|PATH",
                         help="'offline' (shipped), 'groundtruth' (synthetic, with --model groundtruth), an ImageNet "
                         "val folder, a COCO 2014 or VOC 2007 root (required, except for groundtruth)")
@@ -88,103 +79,25 @@ def add_parser(commands) -> None:
     data.add_argument("--difficult", metavar="FILE",
                       help="TorchRay's EBP difficult-pairs file (.txt or the sdist .tar.gz)")
     own = parser.add_argument_group("experiment options")
-    own.add_argument("--alphas", metavar="A,B,...", help="faithfulness: expansion factors (default: 0,0.5,...,10)")
-    own.add_argument("--sweep", metavar="a,b|none",
-                     help="faithfulness: methods of the expansion sweep (default: gradcam,random)")
-    own.add_argument("--box", choices=("all", "largest"), help="weak-localisation: box around all kept pixels "
-                     "(default, Fong & Vedaldi) or the largest connected component")
-    own.add_argument("--tolerance", type=float, metavar="PIXELS", help="pointing: hit tolerance (default: 15)")
-    own.add_argument("--sizes", metavar="N,N|A-B", help="size-sweep: Jitter-CAM sizes (default: m..m+13); "
-                     "groundtruth: Jitter-CAM and Upscale-CAM sizes (default: m+2, m+4, 1.5m, 2m)")
-    own.add_argument("--low-size", type=int, metavar="PIXELS", help="consistency: the small input (default: 160)")
-    own.add_argument("--reference", metavar="METHOD", help="consistency: the method at full size (default: gradcam)")
-    own.add_argument("--singles", type=int, metavar="N",
-                     help="groundtruth: single-patch images (default: 64)")
-    own.add_argument("--separations", metavar="N,N|A-B[:STEP]",
-                     help="groundtruth: centre separations of the pairs in pixels (default: touching to 4 sides, "
-                     "step 2: 16-64:2 at 128 px)")
-    own.add_argument("--replicates", type=int, metavar="N",
-                     help="groundtruth: pairs per separation (default: 8)")
-    own.add_argument("--angle", type=float, metavar="DEGREES",
-                     help="groundtruth: the direction of the line through a pair's centres (default: 0, horizontal)")
-    own.add_argument("--dip", type=float, metavar="FRACTION",
-                     help="groundtruth: the dip two peaks need between them to count as resolved (default: 0.2)")
-    own.add_argument("--floor", type=float, metavar="FRACTION",
-                     help="groundtruth: the height both peaks must reach, of the map's range (default: 0.5)")
-    own.add_argument("--fused", metavar="A,B|none",
-                     help="groundtruth: the layers LayerCAM fuses (default: the model's stage outputs)")
-    own.add_argument("--layers", metavar="A,B", help="layers: module names (default: the probe's layer and the "
-                     "one feeding its activation)")
-
-
-def _numbers(text: str, option: str, kind=float) -> tuple:
-    """`1,2,5` or, for integers, ranges `A-B` and `A-B:STEP` (both ends included when on the step)."""
-    values, bad_step = [], False
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        try:
-            if kind is int and "-" in part[1:]:
-                span, _, step = part.partition(":")
-                low, high = (int(x) for x in span.split("-", 1))
-                values += list(range(low, high + 1, max(1, int(step or 1))))
-                if int(step or 1) < 1:
-                    bad_step = True
-            else:
-                values.append(kind(part))
-        except ValueError:
-            what = "an integer" if kind is int else "a number"
-            raise JitterCamError(f"{option} {text!r}: {part!r} is not {what}") from None
-    if bad_step:
-        raise JitterCamError(f"{option} {text!r}: the step must be at least 1")
-    if not values:
-        raise JitterCamError(f"{option} names no value")
-    return tuple(values)
-
-
-def _names(text: str) -> tuple[str, ...]:
-    if text.strip().lower() in ("", "none"):
-        return ()
-    return tuple(name.strip() for name in text.split(",") if name.strip())
+    for name, declared in _experiment_flags().items():
+        option = declared[0][1]
+        helps = "; ".join(f"{experiment}: {o.help}" for experiment, o in declared)
+        own.add_argument(option.flag, dest=name, metavar=option.metavar, choices=option.choices, help=helps)
 
 
 def _experiment_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The experiment's options given on the command line, parsed by its own declarations."""
+    cls = experiment_class(args.experiment)
     options: dict[str, Any] = {}
-    for dest, experiments in EXPERIMENT_OPTIONS.items():
-        value = getattr(args, dest)
-        if value is None:
+    for name, declared in _experiment_flags().items():
+        text = getattr(args, name)
+        if text is None:
             continue
-        if args.experiment not in experiments:
-            flag = "--" + dest.replace("_", "-")
-            raise JitterCamError(f"{flag} applies to {', '.join(experiments)} only, not {args.experiment}")
-        if dest == "alphas":
-            value = _numbers(value, "--alphas")
-            if any(a < 0 for a in value):
-                raise JitterCamError("--alphas must not be negative")
-        elif dest in ("sizes", "separations"):
-            value = _numbers(value, "--" + dest, int)
-        elif dest in ("singles", "replicates") and value < 0:
-            raise JitterCamError(f"--{dest} must be 0 or more")
-        elif dest in ("dip", "floor") and not 0 <= value <= 1:
-            raise JitterCamError(f"--{dest} must be between 0 and 1")
-        elif dest == "fused":
-            value = _names(value)
-        elif dest in ("sweep", "layers"):
-            value = _names(value)
-            if dest == "sweep":
-                from ..methods.registry import check_method_name
-
-                for name in value:
-                    check_method_name(name)
-            elif not value:
-                raise JitterCamError("--layers names no layer")
-        elif dest == "tolerance" and value < 0:
-            raise JitterCamError("--tolerance must be 0 or more")
-        elif dest == "low_size" and value < 32:
-            raise JitterCamError("--low-size must be at least 32")
-        elif dest == "reference":
-            from ..methods.registry import check_method_name
-
-            check_method_name(value)
-        options[dest] = value
+        option = cls.option(name)
+        if option is None:
+            owners = ", ".join(experiment for experiment, _ in declared)
+            raise JitterCamError(f"{declared[0][1].flag} applies to {owners} only, not {args.experiment}")
+        options[name] = option.value(text, option.flag)
     return options
 
 

@@ -23,8 +23,6 @@ table.gallery td { padding: 2px; text-align: center; vertical-align: top; }
 table.gallery img { width: 160px; height: auto; display: block; }
 table.gallery.compact img { width: 104px; }
 nav a { margin-right: 1em; } .paper { color: #777; }
-details { display: inline; } summary { cursor: pointer; color: #336; display: inline; }
-details[open] code { display: block; white-space: pre-wrap; word-break: break-all; margin: 0.3em 0; }
 """
 
 
@@ -133,10 +131,10 @@ def _gallery_html(gallery: Gallery) -> str:
             f"<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>")
 
 
-def _run_html(line: str, detail: str | None) -> str:
-    if detail is None:
+def _run_html(line: str, link: str | None) -> str:
+    if link is None:
         return f"<li>{escape(line)}</li>"
-    return f"<li>{escape(line)} <details><summary>configuration</summary><code>{escape(detail)}</code></details></li>"
+    return f"<li>{escape(line)}; <a href=\"{escape(link)}\">configuration</a></li>"
 
 
 def page(title: str, intro: list[str], sections: list[Section], galleries: list[Gallery]) -> str:

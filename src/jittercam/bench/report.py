@@ -2,7 +2,7 @@
 or more results stores (`jittercam bench`; one store per rank under torchrun).
 
 Reading and aggregating: `merge` (the stores' union, read-only; grouped by experiment, model and dataset)
-and `aggregate` (the paper's definitions).
+and each experiment's `summarise` (the paper's definitions, by the metrics' set-level functions).
 
 Writing, all atomically: per experiment `DIR/<experiment>.md` (the paper's layout: a row per method,
 columns grouped per model; `ours (paper)` where the paper has a number for that model and dataset; items,
@@ -34,53 +34,21 @@ from ..data.output import atomic_write, probe_folder
 from ..errors import JitterCamError
 from ..maps import upsample
 from ..viz import overlay
-from . import aggregate, paper, plots
+from .. import metrics
+from . import paper, plots
+from .experiments import Experiment, Variant, available_experiments, find_experiment
+from .experiments.base import COMBINED
 from .html import Figure, Gallery, Section, Table, markdown_table, page
 from .merge import Group, Stores, groups_of, missing_ranks, missing_ranks_of
 
-EXPERIMENTS = ("faithfulness", "local-accuracy", "weak-localisation", "pointing", "efficiency", "size-sweep",
-               "consistency", "layers", "groundtruth")
-TITLES = {
-    "faithfulness": "Faithfulness: average drop and increase in confidence (Table 1, §4.3, Fig. 5)",
-    "local-accuracy": "Local accuracy: deletion and insertion AUC (Table 2)",
-    "weak-localisation": "Weak localisation: % error at the best threshold (Table 3)",
-    "pointing": "Pointing game: % accuracy (Table 4)",
-    "efficiency": "Efficiency: seconds and forward passes per explanation (Table 5)",
-    "size-sweep": "Jitter-CAM size sweep (Fig. 2)",
-    "consistency": "Consistency: Spearman between Jitter-CAM from a smaller input and Grad-CAM (§4.2)",
-    "layers": "Target layer before and after the last activation",
-    "groundtruth": "Ground truth: evidence energy, detection AUC and resolving power (beyond the paper)",
-}
-# the metrics each experiment's table shows, in order, with their column labels
-COLUMNS = {
-    "faithfulness": {"iic": "IIC", "ad": "AD", "improved": "Improved", "mean_improvement": "Mean impr."},
-    "local-accuracy": {"deletion": "Del", "insertion": "Ins"},
-    "weak-localisation": {"val": "Val", "mean": "Mean", "eng": "Eng"},
-    "pointing": {"all": "All", "difficult": "Difficult", "all_overall": "All (overall)",
-                 "difficult_overall": "Difficult (overall)"},
-    "efficiency": {"seconds": "Seconds", "passes": "Passes"},
-    "size-sweep": {"deletion": "Del", "insertion": "Ins", aggregate.COMBINED: "Del+(1-Ins)"},
-    "consistency": {"spearman": "Spearman"},
-    "layers": {"deletion": "Del", "insertion": "Ins", "val": "Val", "mean": "Mean", "eng": "Eng"},
-    "groundtruth": {"energy": "Energy", "auc": "AUC", "resolving_power": "Resolving power (px)", "passes": "Passes",
-                    "seconds": "Seconds"},
-}
-UNSWEPT = {"groundtruth"}  # every arm in the main table: its sizes are points of the cost curve, not a sweep
-# the panels of a sweep figure (numeric variants: alpha=..., size=...); other experiments: every column
-SWEEP_PANELS = {"faithfulness": ("ad", "iic"), "size-sweep": ("deletion", "insertion", aggregate.COMBINED)}
 PANEL_TITLES = {"ad": "AD (lower is better)", "iic": "IIC (higher is better)", "deletion": "deletion (lower is better)",
-                "insertion": "insertion (higher is better)", aggregate.COMBINED: "deletion + (1 - insertion)"}
-SWEEP_FIGURES = {"faithfulness": "Fig. 5: AD and IIC as the maps are expanded",
-                 "size-sweep": "Fig. 2: deletion and insertion against the Jitter-CAM size"}
-TABLE_REFS = {"faithfulness": "Table 1 and §4.3", "local-accuracy": "Table 2", "weak-localisation": "Table 3",
-              "pointing": "Table 4", "efficiency": "Table 5", "consistency": "§4.2"}
+                "insertion": "insertion (higher is better)", COMBINED: "deletion + (1 - insertion)"}
 _COMPANIONS = ("_threshold", "_classes")  # in the CSV and the notes, not table columns
-_PERCENT = {"ad", "iic", "val", "mean", "eng", "all", "difficult", "all_overall", "difficult_overall"}
+_PERCENT = {"ad", "iic", "val", "mean", "eng", "all", "difficult", "all_overall", "difficult_overall"}  # metric names
 _INTEGER = {"improved", "passes", "resolving_power"}
 PAPER_FORMAT = {"seconds": ".2f", "spearman": ".2f"}  # the paper's own precision where it differs from ours
 CSV_COLUMNS = ("experiment", "model", "dataset", "method", "metric", "value", "n")
 GALLERY_ITEMS = 6
-# the columns the report reads from each table of a store; runs and results must be there
 
 def add_parser(commands) -> argparse.ArgumentParser:
     parser = commands.add_parser(
@@ -98,8 +66,16 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------------------------------ tables
+def _experiment_of(name: str) -> type[Experiment]:
+    """The registered experiment, or a bare one for a name this version does not know (its rows still show)."""
+    return find_experiment(name) or type("Unknown", (Experiment,), {"name": name, "title": name, "paper": ""})
+
+
 def _method_rank(experiment: str) -> dict[str, int]:
-    order = paper.paper_methods(experiment) + paper.paper_methods("local-accuracy")
+    """The paper's row order: the experiment's own table first, then every other table's methods."""
+    order = paper.methods_of(_experiment_of(experiment).paper_values)
+    for name in available_experiments():
+        order += paper.methods_of(_experiment_of(name).paper_values)
     return {name: index for index, name in enumerate(dict.fromkeys(order))}
 
 
@@ -108,9 +84,9 @@ def _sort_keys(experiment: str, keys) -> list[tuple[str, str]]:
 
     def order(key: tuple[str, str]):
         method, variant = key
-        number = aggregate.variant_number(variant)
+        number = Variant.of(variant).number
         return (rank.get(paper.paper_method(method), len(rank)), method,
-                (number[0], number[1], "") if number else ("", 0.0, variant))
+                (variant.partition("=")[0], number, "") if number is not None else ("", 0.0, variant))
 
     return sorted(keys, key=order)
 
@@ -120,20 +96,20 @@ def method_label(method: str, variant: str) -> str:
 
 
 def _is_sweep(variant: str) -> bool:
-    return aggregate.variant_number(variant) is not None
+    return Variant.of(variant).number is not None
 
 
 def _shown(experiment: str, stats) -> list[str]:
     """The metrics present in `stats` (an iterable of metric -> Stat) in the table's order, then any other
     (not the best-threshold companions)."""
     present = {metric for row in stats for metric in row}
-    known = [m for m in COLUMNS.get(experiment, {}) if m in present]
+    known = [m for m in _experiment_of(experiment).columns if m in present]
     extra = sorted(m for m in present - set(known) if not m.endswith(_COMPANIONS))
     return known + extra
 
 
 def _label(experiment: str, metric: str) -> str:
-    return COLUMNS.get(experiment, {}).get(metric, metric)
+    return _experiment_of(experiment).columns.get(metric, metric)
 
 
 def format_value(metric: str, value: float, paper_number: bool = False) -> str:
@@ -153,8 +129,12 @@ def _cell(group: Group, key: tuple[str, str], metric: str) -> tuple[str, str | N
     ours = format_value(metric, stat.value) if stat is not None else "—"
     number = None
     if not key[1] and group.paper_applies:
-        number = paper.paper_value(group.experiment, group.model, group.dataset, key[0], metric)
+        number = _paper_value(group.experiment, group.model, group.dataset, key[0], metric)
     return ours, None if number is None else format_value(metric, number, paper_number=True)
+
+
+def _paper_value(experiment: str, model: str, dataset: str, method: str, metric: str) -> float | None:
+    return paper.lookup(_experiment_of(experiment).paper_values, model, dataset, method, metric)
 
 
 def _model_order(groups: list[Group]) -> list[Group]:
@@ -185,15 +165,10 @@ def _items_note(group: Group, keys, each: str = "method") -> str:
 
 
 def _extra_notes(group: Group, keys) -> list[str]:
-    notes = []
-    if group.num_classes is not None:
-        classes = group.num_classes[0]
-        seen = max((int(group.stats[k]["all_classes"].value) for k in keys if "all_classes" in group.stats.get(k, {})),
-                   default=classes)
-        unseen = (f"; {classes - seen} classes without a trial are left out (TorchRay counts them 0, which on "
-                  "the whole dataset never happens)") if seen < classes else ""
-        notes.append(f"{group.label}: mean over the {seen} classes with a trial, of {classes} "
-                     f"({group.num_classes[1]}){unseen}")
+    labels = {method_label(*key): key for key in keys}
+    notes = _experiment_of(group.experiment).notes(
+        group.label, {label: group.stats.get(key, {}) for label, key in labels.items()},
+        {label: group.items.get(key, 0) for label, key in labels.items()}, group.config)
     thresholds = []
     for key in keys:
         stats = group.stats.get(key, {})
@@ -203,16 +178,12 @@ def _extra_notes(group: Group, keys) -> list[str]:
             thresholds.append(f"{method_label(*key)} " + ", ".join(best))
     if thresholds:
         notes.append(f"{group.label}: best thresholds: " + "; ".join(thresholds))
-    for key in keys:
-        stat, items = group.stats.get(key, {}).get("spearman"), group.items.get(key, 0)
-        if stat is not None and stat.n < items:
-            notes.append(f"{group.label}: {method_label(*key)}: {_plural(items - stat.n, 'item')} without a "
-                         "Spearman value (a constant map) left out")
     return notes
 
 
 def _main_table(experiment: str, dataset: str, groups: list[Group]) -> Table | None:
-    shown = {k for g in groups for k in g.stats if experiment in UNSWEPT or not _is_sweep(k[1])}
+    declared = _experiment_of(experiment)
+    shown = {k for g in groups for k in g.stats if not declared.sweeps or not _is_sweep(k[1])}
     keys = _sort_keys(experiment, shown)
     if not keys:
         return None
@@ -230,18 +201,17 @@ def _main_table(experiment: str, dataset: str, groups: list[Group]) -> Table | N
     notes = [_items_note(g, [k for k in keys if k in g.stats]) for g in groups]
     for group in groups:
         notes += _extra_notes(group, [k for k in keys if k in group.stats])
-    if any(paper.paper_value(experiment, g.model, g.dataset, k[0], m) is not None and g.paper_applies
+    if any(_paper_value(experiment, g.model, g.dataset, k[0], m) is not None and g.paper_applies
            for g, metrics in zip(groups, per_group, strict=True) for k in keys for m in metrics):
         notes.append("ours (paper): the paper's number in parentheses where it reports this model and dataset")
-    layout = f" (the paper's {TABLE_REFS[experiment]})" if experiment in TABLE_REFS else ""
+    layout = f" (the paper's {declared.table_ref})" if declared.table_ref else ""
     return Table(f"{experiment} on {dataset}{layout}", "Method", columns, rows, spans, notes)
 
 
 def _sweeps(group: Group) -> dict[str, dict[str, dict[float, str]]]:
-    """sweep key (alpha, size) -> method -> value -> variant string."""
+    """swept parameter (alpha, size) -> method -> value -> variant label."""
     sweeps: dict[str, dict[str, dict[float, str]]] = defaultdict(lambda: defaultdict(dict))
-    for method, variant in group.stats:
-        number = aggregate.variant_number(variant)
+    for (method, variant), number in group.numbers.items():
         if number is not None:
             sweeps[number[0]][method][number[1]] = variant
     return sweeps
@@ -296,7 +266,8 @@ def _csv_bytes(rows: list[list[str]]) -> bytes:
 
 
 def _sweep_figure(group: Group, sweep: str, methods: dict[str, dict[float, str]]) -> bytes:
-    metrics = SWEEP_PANELS.get(group.experiment) or _shown(
+    declared = _experiment_of(group.experiment)
+    metrics = declared.sweep_panels or _shown(
         group.experiment, (group.stats[(m, v)] for m, per in methods.items() for v in per.values()))
     panels = {}
     for metric in metrics:
@@ -309,13 +280,14 @@ def _sweep_figure(group: Group, sweep: str, methods: dict[str, dict[float, str]]
                 lines[method] = ([x for x, _ in points], [y for _, y in points])
         panels[PANEL_TITLES.get(metric, metric)] = lines
     references = {}
-    if group.experiment == "faithfulness":
+    if declared.sweep_reference is not None:
         plain = next((stats for (m, v), stats in group.stats.items()
-                      if paper.paper_method(m) == "gradcam" and not v), None)
+                      if paper.paper_method(m) == declared.sweep_reference and not v), None)
         for metric in metrics:
             if plain and metric in plain:
-                references[PANEL_TITLES.get(metric, metric)] = ("gradcam (not expanded)", plain[metric].value)
-    name = SWEEP_FIGURES.get(group.experiment, f"{group.experiment} against {sweep}")
+                references[PANEL_TITLES.get(metric, metric)] = (f"{declared.sweep_reference} (not expanded)",
+                                                                 plain[metric].value)
+    name = declared.sweep_caption or f"{group.experiment} against {sweep}"
     title = f"{name}: {group.label} on {group.dataset}"
     return plots.sweep_figure(title, sweep, panels, references)
 
@@ -325,54 +297,43 @@ def _curves_figure(group: Group) -> bytes:
     for kind, per_key in group.curves.items():
         keys = _sort_keys(group.experiment, per_key)
         curves[kind] = {method_label(*k): per_key[k].result() for k in keys}
-        aucs[kind] = {label: aggregate.curve_auc(curve) for label, curve in curves[kind].items()}
+        aucs[kind] = {label: float(metrics.auc(torch.from_numpy(curve))) for label, curve in curves[kind].items()}
     return plots.curves_figure(f"{group.experiment}: {group.label} on {group.dataset} "
                                f"(mean over items; AUC of the mean curve)", curves, aucs)
 
 
-def _resolution(out: Path, group: Group, section: Section) -> None:
-    """The ground truth's resolution curve (share of pairs resolved per separation) as a table and a figure,
-    and the resolving power against the passes per explanation."""
-    keys = _sort_keys(group.experiment, group.series)
-    separations = sorted({s for key in keys for s in group.series[key]})
-    rows = []
-    for key in keys:
-        curve = group.series[key]
-        rows.append((method_label(*key), [(f"{100 * curve[s].value:.0f}" if s in curve else "—", None)
-                                          for s in separations]))
-    pairs = {group.series[k][s].n for k in keys for s in group.series[k]}
-    each = f"{pairs.pop()} pairs per separation" if len(pairs) == 1 else "pairs per separation vary"
-    notes = [f"{group.label}: % of the pairs resolved at each centre separation (px); {each}",
-             f"resolving power: the smallest separation from which on at least {aggregate.RESOLVED_SHARE:.0%} of "
-             "the pairs are resolved at it and at every larger separation (`jittercam.metrics.resolving_power`)"]
-    section.tables.append(Table(f"groundtruth on {group.dataset}, {group.label}: pairs resolved (%) by separation",
-                                "Method", [format(round(s, 1), "g") for s in separations], rows, [], notes))
-    stem = f"{group.experiment}-{_slug(group.label)}-{_slug(group.dataset)}"
-    lines = {}
-    for key in keys:
-        curve = group.series[key]
-        lines[method_label(*key)] = (sorted(curve), [100 * curve[s].value for s in sorted(curve)])
-    _write(out / f"{stem}-resolution.png", plots.sweep_figure(
-        f"Pairs resolved against their separation: {group.label} on {group.dataset}", "centre separation (px)",
-        {"pairs resolved (%)": lines}))
-    section.figures.append(Figure(f"{stem}-resolution.png", f"Pairs resolved (%) by separation: {group.label}"))
-    methods: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
-    for method, variant in keys:
-        stats = group.stats.get((method, variant), {})
-        if "passes" in stats and "resolving_power" in stats:
-            label = f"{method} [{variant}]" if variant and not _is_sweep(variant) else method
-            methods[label].append((stats["passes"].value, stats["resolving_power"].value,
-                                   variant.split("=")[-1] if _is_sweep(variant) else ""))
-    _write(out / f"{stem}-cost.png", plots.cost_figure(
-        f"Resolving power against cost: {group.label} on {group.dataset}", "passes per explanation (log)",
-        "resolving power (px, lower is better)", methods))
-    section.figures.append(Figure(f"{stem}-cost.png", f"Resolving power against passes: {group.label} "
-                                  "(labels: Jitter-CAM / Upscale-CAM sizes; a method that never resolves is absent)"))
+class SectionWriter:
+    """What an experiment's `extra_report` may add to its section: tables and figures, named after the group."""
+
+    def __init__(self, out: Path, group: Group, section: Section) -> None:
+        self.out, self.group, self.section = out, group, section
+        self.stem = f"{group.experiment}-{_slug(group.label)}-{_slug(group.dataset)}"
+
+    def sorted_keys(self, keys) -> list[tuple[str, str]]:
+        return _sort_keys(self.group.experiment, keys)
+
+    @staticmethod
+    def label(key: tuple[str, str]) -> str:
+        return method_label(*key)
+
+    def table(self, title: str, corner: str, columns: list[str], rows, notes: list[str]) -> None:
+        self.section.tables.append(Table(title, corner, columns, rows, [], notes))
+
+    def sweep_figure(self, suffix: str, title: str, xlabel: str, panels, caption: str) -> None:
+        self._figure(suffix, plots.sweep_figure(title, xlabel, panels), caption)
+
+    def cost_figure(self, suffix: str, title: str, xlabel: str, ylabel: str, methods, caption: str) -> None:
+        self._figure(suffix, plots.cost_figure(title, xlabel, ylabel, methods), caption)
+
+    def _figure(self, suffix: str, data: bytes, caption: str) -> None:
+        name = f"{self.stem}-{suffix}.png"
+        _write(self.out / name, data)
+        self.section.figures.append(Figure(name, caption))
 
 
-def _runs_notes(groups: list[Group]) -> list[tuple[str, str | None]]:
-    """A line per run (its machine, ranks, start) with its whole configuration as JSON, and the methods'
-    options as they ran."""
+def _runs_notes(out: Path, groups: list[Group]) -> list[tuple[str, str | None]]:
+    """A line per run (its machine, ranks, start) linking its whole configuration, written as JSON to
+    `runs/<configuration>.json` beside the tables, and a line per method with its options as they ran."""
     notes: list[tuple[str, str | None]] = []
     for group in groups:
         for run in group.runs:
@@ -381,19 +342,18 @@ def _runs_notes(groups: list[Group]) -> list[tuple[str, str | None]]:
             if missing_ranks_of(run):
                 ranks += f" (MISSING the stores of ranks {', '.join(map(str, missing_ranks_of(run)))})"
             weights = group.weights or "default weights"
-            config = json.dumps(run.config, sort_keys=True, separators=(",", ":"))
+            path = f"runs/{run.config_hash[:16]}.json"
+            _write(out / path, (json.dumps(run.config, sort_keys=True, indent=1) + "\n").encode("utf-8"))
             line = (f"{group.label} on {group.dataset}: configuration {run.config_hash[:12]}, weights {weights}, "
                     f"{machine}{ranks}, started {run.created or '?'}")
-            notes.append((line, config))
+            notes.append((line, path))
         if not group.runs:
             line = (f"{group.label} on {group.dataset}: configurations {', '.join(h[:12] for h in group.hashes)} "
                     "have no `runs` row (machine and configuration unknown)")
             notes.append((line, None))
-        pooled = [method for method, options in sorted(group.options.items()) if len(options) > 1]
-        if group.options:
-            reprs = " · ".join(option for _, options in sorted(group.options.items()) for option in options)
-            notes.append((f"{group.label} on {group.dataset}: methods as run: {reprs}"
-                          + (f" (several option sets pooled for {', '.join(pooled)})" if pooled else ""), None))
+        for label, options in sorted(group.options.items()):
+            pooled = f" (several option sets pooled for {label})" if len(options) > 1 else ""
+            notes.append((f"{group.label} on {group.dataset}: {label} ran as " + " · ".join(options) + pooled, None))
     return notes
 
 
@@ -409,7 +369,8 @@ class Written:
 
 
 def _experiment(out: Path, experiment: str, groups: list[Group], written: Written) -> Section:
-    section = Section(_slug(experiment), TITLES.get(experiment, experiment))
+    declared = _experiment_of(experiment)
+    section = Section(_slug(experiment), declared.title)
     by_dataset: dict[str, list[Group]] = defaultdict(list)
     for group in groups:
         by_dataset[group.dataset].append(group)
@@ -425,21 +386,20 @@ def _experiment(out: Path, experiment: str, groups: list[Group], written: Writte
                 reasons = "; ".join(f"{r} ×{c}" for r, c in group.reasons.most_common(5))
                 section.notes.append(f"{group.label} on {dataset}: no results; "
                                      f"{_plural(group.skipped, 'item')} skipped ({reasons})")
-            if group.series:
-                _resolution(out, group, section)
-            for sweep, methods in sorted(() if experiment in UNSWEPT else _sweeps(group).items()):
+            declared.extra_report(group, SectionWriter(out, group, section))
+            for sweep, methods in sorted(_sweeps(group).items() if declared.sweeps else ()):
                 section.tables.append(_sweep_table(group, sweep, methods))
                 name = f"{experiment}-{_slug(group.label)}-{_slug(dataset)}-{_slug(sweep)}.png"
                 _write(out / name, _sweep_figure(group, sweep, methods))
-                caption = SWEEP_FIGURES.get(experiment, f"{experiment} against {sweep}")
+                caption = declared.sweep_caption or f"{experiment} against {sweep}"
                 section.figures.append(Figure(name, f"{caption}: {group.label} on {dataset}"))
             if group.curves:
                 name = f"{experiment}-{_slug(group.label)}-{_slug(dataset)}-curves.png"
                 _write(out / name, _curves_figure(group))
                 section.figures.append(Figure(name, f"Mean deletion and insertion curves: {group.label} on {dataset}"))
-    if experiment in paper.NOTES:
-        section.notes.append(paper.NOTES[experiment])
-    section.runs = _runs_notes(groups)
+    if declared.paper_note:
+        section.notes.append(declared.paper_note)
+    section.runs = _runs_notes(out, groups)
     written.tables += len(section.tables)
     written.plots += len(section.figures)
     _write(out / f"{experiment}.csv", _csv_bytes(csv_rows))
@@ -456,7 +416,7 @@ def _markdown(section: Section) -> str:
         parts += ["## Notes", ""] + [f"- {note}" for note in section.notes] + [""]
     if section.runs:
         parts += ["## Runs and configurations", ""]
-        parts += [f"- {line}" + (f"; configuration `{detail}`" if detail else "") for line, detail in section.runs]
+        parts += [f"- {line}" + (f"; [configuration]({detail})" if detail else "") for line, detail in section.runs]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -466,14 +426,16 @@ def _galleries(stores: Stores, out: Path, limit: int, written: Written) -> list[
         return []
     db = stores.db
     galleries = []
-    for model, dataset in db.execute("SELECT DISTINCT model, dataset FROM gallery ORDER BY 1, 2").fetchall():
+    db.execute("CREATE TEMP VIEW IF NOT EXISTS shown AS SELECT g.*, r.model, r.dataset FROM gallery g JOIN "
+               "(SELECT DISTINCT config_hash, model, dataset FROM runs) r USING (config_hash)")
+    for model, dataset in db.execute("SELECT DISTINCT model, dataset FROM shown ORDER BY 1, 2").fetchall():
         rows = db.execute(
             "SELECT method, item, target, config_hash, image, map, height, width FROM (SELECT g.*, row_number() OVER "
             "(PARTITION BY method, item ORDER BY coalesce(c.created, '') DESC, g.config_hash DESC) AS k "
-            "FROM gallery g LEFT JOIN configs c ON c.config_hash = g.config_hash WHERE model = ? AND dataset = ?) "
+            "FROM shown g LEFT JOIN configs c ON c.config_hash = g.config_hash WHERE model = ? AND dataset = ?) "
             "WHERE k = 1", (model, dataset)).fetchall()
         entries = {(method, item): rest for method, item, *rest in rows}
-        methods = [m for m, _ in _sort_keys("local-accuracy", {(m, "") for m, _ in entries})]
+        methods = [m for m, _ in _sort_keys("", {(m, "") for m, _ in entries})]
         coverage = Counter(item for _, item in entries)
         items, seen = [], set()
         for item in sorted(coverage, key=lambda item: (-coverage[item], item)):
@@ -511,9 +473,9 @@ def _galleries(stores: Stores, out: Path, limit: int, written: Written) -> list[
 def _class_names(db, config_hash: str, known: dict[str, list[str]]) -> list[str]:
     """The class names a run recorded for its targets (none in a store older than them); `known` caches."""
     if config_hash not in known:
-        row = db.execute("SELECT config FROM runs WHERE config_hash = ? LIMIT 1", (config_hash,)).fetchone()
-        try:
-            names = json.loads(row[0]).get("class_names") if row else None
+        row = db.execute("SELECT class_names, config FROM runs WHERE config_hash = ? LIMIT 1", (config_hash,)).fetchone()
+        try:  # schema 1 kept them in the configuration
+            names = json.loads(row[0]) if row and row[0] else json.loads(row[1]).get("class_names") if row else None
         except (TypeError, ValueError, AttributeError):
             names = None
         known[config_hash] = [str(name) for name in names] if isinstance(names, list) else []
@@ -576,7 +538,8 @@ def write_report(paths: list[Path], out: Path, gallery: int = GALLERY_ITEMS) -> 
         merged = stores.db.execute("SELECT count(*) FROM results").fetchone()[0]
         written = Written(len(paths), total, merged, warnings=missing_ranks(groups))
         sections = []
-        names = list(EXPERIMENTS) + sorted({g.experiment for g in groups} - set(EXPERIMENTS))
+        known = available_experiments()
+        names = known + sorted({g.experiment for g in groups} - set(known))
         for experiment in names:
             members = [g for g in groups if g.experiment == experiment]
             if members:

@@ -49,6 +49,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.output import deferred_interrupt
+from ..data.samples import open_dataset
 from ..errors import JitterCamError
 from .. import tuning
 from ..inputs import parse_device, resolve_batch_size
@@ -56,8 +57,9 @@ from ..methods import CAMMethod, create, method_options
 from ..methods.registry import method_list
 from ..models import RANDOM, attach_card, load_model, model_card, model_dtype
 from . import distributed
-from .experiments import EXPERIMENTS, Arm, Experiment, Setting, Unit
-from .store import ALL_METHODS, Batch, Curve, GalleryEntry, Row, Run, Store
+from .experiments import Arm, Experiment, Setting, Unit, experiment_class
+from .experiments.base import SWEEP
+from .store import ALL_METHODS, Batch, GalleryEntry, Row, Run, Store
 
 CACHE_MODES = ("small", "all", "none")
 DEFAULT_MODEL = "efficientnet_lite0"
@@ -113,18 +115,12 @@ class Summary:
 
 
 # --------------------------------------------------------------------------------------------- checks
-def experiment_class(name: str) -> type[Experiment]:
-    if name not in EXPERIMENTS:
-        raise JitterCamError(f"unknown experiment {name!r}; choose from: {', '.join(EXPERIMENTS)}")
-    return EXPERIMENTS[name]
-
-
 def method_names(experiment: Experiment, specs: Sequence[str] | None) -> list[str]:
     """The methods to run: the experiment's paper rows by default; 'all' keeps the registry's methods the
     experiment can run; a name it cannot run is an error."""
     if not specs:
         return list(experiment.default_methods)
-    names = method_list(list(specs), "--methods")
+    names = method_list(list(specs), "methods")
     every = [name for spec in specs for name in spec.split(",")]
     for name in names:
         reason = experiment.accepts(name)
@@ -262,6 +258,10 @@ def _measured_batch(model: torch.nn.Module, device: torch.device, size: int, qui
     return None if plan is None else plan.batch_size
 
 
+def dataset_needs_model(spec: str) -> bool:  # TODO(merge): the dataset registry's
+    return spec == "groundtruth"
+
+
 def _check_needs(experiment: Experiment, dataset) -> None:
     missing = set(experiment.needs) - set(dataset.has)
     if missing:
@@ -274,16 +274,27 @@ def _check_needs(experiment: Experiment, dataset) -> None:
 def _run(settings, experiment, names, batch_size, context, dataset, model) -> Summary:
     started = time.perf_counter()
     device = context.device
-    if dataset is None:  # before the model, so that a wrong dataset fails fast; None: it needs the model
-        dataset = experiment.open_dataset(settings, None)
-    if dataset is not None:
-        _check_needs(experiment, dataset)
+    spec = settings.dataset or experiment.default_dataset
+    if dataset is None:
+        if spec is None:
+            raise JitterCamError(f"{experiment.name} needs --dataset: offline, groundtruth, or a dataset folder")
+        experiment.check_dataset(settings.dataset)
+        options = {**{k: v for k, v in settings.dataset_options.items() if v is not None},
+                   **experiment.dataset_options()}
+        from_model = dataset_needs_model(spec)
+        if not from_model:  # before the model, so that a wrong dataset fails fast
+            dataset = open_dataset(spec, seed=settings.seed, **options)
+            _check_needs(experiment, dataset)
     if model is None:
         torch.manual_seed(settings.seed)  # random weights are the same in every rank and every run
         model = load_model(settings.model or experiment.default_model or DEFAULT_MODEL, weights=settings.weights)
-    if dataset is None:  # the ground-truth dataset is drawn from its model's held-out configuration
-        dataset = experiment.open_dataset(settings, model)
+    if dataset is None:  # a dataset drawn from its model (the ground truth's held-out configuration)
+        from ..groundtruth.benchmark import for_model  # TODO(merge): the dataset registry
+
+        dataset = for_model(model, settings.seed, **experiment.dataset_options())
         _check_needs(experiment, dataset)
+        if settings.input_size not in (None, dataset.size):
+            raise JitterCamError(f"the {dataset.name} images are {dataset.size} px: leave out input_size")
     model = model.to(device)
     card = model_card(model)
     if settings.input_size is not None:
@@ -291,7 +302,8 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
         attach_card(model, card)
     if settings.batch_size is None:
         batch_size = _measured_batch(model, device, card.input_size, settings.quiet) or batch_size
-    setting = Setting(model, tuple(card.mean), tuple(card.std), card.input_size, settings.batch_size)
+    setting = Setting(model, tuple(card.mean), tuple(card.std), card.input_size, settings.batch_size,
+                      tuple(getattr(model, "fusion_layers", ())))
 
     def build(name: str, **extra) -> CAMMethod:
         return create(name, model, **{**_options_for(name, settings), **extra})
@@ -314,11 +326,11 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
     # explained, else the model's
     names = getattr(dataset, "categories", None) if experiment.truth_targets else card.categories
     config = {**hashed, "dataset_config": described, "methods": {a.label: repr(a.explainer) for a in arms},
-              "class_names": list(names) if names else None,
               "batch_size": batch_size, "device": str(device), "limit": settings.limit,
               "world_size": context.world_size}
     run_record = Run(_digest(hashed), experiment.name, identity["model"], identity["weights"], dataset.name,
-                     config, context.rank, context.world_size, machine())
+                     config, context.rank, context.world_size, machine(), settings.seed,
+                     tuple(str(n) for n in names) if names else None)
     if settings.limit is not None:
         keys = keys[: settings.limit]
     showcase = set(experiment.showcase(keys, settings.gallery))
@@ -326,7 +338,8 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
 
     path = distributed.rank_path(Path(settings.db), context)
     with Store(path) as store:
-        store.record_arms(run_record.config_hash, [(arm.method, arm.variant, _description(arm)) for arm in arms])
+        store.record_arms(run_record.config_hash, [(arm.method, arm.variant.label, _description(arm),
+                                                    repr(arm.explainer)) for arm in arms])
         store.register(run_record)
         if settings.retry_skipped:
             store.forget_skips(run_record.config_hash)
@@ -372,7 +385,7 @@ class _Worker:
         skipped = self.store.skipped(key_hash)
 
         def stored(arm: Arm, key: str) -> bool:
-            return (arm.method, arm.variant, key) in done
+            return (arm.method, arm.variant.label, key) in done
 
         def refused(arm: Arm, key: str) -> bool:
             return (ALL_METHODS, key) in skipped or (arm.label, key) in skipped
@@ -433,7 +446,7 @@ class _Worker:
                 units += found
         if skips:
             with deferred_interrupt():
-                self.store.commit(self.run_record, self.settings.seed, Batch([], [], [], [], skips))
+                self.store.commit(self.run_record, Batch([], [], [], skips))
         if not units:
             return
         state = self.experiment.prepare(self.setting, images, units, self._explain)
@@ -449,23 +462,21 @@ class _Worker:
             maps, seconds = self._explain(arm, images, units)
             scores = self.experiment.score(self.setting, arm, images, units, maps, seconds, state)
         except JitterCamError as exc:  # the method or the metric refused these images: skip, go on
-            batch = Batch([], [], [], [], [(arm.label, key, str(exc)) for key in keys])
+            batch = Batch([], [], [], [(arm.label, key, str(exc)) for key in keys])
             with deferred_interrupt():
-                self.store.commit(self.run_record, self.settings.seed, batch)
+                self.store.commit(self.run_record, batch)
             summary.skipped += len(keys)
             return
         except torch.OutOfMemoryError:
             raise JitterCamError(f"out of memory on {self.device} in {arm.label}; try a smaller --batch-size") from None
-        options = repr(arm.explainer)
         seconds_of = {id(unit): spent for unit, spent in zip(units, seconds, strict=True)}
-        rows = [Row(arm.method, options, variant, unit.item, unit.target, metric, value, seconds_of[id(unit)])
-                for variant, unit, metric, value in scores.values]
-        curves = [Curve(arm.method, variant, unit.item, kind, curve.detach().float().cpu().numpy())
-                  for variant, unit, kind, curve in scores.curves]
+        rows = [Row(arm.method, v.variant.label, v.variant.parameter, v.variant.number, v.unit.item, v.unit.target,
+                    v.metric, v.value, None if v.curve is None else v.curve.detach().float().cpu().numpy(),
+                    seconds_of[id(v.unit)]) for v in scores.values]
         gallery = self._gallery(arm, units, maps)
-        done = [(arm.method, arm.variant, key) for key in keys]
+        done = [(arm.method, arm.variant.label, key) for key in keys]
         with deferred_interrupt():
-            self.store.commit(self.run_record, self.settings.seed, Batch(rows, curves, gallery, done, []))
+            self.store.commit(self.run_record, Batch(rows, gallery, done, []))
         summary.computed += len(keys)
         summary.rows += len(rows)
 
@@ -476,7 +487,7 @@ class _Worker:
         for index, unit in enumerate(units):
             if unit.key in self.showcase and unit.key not in seen:
                 seen.add(unit.key)
-                method = arm.method if arm.sweep else arm.label
+                method = arm.method if arm.variant == SWEEP else arm.label
                 entries.append(GalleryEntry(method, unit.item, unit.target, self._png(unit.sample.image),
                                             maps[index].detach().float().cpu().numpy()))
         return entries

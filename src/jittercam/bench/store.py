@@ -1,21 +1,29 @@
 """The results store: one SQLite file per process, every write a transaction, safe to resume.
 
-The tables `runs`, `results`, `skips`, `curves` and `gallery` are the shared schema that `jittercam
-report` reads (their columns are fixed). Two more tables are the runner's own:
+Schema 2 (`SCHEMA`, the only place it is written out; `jittercam report` reads it through `TABLES`):
 
+* `runs` — one row per configuration and rank: what the run is (experiment, model, weights, dataset, seed,
+  its whole configuration as JSON, machine, the class names its targets index). Rows of the other tables
+  name their run by `config_hash` only: nothing about the run is repeated per row.
+* `results` — one row per (method, variant, item, metric): `value`, and `curve` (float32 bytes) for a
+  metric measured along a sweep — deletion's scores per step, weak localisation's hit per threshold — so a
+  curve is one row. The variant is typed: `parameter` (`size`, `alpha`, `layer`, `fused`; '' for none) and
+  `at`, its numeric value (NULL when it has none); `variant` is its label (`size=9`), part of the key.
+* `skips`, `gallery` — items not evaluated and why; the report's example maps.
 * `done (config_hash, method, variant, item)` — a (method, variant, sample) whose rows are all stored,
   written in the same transaction as those rows. Resuming computes exactly the pairs missing here (and
   not skipped): an experiment's metrics may be conditional (the pointing game's `difficult` exists for
   difficult pairs only), so "every metric row is there" is read from this marker, never guessed.
-* `arms (config_hash, method, variant, description)` — each method's options as JSON (batch size
-  left out): a resumed run that builds a method of the same name with other options is refused, since
-  its rows would mix two settings under one name.
-* `explanations (key, ...)` — raw maps (float32) keyed by everything that determines them (model,
-  weights, dataset, method and its options, sample, target, input size), so that several experiments, or
-  a run resumed after its metrics were interrupted, reuse an explanation instead of computing it again.
+* `arms (config_hash, method, variant, description, options)` — each arm's options as JSON (batch size left
+  out) and as the method's repr: a resumed run that builds an arm of the same name with other options is
+  refused while that arm has results, since they would mix two settings under one name.
+* `explanations (key, ...)` — raw maps (float32) keyed by everything that determines them (model, weights,
+  dataset, method and its options, sample, target, input size), so that several experiments, or a run
+  resumed after its metrics were interrupted, reuse an explanation instead of computing it again.
 
 Durability: WAL journal with `synchronous=FULL`, so a committed batch survives `kill -9` and power loss;
-rows go in with `INSERT OR IGNORE` on their primary key, so a batch stored twice is stored once.
+rows go in with `INSERT OR IGNORE` on their primary key, so a batch stored twice is stored once. A store of
+another schema (jittercam 0.1 wrote schema 1) is refused with one line.
 """
 from __future__ import annotations
 
@@ -31,29 +39,38 @@ import torch
 
 from ..errors import JitterCamError
 
-SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (config_hash TEXT PRIMARY KEY, experiment TEXT, model TEXT, weights TEXT,
-    dataset TEXT, config TEXT, rank INTEGER, world_size INTEGER, machine TEXT, created TEXT);
-CREATE TABLE IF NOT EXISTS results (config_hash TEXT, experiment TEXT, model TEXT, weights TEXT, dataset TEXT,
-    method TEXT, options TEXT, variant TEXT NOT NULL DEFAULT '', item TEXT, target INTEGER,
-    metric TEXT, value REAL, seconds REAL, seed INTEGER, created TEXT,
-    PRIMARY KEY (config_hash, method, variant, item, metric));
-CREATE TABLE IF NOT EXISTS skips (config_hash TEXT, experiment TEXT, dataset TEXT, method TEXT, item TEXT,
-    reason TEXT, PRIMARY KEY (config_hash, method, item));
-CREATE TABLE IF NOT EXISTS curves (config_hash TEXT, experiment TEXT, model TEXT, dataset TEXT, method TEXT,
-    variant TEXT, item TEXT, kind TEXT, scores BLOB, PRIMARY KEY (config_hash, method, variant, item, kind));
-CREATE TABLE IF NOT EXISTS gallery (config_hash TEXT, model TEXT, dataset TEXT, method TEXT, item TEXT,
-    target INTEGER, image BLOB, map BLOB, height INTEGER, width INTEGER,
-    PRIMARY KEY (config_hash, method, item));
-CREATE TABLE IF NOT EXISTS done (config_hash TEXT, method TEXT, variant TEXT NOT NULL DEFAULT '', item TEXT,
-    PRIMARY KEY (config_hash, method, variant, item));
-CREATE TABLE IF NOT EXISTS arms (config_hash TEXT, method TEXT, variant TEXT NOT NULL DEFAULT '',
-    description TEXT, PRIMARY KEY (config_hash, method, variant));
-CREATE TABLE IF NOT EXISTS explanations (key TEXT PRIMARY KEY, method TEXT, item TEXT, target INTEGER,
-    height INTEGER, width INTEGER, map BLOB, seconds REAL, created TEXT);
-"""
+SCHEMA_VERSION = 2
+# table -> column declarations; the primary key last
+TABLES: dict[str, tuple[str, ...]] = {
+    "runs": ("config_hash TEXT", "experiment TEXT", "model TEXT", "weights TEXT", "dataset TEXT", "seed INTEGER",
+             "config TEXT", "rank INTEGER", "world_size INTEGER", "machine TEXT", "created TEXT",
+             "class_names TEXT", "PRIMARY KEY (config_hash)"),
+    "results": ("config_hash TEXT", "method TEXT", "variant TEXT NOT NULL DEFAULT ''", "item TEXT", "metric TEXT",
+                "parameter TEXT NOT NULL DEFAULT ''", "at REAL", "target INTEGER", "value REAL", "curve BLOB",
+                "seconds REAL", "PRIMARY KEY (config_hash, method, variant, item, metric)"),
+    "skips": ("config_hash TEXT", "method TEXT", "item TEXT", "reason TEXT", "PRIMARY KEY (config_hash, method, item)"),
+    "gallery": ("config_hash TEXT", "method TEXT", "item TEXT", "target INTEGER", "image BLOB", "map BLOB",
+                "height INTEGER", "width INTEGER", "PRIMARY KEY (config_hash, method, item)"),
+    "done": ("config_hash TEXT", "method TEXT", "variant TEXT NOT NULL DEFAULT ''", "item TEXT",
+             "PRIMARY KEY (config_hash, method, variant, item)"),
+    "arms": ("config_hash TEXT", "method TEXT", "variant TEXT NOT NULL DEFAULT ''", "description TEXT",
+             "options TEXT", "PRIMARY KEY (config_hash, method, variant)"),
+    "explanations": ("key TEXT", "method TEXT", "item TEXT", "target INTEGER", "height INTEGER", "width INTEGER",
+                     "map BLOB", "seconds REAL", "created TEXT", "PRIMARY KEY (key)"),
+}
+COMPACT = ("results", "done", "skips")  # many small rows: the primary key is the table (WITHOUT ROWID)
+SCHEMA = "\n".join(f"CREATE TABLE IF NOT EXISTS {name} ({', '.join(columns)})"
+                   f"{' WITHOUT ROWID' if name in COMPACT else ''};" for name, columns in TABLES.items())
 ALL_METHODS = ""  # `skips.method` of an item skipped for every method (an unreadable image, no box)
+
+
+def column_names(table: str) -> tuple[str, ...]:
+    return tuple(c.split()[0] for c in TABLES[table] if not c.startswith("PRIMARY KEY"))
+
+
+def key_columns(table: str) -> tuple[str, ...]:
+    key = next(c for c in TABLES[table] if c.startswith("PRIMARY KEY"))
+    return tuple(part.strip() for part in key[key.index("(") + 1 : key.rindex(")")].split(","))
 
 
 @dataclass(frozen=True)
@@ -69,29 +86,24 @@ class Run:
     rank: int
     world_size: int
     machine: str
+    seed: int = 0
+    class_names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
 class Row:
-    """One value of `results`."""
+    """One row of `results`."""
 
     method: str
-    options: str
-    variant: str
+    variant: str  # the label
+    parameter: str
+    at: float | None
     item: str
     target: int | None
     metric: str
-    value: float
+    value: float | None
+    curve: np.ndarray | None
     seconds: float | None
-
-
-@dataclass(frozen=True)
-class Curve:
-    method: str
-    variant: str
-    item: str
-    kind: str  # 'deletion' | 'insertion'
-    scores: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -108,7 +120,6 @@ class Batch:
     """Everything one (method, batch of samples) produced: committed in one transaction."""
 
     rows: list[Row]
-    curves: list[Curve]
     gallery: list[GalleryEntry]
     done: list[tuple[str, str, str]]  # (method, variant, item)
     skips: list[tuple[str, str, str]]  # (method, item, reason)
@@ -119,7 +130,7 @@ def now() -> str:
 
 
 def float32_blob(values: np.ndarray | torch.Tensor) -> bytes:
-    """Little-endian float32 bytes, as `curves.scores`, `gallery.map` and `explanations.map` hold them."""
+    """Little-endian float32 bytes, as `results.curve`, `gallery.map` and `explanations.map` hold them."""
     if isinstance(values, torch.Tensor):
         values = values.detach().to("cpu", torch.float32).numpy()
     return np.ascontiguousarray(values, dtype="<f4").tobytes()
@@ -136,23 +147,26 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if self.path.is_dir():
-            raise JitterCamError(f"--db {self.path} is a folder; give a file name, e.g. {self.path / 'results.db'}")
+            raise JitterCamError(f"{self.path} is a folder; give a file name, e.g. {self.path / 'results.db'}")
         if not self.path.parent.is_dir():
-            raise JitterCamError(f"--db {self.path}: folder {self.path.parent} does not exist")
+            raise JitterCamError(f"{self.path}: folder {self.path.parent} does not exist")
         try:
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(SCHEMA)
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
+            tables = self.db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+            if version == 0 and tables == 0:
+                self.db.executescript(SCHEMA)
                 self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise JitterCamError(
-                    f"{self.path} is a results store of schema {version}; this version writes {SCHEMA_VERSION}"
+                    f"{self.path} is a results store of schema {version or 'unknown'} (an older jittercam); this "
+                    f"version writes schema {SCHEMA_VERSION}: give another store file to run again, and report "
+                    "the old one with the jittercam that wrote it"
                 )
         except sqlite3.DatabaseError as exc:
-            raise JitterCamError(f"--db {self.path} is not a results store (SQLite: {exc})") from None
+            raise JitterCamError(f"{self.path} is not a results store (SQLite: {exc})") from None
 
     def __enter__(self) -> Store:
         return self
@@ -168,34 +182,30 @@ class Store:
         """Record the configuration (once: a resumed run leaves the first record as it was)."""
         with self._transaction():
             self.db.execute(
-                "INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (run.config_hash, run.experiment, run.model, run.weights, run.dataset,
-                 json.dumps(run.config, sort_keys=True), run.rank, run.world_size, run.machine, now()),
+                "INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (run.config_hash, run.experiment, run.model, run.weights, run.dataset, run.seed,
+                 json.dumps(run.config, sort_keys=True), run.rank, run.world_size, run.machine, now(),
+                 None if run.class_names is None else json.dumps(list(run.class_names))),
             )
 
-    def commit(self, run: Run, seed: int, batch: Batch) -> None:
-        """Store one batch's rows, curves, gallery entries, skips and done markers, all or nothing."""
-        created = now()
+    def commit(self, run: Run, batch: Batch) -> None:
+        """Store one batch's rows, gallery entries, skips and done markers, all or nothing."""
         key = run.config_hash
         with self._transaction():
             self.db.executemany(
-                "INSERT OR IGNORE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                [(key, run.experiment, run.model, run.weights, run.dataset, r.method, r.options, r.variant, r.item,
-                  r.target, r.metric, float(r.value), r.seconds, seed, created) for r in batch.rows],
+                "INSERT OR IGNORE INTO results VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                [(key, r.method, r.variant, r.item, r.metric, r.parameter, r.at, r.target,
+                  None if r.value is None else float(r.value), None if r.curve is None else float32_blob(r.curve),
+                  r.seconds) for r in batch.rows],
             )
             self.db.executemany(
-                "INSERT OR IGNORE INTO curves VALUES (?,?,?,?,?,?,?,?,?)",
-                [(key, run.experiment, run.model, run.dataset, c.method, c.variant, c.item, c.kind,
-                  float32_blob(c.scores)) for c in batch.curves],
-            )
-            self.db.executemany(
-                "INSERT OR IGNORE INTO gallery VALUES (?,?,?,?,?,?,?,?,?,?)",
-                [(key, run.model, run.dataset, g.method, g.item, g.target, g.image, float32_blob(g.map),
+                "INSERT OR IGNORE INTO gallery VALUES (?,?,?,?,?,?,?,?)",
+                [(key, g.method, g.item, g.target, g.image, float32_blob(g.map),
                   int(g.map.shape[0]), int(g.map.shape[1])) for g in batch.gallery],
             )
             self.db.executemany(
-                "INSERT OR IGNORE INTO skips VALUES (?,?,?,?,?,?)",
-                [(key, run.experiment, run.dataset, method, item, reason) for method, item, reason in batch.skips],
+                "INSERT OR IGNORE INTO skips VALUES (?,?,?,?)",
+                [(key, method, item, reason) for method, item, reason in batch.skips],
             )
             self.db.executemany(
                 "INSERT OR IGNORE INTO done VALUES (?,?,?,?)",
@@ -207,23 +217,30 @@ class Store:
         with self._transaction():
             return self.db.execute("DELETE FROM skips WHERE config_hash = ?", (config_hash,)).rowcount
 
-    def record_arms(self, config_hash: str, arms: Sequence[tuple[str, str, str]]) -> None:
-        """Record `(method, variant, description)`; a description that differs from the stored one for
-        the same method and variant is refused (`JitterCamError`), before anything is written."""
-        for method, variant, description in arms:
+    def record_arms(self, config_hash: str, arms: Sequence[tuple[str, str, str, str]]) -> None:
+        """Record `(method, variant, description, repr)`. An arm stored with another description is refused
+        (`JitterCamError`, before anything is written) while it has results, since they would mix two
+        settings under one name; one without results (a run stopped before its first batch) takes the new
+        description."""
+        for method, variant, description, _ in arms:
             stored = self.db.execute(
                 "SELECT description FROM arms WHERE config_hash=? AND method=? AND variant=?",
                 (config_hash, method, variant),
             ).fetchone()
-            if stored is not None and stored[0] != description:
+            if stored is None or stored[0] == description:
+                continue
+            finished = self.db.execute("SELECT count(*) FROM done WHERE config_hash=? AND method=? AND variant=?",
+                                       (config_hash, method, variant)).fetchone()[0]
+            if finished:
                 label = f"{method}[{variant}]" if variant else method
+                items = "item" if finished == 1 else "items"
                 raise JitterCamError(
-                    f"{self.path} holds rows of {label} built with other options ({stored[0]}); "
-                    "use another --db to compare two settings of one method"
+                    f"{self.path} holds rows of {label} built with other options ({stored[0]}) for {finished} "
+                    f"{items}; use another store file to compare two settings of one method"
                 )
         with self._transaction():
             self.db.executemany(
-                "INSERT OR IGNORE INTO arms VALUES (?,?,?,?)", [(config_hash, *arm) for arm in arms]
+                "INSERT OR REPLACE INTO arms VALUES (?,?,?,?,?)", [(config_hash, *arm) for arm in arms]
             )
 
     def cache_maps(self, entries: Iterable[tuple[str, str, str, int | None, np.ndarray, float]]) -> None:
@@ -259,7 +276,7 @@ class Store:
         return found
 
     def count(self, table: str, config_hash: str) -> int:
-        if table not in ("results", "skips", "curves", "gallery", "done", "arms"):
+        if table not in ("results", "skips", "gallery", "done", "arms"):
             raise ValueError(table)
         return self.db.execute(f"SELECT COUNT(*) FROM {table} WHERE config_hash = ?", (config_hash,)).fetchone()[0]
 

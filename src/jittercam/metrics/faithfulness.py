@@ -181,23 +181,40 @@ def _pair(original: torch.Tensor, masked: torch.Tensor) -> tuple[torch.Tensor, t
     return original, masked
 
 
+def _complete(y: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+    """Where both scores are there: a NaN (a missing score) leaves the pair out of every figure."""
+    return ~(torch.isnan(y) | torch.isnan(o)) if y.is_floating_point() or o.is_floating_point() else \
+        torch.ones(torch.broadcast_shapes(y.shape, o.shape), dtype=torch.bool, device=y.device)
+
+
 def average_drop(original: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-    """AD (%) = 100 · mean(max(0, Y − O) / Y); a scalar, or `(A,)` for `(N, A)` O. Lower is 'better'."""
+    """AD (%) = 100 · mean(max(0, Y − O) / Y); a scalar, or `(A,)` for `(N, A)` O. Lower is 'better'.
+
+    Pairs with a NaN score or Y ≤ 0 (no confidence to drop) are left out; none left gives NaN."""
     y, o = _pair(original, masked)
-    return 100 * ((y - o).clamp_min(0) / y).mean(dim=0)
+    y, o = torch.broadcast_tensors(y.double(), o.double())
+    keep = _complete(y, o) & (y > 0)
+    drop = torch.where(keep, (y - o).clamp_min(0) / y.where(keep, torch.ones_like(y)), torch.nan)
+    return 100 * drop.nanmean(dim=0)
 
 
 def increase_in_confidence(original: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-    """IIC (%) = 100 · mean(1[Y < O]); a scalar, or `(A,)` for `(N, A)` O. Higher is 'better'."""
+    """IIC (%) = 100 · mean(1[Y < O]); a scalar, or `(A,)` for `(N, A)` O. Higher is 'better'.
+
+    Pairs with a NaN score are left out; none left gives NaN."""
     y, o = _pair(original, masked)
-    return 100 * (y < o).to(y.dtype if y.is_floating_point() else torch.float64).mean(dim=0)
+    y, o = torch.broadcast_tensors(y.double(), o.double())
+    return 100 * torch.where(_complete(y, o), (y < o).double(), torch.nan).nanmean(dim=0)
 
 
 def improvement(original: torch.Tensor, masked: torch.Tensor) -> Improvement:
-    """§4.3's extra figures: how many images gained confidence (O > Y) and their mean gain O − Y."""
+    """§4.3's extra figures: how many images gained confidence (O > Y) and their mean gain O − Y (0 when
+    none did). Pairs with a NaN score are left out."""
     y, o = _pair(original, masked)
     if o.dim() != 1:
         raise JitterCamError("improvement takes one O per image")
+    keep = _complete(y, o)
+    y, o = y[keep], o[keep]
     gained = o > y
     count = int(gained.sum())
     return Improvement(count, float((o - y)[gained].mean()) if count else 0.0)

@@ -50,6 +50,8 @@ class PointingAccuracy(NamedTuple):
     overall: float  #: % hits / (hits + misses) over all pairs
     class_mean: float  #: % mean of the per-class accuracies (TorchRay's reported figure)
     per_class: torch.Tensor  #: (C,) % per class
+    seen_mean: float  #: % mean over the classes that had a trial (the benchmark's figure)
+    seen: int  #: how many classes had a trial
 
 
 def _size(size: int | Sequence[int]) -> tuple[int, int]:
@@ -197,11 +199,16 @@ def weak_localisation(
 
 
 def localisation_error(hits: torch.Tensor | Localisation) -> LocalisationError:
-    """Table 3's figure: % error over the set at the single best threshold (rows: images, cols: thresholds)."""
+    """Table 3's figure: % error over the set at the single best threshold (rows: images, cols: thresholds;
+    the first best threshold on a tie). Rows with a NaN (a missing item) are left out."""
     hits = hits.hit if isinstance(hits, Localisation) else torch.as_tensor(hits)
-    if hits.dim() != 2 or hits.shape[0] == 0:
+    if hits.dim() != 2:
         raise JitterCamError(f"hits must be (N images, A thresholds), got {tuple(hits.shape)}")
-    errors = 100 * (1 - hits.to(torch.float64).mean(dim=0))
+    hits = hits.to(torch.float64)
+    hits = hits[~torch.isnan(hits).any(dim=1)]
+    if hits.shape[0] == 0:
+        raise JitterCamError("no items to aggregate")
+    errors = 100 * (1 - hits.mean(dim=0))
     best = int(errors.argmin())
     return LocalisationError(float(errors[best]), best, errors)
 
@@ -243,17 +250,26 @@ def pointing_accuracy(
 ) -> PointingAccuracy:
     """Overall % hits/(hits+misses) and TorchRay's mean over classes of hits/max(hits+misses, 1).
 
-    With `num_classes` (20 for VOC, 80 for COCO) a class with no trials counts 0 in the mean, as
+    With `num_classes` (20 for VOC, 80 for COCO) a class with no trials counts 0 in `class_mean`, as
     TorchRay; without it the mean is over the classes that occur (absent classes are NaN in `per_class`).
+    `seen_mean` is always the mean over the classes with a trial: on a whole COCO or VOC set every class
+    has trials and the two agree; on a subset (`--limit`, 8 of ImageNet's 1000 classes) it stays a mean of
+    accuracies instead of being pulled towards 0 by classes never asked about. The benchmark reports it.
+    Trials whose hit is NaN (missing) are left out.
     """
-    hits = torch.as_tensor(hits).bool().flatten().cpu()
+    hits = torch.as_tensor(hits).flatten().cpu()
+    kept = ~torch.isnan(hits) if hits.is_floating_point() else torch.ones_like(hits, dtype=torch.bool)
+    hits = hits[kept].bool()
     if hits.numel() == 0:
         raise JitterCamError("no pointing-game trials to aggregate")
     overall = 100 * float(hits.double().mean())
     if classes is None:
-        return PointingAccuracy(overall, overall, torch.tensor([overall], dtype=torch.float64))
+        return PointingAccuracy(overall, overall, torch.tensor([overall], dtype=torch.float64), overall, 1)
     classes = torch.as_tensor(classes).long().flatten().cpu()
-    if classes.shape != hits.shape or (classes < 0).any():
+    if classes.shape != kept.shape:
+        raise JitterCamError("classes must hold one non-negative class index per trial")
+    classes = classes[kept]
+    if (classes < 0).any():
         raise JitterCamError("classes must hold one non-negative class index per trial")
     size = int(classes.max()) + 1 if num_classes is None else num_classes
     if size <= int(classes.max()):
@@ -261,10 +277,12 @@ def pointing_accuracy(
     trials = torch.bincount(classes, minlength=size).double()
     wins = torch.bincount(classes, weights=hits.double(), minlength=size)
     per_class = 100 * wins / trials.clamp_min(1)
+    seen = trials > 0
+    seen_mean = float(per_class[seen].mean())
     if num_classes is None:
-        per_class = per_class.masked_fill(trials == 0, float("nan"))
-        return PointingAccuracy(overall, float(per_class[trials > 0].mean()), per_class)
-    return PointingAccuracy(overall, float(per_class.mean()), per_class)
+        per_class = per_class.masked_fill(~seen, float("nan"))
+        return PointingAccuracy(overall, seen_mean, per_class, seen_mean, int(seen.sum()))
+    return PointingAccuracy(overall, float(per_class.mean()), per_class, seen_mean, int(seen.sum()))
 
 
 def energy_in_mask(maps: torch.Tensor, masks: torch.Tensor, *, minmax: bool = False) -> torch.Tensor:
