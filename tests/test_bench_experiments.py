@@ -14,7 +14,7 @@ from torch import nn
 
 from conftest import TinyCNN
 from jittercam import metrics
-from jittercam.bench.experiments import EXPERIMENTS
+from jittercam.bench.experiments import available_experiments, experiment_class
 from jittercam.models import activation_input
 from jittercam.bench.runner import Settings, run
 from jittercam.data.samples import Sample
@@ -79,10 +79,19 @@ def bench(model, db, experiment, methods=None, dataset=None, **settings):
 
 
 def rows(db, *where: str) -> dict[tuple, float]:
+    """(method, variant, item, metric) -> value; a weak-localisation scheme's curve row as one entry per
+    threshold, `scheme@threshold` -> hit."""
     clause = " AND ".join(("1",) + where)
     with sqlite3.connect(db) as connection:
-        found = connection.execute(f"SELECT method, variant, item, metric, value FROM results WHERE {clause}")
-        return {tuple(row[:4]): row[4] for row in found}
+        found = connection.execute(f"SELECT method, variant, item, metric, value, curve FROM results WHERE {clause}")
+        table = {}
+        for *key, value, curve in found:
+            if value is None and curve is not None:
+                for threshold, hit in zip(metrics.THRESHOLDS, np.frombuffer(curve, "<f4").tolist(), strict=True):
+                    table[(*key[:3], f"{key[3]}@{threshold:g}")] = hit
+            else:
+                table[tuple(key)] = value
+        return table
 
 
 def images_of(model, keys):
@@ -105,7 +114,7 @@ EXPECTED = {  # experiment -> (methods, options, variants, metrics per item)
 
 
 def test_every_experiment_is_tested():
-    assert set(EXPERIMENTS) == set(EXPECTED) | {"groundtruth"}  # groundtruth: test_bench_groundtruth.py, own data
+    assert set(available_experiments()) == set(EXPECTED) | {"groundtruth"}  # groundtruth: test_bench_groundtruth.py, own data
 
 
 @pytest.mark.parametrize("experiment", list(EXPECTED))
@@ -153,8 +162,7 @@ def test_local_accuracy_values_are_the_metric_on_the_methods_maps(model, tmp_pat
         assert found[("gradcam", "", key, "insertion")] == pytest.approx(float(games.insertion.auc[index]), abs=1e-6)
     with sqlite3.connect(tmp_path / "r.db") as connection:
         blob, target = connection.execute(
-            "SELECT c.scores, r.target FROM curves c JOIN results r USING (config_hash, method, variant, item) "
-            "WHERE c.item=? AND c.kind='deletion' AND r.metric='deletion'", (GOOD[0],)).fetchone()
+            "SELECT curve, target FROM results WHERE item=? AND metric='deletion'", (GOOD[0],)).fetchone()
     assert target == int(top1[0])
     assert np.frombuffer(blob, "<f4") == pytest.approx(games.deletion.scores[0].numpy(), abs=1e-6)
 
@@ -319,10 +327,10 @@ def test_experiment_checks_before_anything_is_written(model, tmp_path):
 def test_all_keeps_the_methods_an_experiment_can_run(model, tmp_path):
     from jittercam.bench.runner import method_names
 
-    sweep = EXPERIMENTS["size-sweep"]()
+    sweep = experiment_class("size-sweep")()
     assert set(method_names(sweep, ["all"])) == {"jittercam", "upscale"}
-    assert "rise" not in method_names(EXPERIMENTS["layers"](), ["all"])
-    assert method_names(EXPERIMENTS["pointing"](), None) == list(EXPERIMENTS["pointing"].default_methods)
+    assert "rise" not in method_names(experiment_class("layers")(), ["all"])
+    assert method_names(experiment_class("pointing")(), None) == list(experiment_class("pointing").default_methods)
 
 
 class NormLast(nn.Module):

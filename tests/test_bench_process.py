@@ -67,13 +67,13 @@ def _rows(*dbs: Path) -> dict[tuple, float]:
     found: dict[tuple, float] = {}
     for db in dbs:
         with sqlite3.connect(db) as connection:
-            for *key, value in connection.execute(
-                "SELECT config_hash, method, variant, item, metric, value FROM results"
+            for *key, value, blob in connection.execute(
+                "SELECT config_hash, method, variant, item, metric, value, curve FROM results"
             ):
                 assert tuple(key) not in found, f"row {key} stored twice"
                 found[tuple(key)] = value
-            for *key, blob in connection.execute("SELECT config_hash, method, variant, item, kind, scores FROM curves"):
-                found[("curve", *key)] = blob
+                if blob is not None:
+                    found[("curve", *key)] = blob
     return found
 
 

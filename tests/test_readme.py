@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from jittercam.bench.experiments import base as experiments
 from jittercam.methods import registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -13,9 +14,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_python_examples_run(monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))  # the example registers a method
+    monkeypatch.setattr(experiments, "_EXPERIMENTS", dict(experiments._EXPERIMENTS))  # ... and an experiment
     scope: dict = {}
     for number, block in enumerate(blocks):
         exec(compile(block, f"README.md python block {number}", "exec"), scope)  # noqa: S102
@@ -28,3 +30,6 @@ def test_python_examples_run(monkeypatch):
     assert 0 <= float(scope["ad"]) <= 100 and 0 <= float(scope["iic"]) <= 100
     # the goldfish's probability on the model's own input (0.10 if it were normalised with ImageNet's mean/std)
     assert float(scope["f"].original) == pytest.approx(0.884, abs=0.01)
+    table = (scope["folder"] / "report" / "concentration.md").read_text()
+    assert "Top mass" in table and "n = 2 items for each of 2 methods" in table
+    assert scope["written"].tables == 1

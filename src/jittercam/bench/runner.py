@@ -281,10 +281,10 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
         experiment.check_dataset(settings.dataset)
         options = {**{k: v for k, v in settings.dataset_options.items() if v is not None},
                    **experiment.dataset_options()}
-        from_model = dataset_needs_model(spec)
-        if not from_model:  # before the model, so that a wrong dataset fails fast
+        if not dataset_needs_model(spec):  # before the model, so that a wrong dataset fails fast
             dataset = open_dataset(spec, seed=settings.seed, **options)
-            _check_needs(experiment, dataset)
+    if dataset is not None:
+        _check_needs(experiment, dataset)
     if model is None:
         torch.manual_seed(settings.seed)  # random weights are the same in every rank and every run
         model = load_model(settings.model or experiment.default_model or DEFAULT_MODEL, weights=settings.weights)
@@ -294,7 +294,8 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
         dataset = for_model(model, settings.seed, **experiment.dataset_options())
         _check_needs(experiment, dataset)
         if settings.input_size not in (None, dataset.size):
-            raise JitterCamError(f"the {dataset.name} images are {dataset.size} px: leave out input_size")
+            raise JitterCamError(f"the {dataset.name} images are {dataset.size} px: leave out --input-size",
+                                 option="input_size")
     model = model.to(device)
     card = model_card(model)
     if settings.input_size is not None:

@@ -22,14 +22,15 @@ def numbers(kind: type = float, minimum: float | None = None) -> Parse:
                     span, _, step_text = part.partition(":")
                     low, high = (int(x) for x in span.split("-", 1))
                     step = int(step_text or 1)
-                    if step < 1:
-                        raise JitterCamError(f"{what} {text!r}: the step must be at least 1")
-                    values += list(range(low, high + 1, step))
                 else:
                     values.append(kind(part))
+                    continue
             except ValueError:
                 noun = "an integer" if kind is int else "a number"
                 raise JitterCamError(f"{what} {text!r}: {part!r} is not {noun}") from None
+            if step < 1:
+                raise JitterCamError(f"{what} {text!r}: the step must be at least 1")
+            values += list(range(low, high + 1, step))
         if not values:
             raise JitterCamError(f"{what} names no value")
         if minimum is not None and any(v < minimum for v in values):
