@@ -15,12 +15,11 @@ from torch import nn
 from conftest import TinyCNN
 from jittercam import metrics
 from jittercam.bench.experiments import EXPERIMENTS
-from jittercam.models import activation_input
 from jittercam.bench.runner import Settings, run
 from jittercam.data.samples import Sample
 from jittercam.errors import JitterCamError
 from jittercam.methods import create
-from jittercam.models import ModelCard, attach_card, find_target_layer
+from jittercam.models import ModelCard, activation_input, attach_card, find_target_layer
 
 SIZE = 32
 CLASSES = 5
@@ -79,7 +78,7 @@ def bench(model, db, experiment, methods=None, dataset=None, **settings):
 
 
 def rows(db, *where: str) -> dict[tuple, float]:
-    clause = " AND ".join(("1",) + where)
+    clause = " AND ".join(("1", *where))
     with sqlite3.connect(db) as connection:
         found = connection.execute(f"SELECT method, variant, item, metric, value FROM results WHERE {clause}")
         return {tuple(row[:4]): row[4] for row in found}

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import GOLDFISH
 from PIL import Image
 
+from conftest import GOLDFISH
 from jittercam.bench import aggregate, paper
 from jittercam.bench.aggregate import Column, Stat
 from jittercam.bench.report import format_value
@@ -456,7 +456,8 @@ def test_items_skips_runs_and_configuration_under_the_tables(report):
     assert "1 item skipped (cannot read image: truncated file ×1)" in faith
     assert "test CPU, 2 cores, torch 2, 2 ranks" in faith and '"limit":6' in faith
     assert "gradcam(batch_size=4)" in faith
-    assert "mean over the 4 classes with a trial, of 4 (the run's configuration)" in (report / "pointing.md").read_text()
+    text = (report / "pointing.md").read_text()
+    assert "mean over the 4 classes with a trial, of 4 (the run's configuration)" in text
     assert "1 item without a Spearman value" in (report / "consistency.md").read_text()
 
 

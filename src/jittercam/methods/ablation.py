@@ -253,10 +253,7 @@ class AblationCAM(CAMMethod):
     ) -> torch.Tensor:
         """`(B, C)`: y_c − y_c^k from re-runs of every channel of every image, in chunks."""
         batch, channels = raw.shape[:2]
-        if plan.rerun.pixels is None:
-            size = self.chunk_size(images)
-        else:
-            size = self._head_chunk(raw[0].numel())
+        size = self.chunk_size(images) if plan.rerun.pixels is None else self._head_chunk(raw[0].numel())
         values = self._values(raw)
         scores = torch.empty(batch * channels, dtype=logits.dtype, device=logits.device)
         # one buffer for every chunk: a fresh 128 MiB tensor per chunk costs more than filling it

@@ -165,7 +165,9 @@ class LayerCAM(CAMMethod):
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         if len(self.layers) == 1:
-            activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, target, self.precision)
+            activations, gradients, _ = activations_and_gradients(
+                self.model, self.layer, images, target, self.precision
+            )
             return _layer_map(activations, gradients)
         activations, gradients, _ = layer_gradients(self.model, self.layers, images, target)
         maps = [_layer_map(a, g) for a, g in zip(activations, gradients)]

@@ -109,7 +109,7 @@ def _kept(maps: torch.Tensor, scheme: str, alpha: float, rank: torch.Tensor | No
 
 def _box_all(keep: torch.Tensor) -> torch.Tensor:
     """Tight `(B, 4)` boxes around all kept pixels; the full image where none is kept."""
-    B, H, W = keep.shape
+    _, H, W = keep.shape
     rows, cols = keep.any(dim=2).to(torch.uint8), keep.any(dim=1).to(torch.uint8)
     y0, y1 = rows.argmax(dim=1), H - 1 - rows.flip(1).argmax(dim=1)
     x0, x1 = cols.argmax(dim=1), W - 1 - cols.flip(1).argmax(dim=1)
@@ -229,7 +229,7 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: float = 15
         raise JitterCamError("a mask is empty: pairs without ground truth are skipped by the pointing game")
     if tolerance < 0:
         raise JitterCamError(f"tolerance must be >= 0, got {tolerance}")
-    B, H, W = masks.shape
+    _, H, W = masks.shape
     index = resize(maps, (H, W)).flatten(1).argmax(dim=1)
     y, x = index // W, index % W
     dy2 = (torch.arange(H, device=maps.device) - y.unsqueeze(1)) ** 2
