@@ -7,7 +7,7 @@ from torch import nn
 
 from ..errors import JitterCamError
 from ..inputs import check_target_range
-from ..models import model_device
+from ..models import TargetLayer, model_device
 from .base import CAMMethod, autocast, layer_activations
 from .gradient import GradCAM
 from .registry import register_wrapper
@@ -33,14 +33,14 @@ class MapSizes:
     """m at each input size: the probe's at its own size, otherwise measured by one forward that stops at
     the target layer (no backward, no extra explanation)."""
 
-    def __init__(self, method: CAMMethod) -> None:
-        self.method = method
-        self.sizes = {method.layer.input_size: method.layer.map_size}
+    def __init__(self, model: nn.Module, layer: TargetLayer) -> None:
+        self.model, self.layer = model, layer
+        self.sizes = {layer.input_size: layer.map_size}
 
     def __call__(self, pixels: int, device: torch.device) -> int:
         if pixels not in self.sizes:
             probe = torch.zeros(1, 3, pixels, pixels, device=device)
-            self.sizes[pixels] = int(layer_activations(self.method.model, self.method.layer, probe).shape[-1])
+            self.sizes[pixels] = int(layer_activations(self.model, self.layer, probe).shape[-1])
         return self.sizes[pixels]
 
 
@@ -66,6 +66,8 @@ class EnlargingMethod(CAMMethod):
     `size` = m + d (None doubles m, below m is refused), and the input enlarged by d·k pixels with the
     probe's stride k. Their maps are (m + d) × (m + d), not the layer's, so they wrap no further."""
 
+    layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
+
     layer_map = False
 
     def __init__(
@@ -87,7 +89,7 @@ class EnlargingMethod(CAMMethod):
         super().__init__(model, batch_size=batch_size, layer=self.base.layer, precision=precision)
         self.interpolation = interpolation
         self.size = size
-        self._map_size = MapSizes(self.base)
+        self._map_size = MapSizes(self.base.model, self.layer)
         self._final_size(self.layer.map_size)
 
     def _final_size(self, map_size: int) -> int:

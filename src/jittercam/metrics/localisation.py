@@ -37,7 +37,8 @@ class Localisation(NamedTuple):
 
 class LocalisationError(NamedTuple):
     error: float  #: % of images not localised at the best threshold
-    index: int  #: index of the best threshold (the first one on ties)
+    # a field named like tuple.index shadows it, as NamedTuple allows; mypy flags the override
+    index: int  # type: ignore[assignment]  #: index of the best threshold (the first one on ties)
     errors: torch.Tensor  #: (A,) % error at every threshold
 
 
@@ -102,6 +103,7 @@ def _kept(maps: torch.Tensor, scheme: str, alpha: float, rank: torch.Tensor | No
         keep = maps >= alpha * maps.mean(dim=(1, 2), keepdim=True)
     else:
         # highest pixels until their cumulative energy reaches alpha·total, the crossing pixel excluded
+        assert rank is not None and cumulative is not None  # computed by the caller for the energy scheme
         count = torch.searchsorted(cumulative, alpha * cumulative[:, -1:], side="left")
         keep = (rank < count).view_as(maps)
     return keep & (maps > 0)
