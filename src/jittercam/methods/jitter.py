@@ -33,14 +33,16 @@ class MapSizes:
     """m at each input size: the probe's at its own size, otherwise measured by one forward that stops at
     the target layer (no backward, no extra explanation)."""
 
-    def __init__(self, model: nn.Module, layer: TargetLayer) -> None:
-        self.model, self.layer = model, layer
-        self.sizes = {layer.input_size: layer.map_size}
+    def __init__(self, method: CAMMethod) -> None:
+        if method.layer is None:
+            raise JitterCamError(f"{type(method).__name__} has no target layer")
+        self.method, self.layer = method, method.layer
+        self.sizes = {self.layer.input_size: self.layer.map_size}
 
     def __call__(self, pixels: int, device: torch.device) -> int:
         if pixels not in self.sizes:
             probe = torch.zeros(1, 3, pixels, pixels, device=device)
-            self.sizes[pixels] = int(layer_activations(self.model, self.layer, probe).shape[-1])
+            self.sizes[pixels] = int(layer_activations(self.method.model, self.layer, probe).shape[-1])
         return self.sizes[pixels]
 
 
@@ -89,7 +91,7 @@ class EnlargingMethod(CAMMethod):
         super().__init__(model, batch_size=batch_size, layer=self.base.layer, precision=precision)
         self.interpolation = interpolation
         self.size = size
-        self._map_size = MapSizes(self.base.model, self.layer)
+        self._map_size = MapSizes(self.base)
         self._final_size(self.layer.map_size)
 
     def _final_size(self, map_size: int) -> int:
