@@ -68,7 +68,7 @@ class EnlargingMethod(CAMMethod):
     `size` = m + d (None doubles m, below m is refused), and the input enlarged by d·k pixels with the
     probe's stride k. Their maps are (m + d) × (m + d), not the layer's, so they wrap no further."""
 
-    layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
+    layer: TargetLayer  # the base's, which as_base checks: never None here
 
     layer_map = False
 
