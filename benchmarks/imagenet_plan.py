@@ -15,9 +15,12 @@ import json
 import time
 from pathlib import Path
 
-import jittercam  # noqa: I001  (before torch: it makes OpenMP wait passively)
+import jittercam  # before torch: it makes OpenMP wait passively
+
+# isort: split
 import torch
 from torch.utils.data import DataLoader, Dataset
+
 import jittercam.metrics as metrics
 from jittercam import tuning
 from jittercam.data import load_image, to_input

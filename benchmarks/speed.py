@@ -81,10 +81,10 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # what `import jittercam` sets, before torch loads OpenMP
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-import jittercam  # noqa: E402
+import jittercam
 from jittercam.inputs import parse_device
 from jittercam.methods import CAMERAS, CAMMethod, JitterCAM, UpscaleCAM, registry
 from jittercam.methods.jitter import enlarge, patch_windows
@@ -567,7 +567,8 @@ class ModelBench:
 # ---------------------------------------------------------------------------------------------- report
 def table(rows: list[Row]) -> str:
     lines = [
-        "| model | method | time | runs | passes | floor | floor is | ÷ floor | peer | peer time | peer ÷ ours | note |",
+        "| model | method | time | runs | passes | floor | floor is | ÷ floor "
+        "| peer | peer time | peer ÷ ours | note |",
         "|---|---|---:|---:|---:|---:|---|---:|---|---:|---:|---|",
     ]
     for r in rows:
@@ -575,7 +576,8 @@ def table(rows: list[Row]) -> str:
             return "–" if x is None else f"{x:.{digits}f}×"
 
         lines.append(
-            f"| {r.model} | {r.method} | {quantity(r.seconds)} | {r.runs} | {r.passes if r.passes is not None else '–'} "
+            f"| {r.model} | {r.method} | {quantity(r.seconds)} | {r.runs} "
+            f"| {r.passes if r.passes is not None else '–'} "
             f"| {quantity(r.floor)} | {r.floor_what} | {fmt(r.to_floor)} | {r.peer or '–'} "
             f"| {quantity(r.peer_seconds)} | {fmt(r.peer_over_ours, 1)} | {'; '.join(r.notes)} |"
         )
@@ -616,12 +618,14 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", help=f"comma-separated (default {','.join(MODELS)})")
     parser.add_argument("--methods", help=f"comma-separated registry names, {DELETION}, or all (default all)")
     parser.add_argument("--repeats", type=int, help="timed runs after the warm-up (default 3; --quick 1)")
-    parser.add_argument("--batches", help="floor batch sizes, comma-separated (default 1,2,4,8,16,64 on CPU; 64,256,1024 on CUDA)")
+    parser.add_argument("--batches",
+                        help="floor batch sizes, comma-separated (default 1,2,4,8,16,64 on CPU; 64,256,1024 on CUDA)")
     parser.add_argument("--rise-masks", type=int, default=8000, help="RISE's masks (default 8000; its floor scales)")
     parser.add_argument("--images", type=int, default=1, help="N > 1: Jitter-CAM and deletion+insertion on N images")
     parser.add_argument("--slow-seconds", type=float, default=20.0, help="a warm-up longer than this is the one run")
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip pytorch-grad-cam")
-    parser.add_argument("--no-slow-peers", dest="slow_peers", action="store_false", help="skip its ScoreCAM, AblationCAM")
+    parser.add_argument("--no-slow-peers", dest="slow_peers", action="store_false",
+                        help="skip its ScoreCAM, AblationCAM")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                         help="our methods' precision where they offer it (and a floor under that autocast)")
     parser.add_argument("--tune", action="store_true", help="measure and cache jittercam.tuning's plan per model first")

@@ -15,12 +15,11 @@ from torch import nn
 from conftest import TinyCNN
 from jittercam import metrics
 from jittercam.bench.experiments import available_experiments, experiment_class
-from jittercam.models import activation_input
 from jittercam.bench.runner import Settings, run
 from jittercam.data.samples import Sample
 from jittercam.errors import JitterCamError
 from jittercam.methods import create
-from jittercam.models import ModelCard, attach_card, find_target_layer
+from jittercam.models import ModelCard, activation_input, attach_card, find_target_layer
 
 SIZE = 32
 CLASSES = 5
@@ -81,7 +80,7 @@ def bench(model, db, experiment, methods=None, dataset=None, **settings):
 def rows(db, *where: str) -> dict[tuple, float]:
     """(method, variant, item, metric) -> value; a weak-localisation scheme's curve row as one entry per
     threshold, `scheme@threshold` -> hit."""
-    clause = " AND ".join(("1",) + where)
+    clause = " AND ".join(("1", *where))
     with sqlite3.connect(db) as connection:
         found = connection.execute(f"SELECT method, variant, item, metric, value, curve FROM results WHERE {clause}")
         table = {}

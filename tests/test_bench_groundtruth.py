@@ -107,7 +107,7 @@ def test_every_arm_is_measured_and_resolves_far_pairs(tmp_path, weights):
     assert passes[("gradcam", "")] == 1 and passes[("jittercam", "size=16")] == 81
     assert passes[("upscale", "size=16")] == 1
     assert passes[("layercam", "fused")] == 1
-    for (method, variant, item, metric), value in rows.items():
+    for (_method, _variant, item, metric), value in rows.items():
         if item.startswith("single"):
             assert metric in {"energy", "auc", "seconds", "passes"}
         else:

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from test_bench_report import EXPERIMENTS, build_stores
 
 from jittercam.bench.html import Gallery, Section, Table, markdown_table, page, table_html
 from jittercam.cli import main
+from test_bench_report import EXPERIMENTS, build_stores
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # a table per experiment but the size sweep (a table by size instead), a second dataset (resnet50 on

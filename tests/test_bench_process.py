@@ -52,7 +52,7 @@ def tiny_bench(tmp_path):
     script = tmp_path / "tiny_bench.py"
     script.write_text(TINY)
     namespace: dict = {}
-    exec(compile(TINY, str(script), "exec"), namespace)  # registers the model here
+    exec(compile(TINY, str(script), "exec"), namespace)  # noqa: S102 - registers the model here
     yield script
     models._BUILDERS.pop("tiny-bench", None)
 

@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import GOLDFISH
 from PIL import Image
 
+from conftest import GOLDFISH
 from jittercam.bench import paper
 from jittercam.bench.experiments import Column, Variant, available_experiments, experiment_class
 from jittercam.bench.experiments.base import COMBINED
-from jittercam.bench.stats import Stat, mean, mean_curve
 from jittercam.bench.report import format_value
-from jittercam.metrics import auc
+from jittercam.bench.stats import Stat, mean, mean_curve
 from jittercam.cli import main
+from jittercam.metrics import auc
 
 SCHEMA = """
 CREATE TABLE runs (config_hash TEXT PRIMARY KEY, experiment TEXT, model TEXT, weights TEXT, dataset TEXT,
@@ -487,7 +487,8 @@ def test_items_skips_runs_and_configuration_under_the_tables(report):
     assert "test CPU, 2 cores, torch 2, 2 ranks" in faith and "[configuration](runs/cfg-faithfulness.json)" in faith
     assert json.loads((report / "runs" / "cfg-faithfulness.json").read_text())["limit"] == 6
     assert "gradcam(batch_size=4)" in faith
-    assert "mean over the 4 classes with a trial, of 4 (the run's configuration)" in (report / "pointing.md").read_text()
+    text = (report / "pointing.md").read_text()
+    assert "mean over the 4 classes with a trial, of 4 (the run's configuration)" in text
     assert "1 item without a Spearman value" in (report / "consistency.md").read_text()
 
 

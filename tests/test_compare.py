@@ -21,7 +21,7 @@ def _panels(path) -> tuple[int, int]:
 
     def runs(profile):
         count, length = 0, 0
-        for filled in list(profile) + [False]:
+        for filled in [*profile, False]:
             if filled:
                 length += 1
             else:

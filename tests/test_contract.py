@@ -22,7 +22,7 @@ def _options(name: str) -> dict:
     return {key: value for key, value in options.items() if key in jittercam.methods.method_options(name)}
 
 
-NAMES = jittercam.available_methods() + ["guided:jittercam", "upscale:gradcam++"]
+NAMES = [*jittercam.available_methods(), "guided:jittercam", "upscale:gradcam++"]
 
 
 def _state(model):

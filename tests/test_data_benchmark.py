@@ -83,13 +83,13 @@ def test_sample_reason_to_skip():
 
 # -------------------------------------------------------------------------------- open_dataset
 def test_open_dataset_refuses_unknown_specs_in_one_line(tmp_path):
-    with pytest.raises(JitterCamError, match="no such dataset: nowhere .*expected 'offline'"):
+    with pytest.raises(JitterCamError, match=r"no such dataset: nowhere .*expected 'offline'"):
         open_dataset("nowhere")
     (tmp_path / "file.txt").write_text("x")
     with pytest.raises(JitterCamError, match="not a folder"):
         open_dataset(str(tmp_path / "file.txt"))
     (tmp_path / "holiday.jpg").write_bytes(b"")
-    with pytest.raises(JitterCamError, match="no dataset recognised in .*ILSVRC2012_val_"):
+    with pytest.raises(JitterCamError, match=r"no dataset recognised in .*ILSVRC2012_val_"):
         open_dataset(str(tmp_path))
     with pytest.raises(JitterCamError, match="--boxes does not apply to the offline dataset"):
         open_dataset("offline", boxes=str(tmp_path))
@@ -127,7 +127,8 @@ def test_imagenet_labels_come_from_the_official_ground_truth(val_folder, example
 def test_imagenet_class_order_is_torchvision(example_labels):
     wnids = imagenet_wnids()
     assert wnids[0] == "n01440764" and wnids[1] == "n01443537" and list(wnids) == sorted(wnids)
-    assert imagenet_categories()[1] == "goldfish" and imagenet_categories()[example_labels[f"{GOLDFISH}.JPEG"]] == "goldfish"
+    categories = imagenet_categories()
+    assert categories[1] == "goldfish" and categories[example_labels[f"{GOLDFISH}.JPEG"]] == "goldfish"
 
 
 def test_imagenet_labels_file_csv(val_folder, tmp_path):
@@ -166,7 +167,7 @@ def test_imagenet_devkit_ground_truth_needs_meta_mat(val_folder, tmp_path):
     truth = devkit / "ILSVRC2012_validation_ground_truth.txt"
     ids = [1000 - (i % 1000) for i in range(262)]  # image 262 -> ILSVRC2012_ID 1000 - 261 = 739
     truth.write_text("\n".join(map(str, ids)) + "\n")
-    with pytest.raises(JitterCamError, match="ILSVRC2012_ID, not torchvision's order: put the devkit's meta.mat"):
+    with pytest.raises(JitterCamError, match=r"ILSVRC2012_ID, not torchvision's order: put the devkit's meta.mat"):
         open_dataset(str(val_folder), labels=str(truth))
     # the devkit numbers synsets in its own order: here ID k is the (1000 - k)-th WordNet id (0-based)
     wnids = imagenet_wnids()

@@ -47,7 +47,7 @@ def test_the_output_folder_is_not_searched(tmp_path):
 
 def test_missing_paths_and_empty_folders_are_errors(tmp_path):
     _touch(tmp_path, "empty/notes.txt", "nested/deeper/a.png")
-    with pytest.raises(JitterCamError, match="no such file: .*missing.png"):
+    with pytest.raises(JitterCamError, match=r"no such file: .*missing.png"):
         find_images([tmp_path / "missing.png"])
     with pytest.raises(JitterCamError, match=r"no images in folder .*empty; image files end in .*\.jpg"):
         find_images([tmp_path / "empty"])

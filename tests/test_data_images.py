@@ -1,7 +1,6 @@
 """Image files read as a viewer displays them: EXIF orientation, high bit depths, transparency, sizes."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from PIL import Image

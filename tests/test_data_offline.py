@@ -54,7 +54,8 @@ def test_keys_groups_and_determinism(offline):
     assert [again.composite(k) for k in keys] == [offline.composite(k) for k in keys]
     assert [other.composite(k) for k in keys] != [offline.composite(k) for k in keys]
     assert offline.config()["seed"] == 0 and offline.config() == again.config()
-    assert offline.name == "offline" and offline.num_classes == 1000 and offline.has == {"labels", "boxes", "masks", "difficult"}
+    assert offline.name == "offline" and offline.num_classes == 1000
+    assert offline.has == {"labels", "boxes", "masks", "difficult"}
     # every class appears equally often among the singles
     singles = [offline.composite(k).pastes[0].photo for k in keys if k.startswith("single-")]
     assert np.bincount(singles).tolist() == [3] * 8
@@ -70,7 +71,8 @@ def test_photo_items(offline, example_labels):
                 [310 * s[0], 50 * s[1], 353 * s[0] - 1, 143 * s[1] - 1]]
     assert torch.allclose(sample.boxes[1], torch.tensor(expected), atol=1e-5)
     assert sample.masks[1].sum() == 98 * 91 + 43 * 93
-    real = jittercam.data.to_input(jittercam.data.load_image(EXAMPLES / "images" / "ILSVRC2012_val_00000262.JPEG"), CARD)
+    photo = jittercam.data.load_image(EXAMPLES / "images" / "ILSVRC2012_val_00000262.JPEG")
+    real = jittercam.data.to_input(photo, CARD)
     assert torch.equal(sample.image, real[0])  # the photo item is the real validation image
 
 

@@ -71,7 +71,7 @@ def _uncompressed_counts(mask: np.ndarray) -> list[int]:
             counts.append(run)
             value, run = bit, 0
         run += 1
-    return counts + [run]
+    return [*counts, run]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools' decode under numpy 2
@@ -94,7 +94,8 @@ def test_coco_items_classes_masks_and_boxes(coco_root):
     expected_person = [[10 * s[0], 10 * s[1], 30 * s[0] - 1, 20 * s[1] - 1],
                        [70 * s[0], 50 * s[1], 76 * s[0] - 1, 55 * s[1] - 1]]
     assert torch.allclose(sample.boxes[0], torch.tensor(expected_person), atol=1e-5)
-    assert torch.allclose(sample.boxes[2], torch.tensor([[40.5 * s[0], 30.25 * s[1], 50.5 * s[0] - 1, 50.25 * s[1] - 1]]))
+    expected = torch.tensor([[40.5 * s[0], 30.25 * s[1], 50.5 * s[0] - 1, 50.25 * s[1] - 1]])
+    assert torch.allclose(sample.boxes[2], expected)
     whole = dataset.load("COCO_val2014_000000000007", CARD)
     assert whole.labels == (1,) and whole.boxes[1].tolist() == [[0, 0, 63, 63]] and whole.masks[1].all()
 
@@ -192,7 +193,8 @@ def test_voc_masks_boxes_and_torchray_skips(voc_root):
     assert sample.reason_to_skip({"masks"}, target=chair) == sample.excluded[chair]
     assert sample.reason_to_skip({"masks"}, target=dog) is None
     cat = dataset.load("000004", CARD)
-    assert cat.masks[VOC_CLASSES.index("cat")].all() and cat.boxes[VOC_CLASSES.index("cat")].tolist() == [[0, 0, 63, 63]]
+    index = VOC_CLASSES.index("cat")
+    assert cat.masks[index].all() and cat.boxes[index].tolist() == [[0, 0, 63, 63]]
 
 
 def test_voc_layouts_flags_and_bad_items(voc_root, tmp_path):

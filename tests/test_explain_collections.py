@@ -230,11 +230,10 @@ def test_ctrl_c_while_files_are_committed_waits_for_them():
     from jittercam.data.output import deferred_interrupt
 
     done = []
-    with pytest.raises(KeyboardInterrupt):
-        with deferred_interrupt():
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(0.05)
-            done.append("all files written")
+    with pytest.raises(KeyboardInterrupt), deferred_interrupt():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        done.append("all files written")
     assert done == ["all files written"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 

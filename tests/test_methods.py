@@ -208,8 +208,8 @@ def test_jitter_recreates_the_224px_gradcam_from_a_160px_input(lite0):
     """Paper §4.2: at 160 px the map is 5x5; Jitter-CAM to 7x7 should rank pixels like Grad-CAM at 224
     (paper: mean Spearman 0.95 on ResNet50), and better than the 5x5 map resized to 7x7."""
     import torchvision.transforms.functional as TF
-    from conftest import EXAMPLES
 
+    from conftest import EXAMPLES
     from jittercam.metrics import rank_correlation
 
     card = jittercam.model_card(lite0)

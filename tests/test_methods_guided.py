@@ -113,7 +113,7 @@ def test_functional_relus_and_bad_activations_are_refused(resnet18):
 
     with pytest.raises(JitterCamError, match=r"F\.relu"):
         GuidedBackprop(Functional())
-    with pytest.raises(JitterCamError, match="nn.Module classes"):
+    with pytest.raises(JitterCamError, match=r"nn.Module classes"):
         GuidedBackprop(Functional(), activations=("ReLU",))
     assert GuidedBackprop(resnet18, activations=nn.ReLU).activations == (nn.ReLU,)  # one class or several
 

@@ -92,7 +92,11 @@ def test_map_resized_to_image_size():
 def test_batched_equals_single():
     torch.manual_seed(0)
     maps = torch.rand(3, 7, 7) ** 3
-    boxes = [torch.tensor([[3, 4, 20, 25]]), torch.tensor([[0, 0, 10, 10], [15, 15, 31, 31]]), torch.tensor([[5, 5, 6, 6]])]
+    boxes = [
+        torch.tensor([[3, 4, 20, 25]]),
+        torch.tensor([[0, 0, 10, 10], [15, 15, 31, 31]]),
+        torch.tensor([[5, 5, 6, 6]]),
+    ]
     both = weak_localisation(maps, boxes, (32, 32))
     for i in range(3):
         one = weak_localisation(maps[i:i + 1], boxes[i:i + 1], (32, 32))

@@ -65,7 +65,7 @@ def rise_auc(arr):
 def rise_single_run(model, mode, step, substrate_fn, img_tensor, explanation):
     HW = img_tensor.shape[2] * img_tensor.shape[3]
     pred = model(img_tensor)
-    top, c = torch.max(pred, 1)
+    _, c = torch.max(pred, 1)
     c = c.cpu().numpy()[0]
     n_steps = (HW + step - 1) // step
     if mode == "del":
@@ -119,8 +119,12 @@ def test_equals_literal_rise_loop(setup, step):
     blur = lambda x: nn.functional.conv2d(x, rise_gkern(11, 5), padding=5)  # noqa: E731
     zeros = torch.zeros_like
     with torch.no_grad():
-        ref_del = [rise_single_run(rise_model, "del", step, zeros, images[i:i + 1], saliency[i].numpy()) for i in range(3)]
-        ref_ins = [rise_single_run(rise_model, "ins", step, blur, images[i:i + 1], saliency[i].numpy()) for i in range(3)]
+        ref_del = [
+            rise_single_run(rise_model, "del", step, zeros, images[i:i + 1], saliency[i].numpy()) for i in range(3)
+        ]
+        ref_ins = [
+            rise_single_run(rise_model, "ins", step, blur, images[i:i + 1], saliency[i].numpy()) for i in range(3)
+        ]
     d = deletion(model, images, saliency, step=step, return_curves=True)
     i = insertion(model, images, saliency, step=step, return_curves=True)
     np.testing.assert_allclose(d.scores.numpy(), np.stack(ref_del), atol=1e-5)
@@ -192,7 +196,9 @@ def test_hand_computed_curves():
     assert float(deletion(MeanProbe(), image, first, target=0, step=1, softmax=False)) == pytest.approx(0.5)
     assert float(deletion(MeanProbe(), image, first, target=0, step=3, softmax=False)) == pytest.approx(0.375)
     # insertion from a black substrate restores (0, 0) first
-    ins = insertion(probe, image, first, target=0, step=1, softmax=False, substrate=torch.zeros_like, return_curves=True)
+    ins = insertion(
+        probe, image, first, target=0, step=1, softmax=False, substrate=torch.zeros_like, return_curves=True
+    )
     assert ins.scores.tolist() == [[0, 1, 1, 1, 1]] and float(ins.auc) == pytest.approx(0.875)
 
 

@@ -73,7 +73,7 @@ def test_bad_target_layers(tiny, target_layer, message):
 
 
 def test_unknown_model_names_the_choices():
-    with pytest.raises(JitterCamError, match="unknown model 'resnet5'.*efficientnet_lite0"):
+    with pytest.raises(JitterCamError, match=r"unknown model 'resnet5'.*efficientnet_lite0"):
         load_model("resnet5")
 
 

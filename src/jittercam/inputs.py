@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import overload
 
 import torch
 
@@ -10,6 +11,12 @@ from .errors import JitterCamError
 Target = int | Sequence[int] | torch.Tensor | None
 
 
+@overload
+def as_target(target: None, batch: int, device: torch.device) -> None: ...
+@overload
+def as_target(target: int | Sequence[int] | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor: ...
+@overload
+def as_target(target: Target, batch: int, device: torch.device) -> torch.Tensor | None: ...
 def as_target(target: Target, batch: int, device: torch.device) -> torch.Tensor | None:
     """None stays None; an int or one class per image becomes `(B,)` long indices on `device`."""
     if target is None:
@@ -52,7 +59,7 @@ def resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
     """Class indices `(B,)` on the logits' device: None means each image's top-1 class."""
     if target is None:
         return logits.argmax(dim=1)
-    return check_targets(target, *logits.shape, device=logits.device)
+    return check_targets(target, logits.shape[0], logits.shape[1], logits.device)
 
 
 def check_images(images: torch.Tensor, dtype: torch.dtype | None = None) -> None:

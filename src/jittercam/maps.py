@@ -5,6 +5,8 @@ mean/std normalisation of images (`jittercam.data.to_input`).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -18,8 +20,9 @@ def minmax(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return scaled.view_as(maps)
 
 
-def resize(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
-    """Bilinear (align_corners=False) resize of `(B, h, w)` maps to `size`, values not rescaled."""
+def resize(maps: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
+    """Bilinear (align_corners=False) resize of `(B, h, w)` maps to `size` (`(H, W)`, or an int for a square),
+    values not rescaled."""
     if isinstance(size, int):
         size = (size, size)
     if tuple(maps.shape[-2:]) == tuple(size):
@@ -27,7 +30,7 @@ def resize(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
 
 
-def upsample(maps: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+def upsample(maps: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
     """Raw maps `(B, h, w)` to `(B, H, W)` in [0, 1]: bilinear resize, then min–max per map.
 
     An all-zero (or constant) map gives all zeros, never NaN.

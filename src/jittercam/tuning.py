@@ -53,7 +53,7 @@ def cache_path() -> Path | None:
     return (Path(root) if root else Path.home() / ".cache" / "jittercam") / "plans.json"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -15,7 +15,7 @@ from ..inputs import (
     check_images,
     resolve_targets,
 )
-from ..models import model_device, model_dtype
+from ..models import TargetLayer, model_device, model_dtype
 from .base import CAMMethod, activations_and_logits, pair_chunks, progress_bar
 from .capture import LayerCapture
 from .registry import register_method
@@ -103,6 +103,8 @@ class AblationCAM(CAMMethod):
     over the ablated copies.
     """
 
+    layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
+
     def __init__(
         self,
         model,
@@ -133,12 +135,14 @@ class AblationCAM(CAMMethod):
         plan = self._plan_for_size(input_size)
         if plan.closed_form:
             return "closed-form"
+        assert plan.rerun is not None  # only a closed form runs nothing again
         return "full" if plan.rerun.pixels is None else "head"
 
     def passes(self, input_size: int | None = None) -> int:
         plan = self._plan_for_size(input_size)
         if plan.closed_form:
             return 1
+        assert plan.rerun is not None  # only a closed form runs nothing again
         if plan.rerun.pixels is None:
             return 1 + plan.channels
         return 1 + math.ceil(plan.channels / self._head_chunk(plan.map_values))
@@ -210,21 +214,22 @@ class AblationCAM(CAMMethod):
         return self._weights(images, as_target(target, images.shape[0], images.device))[1]
 
     def _weights(self, images: torch.Tensor, target: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        plan = self._plan(*images.shape[-2:], images.device, images.dtype)
+        plan = self._plan(images.shape[-2], images.shape[-1], images.device, images.dtype)
         if plan.closed_form:
             raw, gradients, logits, target = self._with_gradients(images, target)
             drops = self._closed_form_drops(raw, gradients)
         else:
+            assert plan.rerun is not None  # only a closed form runs nothing again
             raw, logits = activations_and_logits(self.model, self.layer, images)
             target = resolve_targets(target, logits)
-            drops = self._rerun_drops(images, raw, logits, target, plan)
+            drops = self._rerun_drops(images, raw, logits, target, plan.rerun)
         with torch.no_grad():
             score = logits.gather(1, target[:, None])
             return raw, torch.where(score != 0, drops / torch.where(score != 0, score, 1), 0)
 
     def _values(self, raw: torch.Tensor) -> torch.Tensor:
         """`(B,)`: the value an ablated channel takes, per image."""
-        if self.ablated_value != "auto":
+        if not isinstance(self.ablated_value, str):  # a number, else "auto"
             return raw.new_full(raw.shape[:1], self.ablated_value)
         low = raw.flatten(1).amin(dim=1)
         return torch.where(low == 0, 0, low - AUTO_OFFSET)
@@ -239,6 +244,7 @@ class AblationCAM(CAMMethod):
         with torch.inference_mode(False):
             with LayerCapture.of(self.layer, "graph") as capture, torch.no_grad():
                 logits = self.model(images)
+            assert capture.output is not None  # leaving the capture raised if the layer did not run
             classes = resolve_targets(target, logits.detach()).clone()
             with torch.enable_grad():
                 score = logits.gather(1, classes[:, None]).sum()
@@ -249,14 +255,11 @@ class AblationCAM(CAMMethod):
         return max(1, HEAD_VALUES // map_values)
 
     def _rerun_drops(
-        self, images: torch.Tensor, raw: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, plan: _Plan
+        self, images: torch.Tensor, raw: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, rerun: _Rerun
     ) -> torch.Tensor:
         """`(B, C)`: y_c − y_c^k from re-runs of every channel of every image, in chunks."""
         batch, channels = raw.shape[:2]
-        if plan.rerun.pixels is None:
-            size = self.chunk_size(images)
-        else:
-            size = self._head_chunk(raw[0].numel())
+        size = self.chunk_size(images) if rerun.pixels is None else self._head_chunk(raw[0].numel())
         values = self._values(raw)
         scores = torch.empty(batch * channels, dtype=logits.dtype, device=logits.device)
         # one buffer for every chunk: a fresh 128 MiB tensor per chunk costs more than filling it
@@ -265,7 +268,7 @@ class AblationCAM(CAMMethod):
             for pair in pair_chunks(batch * channels, size, images.device):
                 image, channel = pair // channels, pair % channels
                 ablated = self._ablated(raw, image, channel, values, out=buffer[: pair.numel()])
-                out = self._run(plan.rerun, images, image, ablated)
+                out = self._run(rerun, images, image, ablated)
                 scores[pair] = out.gather(1, target[image][:, None]).squeeze(1)
                 bar.update(pair.numel())
             return logits.gather(1, target[:, None]) - scores.view(batch, channels)

@@ -136,6 +136,7 @@ def activations_and_gradients(
     with torch.inference_mode(False):  # callers may be inside inference_mode; gradients are needed here
         with LayerCapture.of(layer, "graph") as capture, torch.no_grad(), autocast(images.device, precision):
             logits = model(images)
+        assert capture.output is not None  # leaving the capture raised if the layer did not run
         classes = resolve_targets(target, logits.detach()).clone()  # not an inference tensor
         with torch.enable_grad():
             score = logits.gather(1, classes[:, None]).sum()
@@ -153,6 +154,7 @@ def layer_activations(model: nn.Module, layer: TargetLayer, images: torch.Tensor
     at the layer, so the rest of the network is not computed."""
     with torch.no_grad(), LayerCapture.of(layer, "record", stop=True) as capture:
         model(images)
+    assert capture.output is not None  # leaving the capture raised if the layer did not run
     return capture.output.relu() if layer.rectify else capture.output
 
 
@@ -164,6 +166,7 @@ def activations_and_logits(model, layer, images: torch.Tensor) -> tuple[torch.Te
     activations returned."""
     with torch.no_grad(), LayerCapture.of(layer, "replace", replacement=torch.clone) as capture:
         logits = model(images)
+    assert capture.output is not None  # leaving the capture raised if the layer did not run
     return capture.output, logits
 
 

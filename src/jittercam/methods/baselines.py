@@ -73,8 +73,8 @@ def random_points(images: torch.Tensor, seed: int | None = 0) -> torch.Tensor:
     """`(B, 2)` (row, column) of the pixels `RandomBaseline(seed=seed)` radiates from for `images`
     `(B, 3, H, W)`: one uniform draw over the H·W pixels per image."""
     width = images.shape[-1]
-    flat = [_draw(generator, images.shape[-2] * width) for generator in image_generators(images, seed)]
-    flat = torch.tensor(flat, dtype=torch.long)
+    draws = [_draw(generator, images.shape[-2] * width) for generator in image_generators(images, seed)]
+    flat = torch.tensor(draws, dtype=torch.long)
     return torch.stack([flat // width, flat % width], dim=1)
 
 
@@ -157,7 +157,7 @@ class RandomBaseline(_SeededBaseline):
     (`random_points` tells which): 1 at that pixel, falling linearly to 0 at the pixel farthest from it."""
 
     def maps(self, images: torch.Tensor) -> torch.Tensor:
-        return radial_map(*images.shape[-2:], random_points(images, self.seed))
+        return radial_map(images.shape[-2], images.shape[-1], random_points(images, self.seed))
 
 
 @register_method("constant")

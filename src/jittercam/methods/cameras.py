@@ -11,6 +11,7 @@ from torch import nn
 
 from ..errors import JitterCamError
 from ..maps import resize
+from ..models import TargetLayer
 from .base import CAMMethod, activations_and_gradients
 from .jitter import check_square
 from .registry import register_method
@@ -67,6 +68,8 @@ class CAMERAS(CAMMethod):
     The authors' code runs one image on CUDA; this runs every image of a chunk together at each size, on
     the input's device. `passes()` is the number of sizes (a forward and a backward each).
     """
+
+    layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
 
     layer_map = False
 
@@ -140,8 +143,10 @@ def _mean_product(
     weights = (kept / kept.sum(dim=0).clamp_min(1))[:, :, None, None, None]
     if all(_constant_over_space(g) for g in gradients):
         mean_g = sum(w[:, :, 0, 0] * g[:, :, 0, 0] for w, g in zip(weights, gradients))  # (B, C)
-        return sum(resize(w[:, 0] * torch.einsum("bc,bchw->bhw", mean_g, a), pixels)
-                   for w, a in zip(weights, activations))
+        total = sum(resize(w[:, 0] * torch.einsum("bc,bchw->bhw", mean_g, a), pixels)
+                    for w, a in zip(weights, activations))
+        assert isinstance(total, torch.Tensor)  # not sum()'s 0: there is at least one size
+        return total
     rows = [_resize_matrix(a.shape[-1], pixels, a) for a in activations]
     stacked = torch.cat(rows, dim=1).T  # (I, p): Rᵀ
     bounds = [0, *accumulate(r.shape[1] for r in rows)]

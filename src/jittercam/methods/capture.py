@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from ..errors import JitterCamError
 
@@ -59,7 +60,7 @@ class LayerCapture:
         self.name = name or type(module).__name__
         self.output: torch.Tensor | None = None
         self._calls = 0
-        self._handle = None
+        self._handle: RemovableHandle | None = None
 
     @classmethod
     def of(cls, layer, mode: str = "record", **options) -> LayerCapture:
@@ -95,8 +96,9 @@ class LayerCapture:
         return self
 
     def __exit__(self, kind, error, _traceback) -> bool:
-        self._handle.remove()
-        self._handle = None
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
         if kind is not None:
             return kind is _StopForward  # a stopped forward is the expected end, anything else propagates
         if self.output is None:

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import torch
 
+from ..models import TargetLayer
 from .base import CAMMethod, activations_and_gradients
 from .registry import register_method
 
 
 class _GradientWeightedCAM(CAMMethod):
     """ReLU(Σ_c w_c A_c): one forward and one backward per chunk; subclasses define the weights w."""
+
+    layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
 
     precisions = ("fp32", "bf16", "fp16")
 

@@ -211,5 +211,5 @@ class Guided(_PixelMethod):
         return gradients * weights[:, None].to(gradients.dtype)
 
 
-def _names(activations: Activations) -> tuple[str, ...]:
+def _names(activations: tuple[type[nn.Module], ...]) -> tuple[str, ...]:
     return tuple(kind.__name__ for kind in activations)

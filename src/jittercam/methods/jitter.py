@@ -7,7 +7,7 @@ from torch import nn
 
 from ..errors import JitterCamError
 from ..inputs import check_target_range
-from ..models import model_device
+from ..models import TargetLayer, model_device
 from .base import CAMMethod, autocast, layer_activations
 from .gradient import GradCAM
 from .registry import register_wrapper
@@ -34,13 +34,15 @@ class MapSizes:
     the target layer (no backward, no extra explanation)."""
 
     def __init__(self, method: CAMMethod) -> None:
-        self.method = method
-        self.sizes = {method.layer.input_size: method.layer.map_size}
+        if method.layer is None:
+            raise JitterCamError(f"{type(method).__name__} has no target layer")
+        self.method, self.layer = method, method.layer
+        self.sizes = {self.layer.input_size: self.layer.map_size}
 
     def __call__(self, pixels: int, device: torch.device) -> int:
         if pixels not in self.sizes:
             probe = torch.zeros(1, 3, pixels, pixels, device=device)
-            self.sizes[pixels] = int(layer_activations(self.method.model, self.method.layer, probe).shape[-1])
+            self.sizes[pixels] = int(layer_activations(self.method.model, self.layer, probe).shape[-1])
         return self.sizes[pixels]
 
 
@@ -65,6 +67,8 @@ class EnlargingMethod(CAMMethod):
     """What Jitter-CAM and Upscale-CAM share: a base method of the contract, a final map size
     `size` = m + d (None doubles m, below m is refused), and the input enlarged by d·k pixels with the
     probe's stride k. Their maps are (m + d) × (m + d), not the layer's, so they wrap no further."""
+
+    layer: TargetLayer  # the base's, which as_base checks: never None here
 
     layer_map = False
 

@@ -34,6 +34,8 @@ class HiResCAM(CAMMethod):
     equals Grad-CAM there (and CAM): Σ_c W_tc / hw · A_c.
     """
 
+    layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
+
     precisions = ("fp32", "bf16", "fp16")
 
     def __init__(self, model, target_layer=None, *, relu: bool = True, **options) -> None:
@@ -88,10 +90,10 @@ def layer_gradients(
         outputs = [kept[index] for index in range(len(layers))]
         with torch.enable_grad():
             score = logits.gather(1, classes[:, None]).sum()
-            gradients = torch.autograd.grad(score, outputs, allow_unused=True)
+            found = torch.autograd.grad(score, outputs, allow_unused=True)
     activations = [out.detach().relu() if layer.rectify else out.detach() for out, layer in zip(outputs, layers)]
-    gradients = [torch.zeros_like(a) if g is None else g for g, a in zip(gradients, activations)]
-    return activations, list(gradients), classes
+    gradients = [torch.zeros_like(a) if g is None else g for g, a in zip(found, activations)]
+    return activations, gradients, classes
 
 
 def _layer_map(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
@@ -128,10 +130,12 @@ class LayerCAM(CAMMethod):
     from the gradient of the raw logit (its softmax is commented out), as the single-layer form here.
     """
 
+    layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
+
     def __init__(
         self,
         model: nn.Module,
-        target_layer: nn.Module | str | Sequence[nn.Module | str] | None = None,
+        target_layer: nn.Module | str | list[nn.Module | str] | tuple[nn.Module | str, ...] | None = None,
         *,
         fusion: str = "paper",
         gamma: float = 2.0,
@@ -165,8 +169,8 @@ class LayerCAM(CAMMethod):
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         if len(self.layers) == 1:
-            activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, target, self.precision)
-            return _layer_map(activations, gradients)
+            activation, gradient, _ = activations_and_gradients(self.model, self.layer, images, target, self.precision)
+            return _layer_map(activation, gradient)
         activations, gradients, _ = layer_gradients(self.model, self.layers, images, target)
         maps = [_layer_map(a, g) for a, g in zip(activations, gradients)]
         if self.fusion == "pytorch-grad-cam":

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ..errors import JitterCamError
 from ..inputs import check_target_range, resolve_targets
-from ..models import model_device, model_dtype
+from ..models import TargetLayer, model_device, model_dtype
 from .base import (
     CAMMethod,
     activations_and_logits,
@@ -56,6 +56,8 @@ class ScoreCAM(CAMMethod):
     which come from a forward that stops at the layer (a full forward only when the target is None, for
     the top-1 class). `progress=True` shows a tqdm bar over the masked passes.
     """
+
+    layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
 
     def __init__(self, model, target_layer=None, *, variant: str = "paper", progress: bool = False, **options):
         if variant not in VARIANTS:

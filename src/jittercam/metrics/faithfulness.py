@@ -40,7 +40,8 @@ class Faithfulness(NamedTuple):
 
 
 class Improvement(NamedTuple):
-    count: int  #: images whose score rose (O > Y)
+    # a field named like tuple.count shadows it, as NamedTuple allows; mypy flags the override
+    count: int  # type: ignore[assignment]  #: images whose score rose (O > Y)
     mean: float  #: mean O − Y over those images (0 when none)
 
 

@@ -170,7 +170,9 @@ def _nearest(f: torch.Tensor, window: torch.Tensor, t: torch.Tensor, centre: flo
     return distance.argmin(dim=1)
 
 
-def resolves(maps: torch.Tensor, centres: torch.Tensor | Sequence, size: int | Sequence[int], **options) -> torch.Tensor:
+def resolves(
+    maps: torch.Tensor, centres: torch.Tensor | Sequence, size: int | Sequence[int], **options
+) -> torch.Tensor:
     """`(B,)` bool: `two_peaks(maps, centres, size, **options).resolved`, the criterion defined there."""
     return two_peaks(maps, centres, size, **options).resolved
 

@@ -37,7 +37,8 @@ class Localisation(NamedTuple):
 
 class LocalisationError(NamedTuple):
     error: float  #: % of images not localised at the best threshold
-    index: int  #: index of the best threshold (the first one on ties)
+    # a field named like tuple.index shadows it, as NamedTuple allows; mypy flags the override
+    index: int  # type: ignore[assignment]  #: index of the best threshold (the first one on ties)
     errors: torch.Tensor  #: (A,) % error at every threshold
 
 
@@ -104,6 +105,7 @@ def _kept(maps: torch.Tensor, scheme: str, alpha: float, rank: torch.Tensor | No
         keep = maps >= alpha * maps.mean(dim=(1, 2), keepdim=True)
     else:
         # highest pixels until their cumulative energy reaches alpha·total, the crossing pixel excluded
+        assert rank is not None and cumulative is not None  # computed by the caller for the energy scheme
         count = torch.searchsorted(cumulative, alpha * cumulative[:, -1:], side="left")
         keep = (rank < count).view_as(maps)
     return keep & (maps > 0)
@@ -111,7 +113,7 @@ def _kept(maps: torch.Tensor, scheme: str, alpha: float, rank: torch.Tensor | No
 
 def _box_all(keep: torch.Tensor) -> torch.Tensor:
     """Tight `(B, 4)` boxes around all kept pixels; the full image where none is kept."""
-    B, H, W = keep.shape
+    _, H, W = keep.shape
     rows, cols = keep.any(dim=2).to(torch.uint8), keep.any(dim=1).to(torch.uint8)
     y0, y1 = rows.argmax(dim=1), H - 1 - rows.flip(1).argmax(dim=1)
     x0, x1 = cols.argmax(dim=1), W - 1 - cols.flip(1).argmax(dim=1)
@@ -236,7 +238,7 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: float = 15
         raise JitterCamError("a mask is empty: pairs without ground truth are skipped by the pointing game")
     if tolerance < 0:
         raise JitterCamError(f"tolerance must be >= 0, got {tolerance}")
-    B, H, W = masks.shape
+    _, H, W = masks.shape
     index = resize(maps, (H, W)).flatten(1).argmax(dim=1)
     y, x = index // W, index % W
     dy2 = (torch.arange(H, device=maps.device) - y.unsqueeze(1)) ** 2
