@@ -226,7 +226,8 @@ class Experiment:
 
     def config(self) -> dict[str, Any]:
         """The experiment's options as they enter the configuration hash."""
-        return {k: v for k, v in self.settings.items() if not (self.option(k) and self.option(k).dataset)}
+        dataset = {option.name for option in self.options if option.dataset}
+        return {k: v for k, v in self.settings.items() if k not in dataset}
 
     def arms(self, names: Sequence[str], build: Build, setting: Setting) -> list[Arm]:
         return [Arm(name, build(name)) for name in names]
@@ -236,6 +237,8 @@ class Experiment:
         reason = sample.reason_to_skip(self.needs)
         if reason:
             return [], [(sample.key, reason)]
+        if top1 is None:
+            raise ValueError(f"{self.name} explains the top-1 class: the runner gives it")
         return [Unit(sample, row, sample.key, int(top1))], []
 
     def inputs(self, arm: Arm, images: torch.Tensor) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """§4.2: can Jitter-CAM recreate Grad-CAM from a smaller input?"""
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch.nn.functional as F
 
 from ... import metrics
@@ -30,7 +32,7 @@ class Consistency(Experiment):
         Option("low_size", 160, "the small input (default: 160)", "PIXELS", parse.number(int, minimum=32)),
         Option("reference", "gradcam", "the method at full size (default: gradcam)", "METHOD", parse.method),
     )
-    columns = {"spearman": "Spearman"}
+    columns: ClassVar[dict[str, str]] = {"spearman": "Spearman"}
     paper_values = table(name, IMAGENET, "§4.2", ("spearman",), ("resnet50",), {"jittercam": (0.95,)})
     paper_note = "Paper (§4.2): the model is not named; its value is shown beside ResNet50."
 

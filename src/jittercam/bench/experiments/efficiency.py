@@ -1,6 +1,8 @@
 """Table 5 (§4.6): seconds and forward passes per explanation."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from ..paper import IMAGENET, MODELS, table
 from .base import Experiment, Scores, register_experiment
 
@@ -20,7 +22,7 @@ class Efficiency(Experiment):
     default_methods = ("gradcam", "gradcam++", "xgradcam", "scorecam", "ablationcam", "rise", "jittercam")
     one_at_a_time = True
     reads_cache = False
-    columns = {"seconds": "Seconds", "passes": "Passes"}
+    columns: ClassVar[dict[str, str]] = {"seconds": "Seconds", "passes": "Passes"}
     paper_values = table(name, IMAGENET, "Table 5", ("seconds", "passes"), MODELS, {
         "gradcam": (0.03, 1, 0.07, 1, 0.06, 1),
         "gradcam++": (0.03, 1, 0.07, 1, 0.06, 1),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -40,7 +40,8 @@ class Faithfulness(Experiment):
         Option("sweep", ("gradcam", "random"), "methods of the expansion sweep (default: gradcam,random)",
                "a,b|none", parse.names(methods=True)),
     )
-    columns = {"iic": "IIC", "ad": "AD", "improved": "Improved", "mean_improvement": "Mean impr."}
+    columns: ClassVar[dict[str, str]] = {"iic": "IIC", "ad": "AD", "improved": "Improved",
+                                         "mean_improvement": "Mean impr."}
     paired = (("y", "o"),)
     sweep_panels = ("ad", "iic")
     sweep_caption = "Fig. 5: AD and IIC as the maps are expanded"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -33,13 +33,15 @@ def _pairs(columns: Mapping[str, Column]) -> tuple[np.ndarray, np.ndarray]:
 
 def resolution_curve(separations, resolved) -> dict[float, Stat]:
     """Separation -> the share of its pairs resolved (0-1) and how many pairs; NaN values left out."""
-    s, r = _pairs({"separation": Column(np.asarray(separations, float)), "resolved": Column(np.asarray(resolved, float))})
+    s, r = _pairs({"separation": Column(np.asarray(separations, float)),
+                   "resolved": Column(np.asarray(resolved, float))})
     return {float(value): Stat(float(r[s == value].mean()), int((s == value).sum())) for value in np.unique(s)}
 
 
 def resolving_power(separations, resolved, fraction: float = RESOLVED_SHARE) -> Stat:
     """`metrics.resolving_power` of the pairs (NaN values left out), with the number of pairs."""
-    s, r = _pairs({"separation": Column(np.asarray(separations, float)), "resolved": Column(np.asarray(resolved, float))})
+    s, r = _pairs({"separation": Column(np.asarray(separations, float)),
+                   "resolved": Column(np.asarray(resolved, float))})
     if not len(s):
         return Stat(math.nan, 0)
     return Stat(metrics.resolving_power(s.tolist(), (r > 0.5).tolist(), fraction=fraction), len(s))
@@ -94,8 +96,9 @@ class GroundTruth(Experiment):
         Option("floor", 0.5, "the height both peaks must reach, of the map's range (default: 0.5)", "FRACTION",
                parse.number(float, 0, 1)),
     )
-    columns = {"energy": "Energy", "auc": "AUC", "resolving_power": "Resolving power (px)", "passes": "Passes",
-               "seconds": "Seconds"}
+    columns: ClassVar[dict[str, str]] = {
+        "energy": "Energy", "auc": "AUC", "resolving_power": "Resolving power (px)", "passes": "Passes",
+        "seconds": "Seconds"}
     paired = (("separation", "resolved"),)
     sweeps = False  # every arm in the main table: its sizes are points of the cost curve, not a sweep
 
@@ -190,7 +193,7 @@ class GroundTruth(Experiment):
     def extra_report(cls, group, writer) -> None:
         """The resolution curve (share of pairs resolved per separation) as a table and a figure, and the
         resolving power against the passes per explanation."""
-        keys = [key for key in writer.sorted_keys(group.series)]
+        keys = writer.sorted_keys(group.series)
         if not keys:
             return
         separations = sorted({s for key in keys for s in group.series[key]})

@@ -34,7 +34,8 @@ def numbers(kind: type = float, minimum: float | None = None) -> Parse:
         if not values:
             raise JitterCamError(f"{what} names no value")
         if minimum is not None and any(v < minimum for v in values):
-            raise JitterCamError(f"{what} must not be negative" if minimum == 0 else f"{what} must be at least {minimum}")
+            bound = "must not be negative" if minimum == 0 else f"must be at least {minimum}"
+            raise JitterCamError(f"{what} {bound}")
         return tuple(values)
 
     return parse

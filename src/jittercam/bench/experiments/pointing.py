@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
+
+import torch
 
 from ... import metrics
 from ...errors import JitterCamError
 from ..paper import COCO, table
 from ..stats import Stat
-from .base import Column, Experiment, Option, Scores, class_units, register_experiment
 from . import parse
+from .base import Column, Experiment, Option, Scores, class_units, register_experiment
 
 
 @register_experiment
@@ -34,7 +36,7 @@ class Pointing(Experiment):
     needs = frozenset({"labels", "masks"})
     options = (Option("tolerance", 15.0, "hit tolerance in pixels (default: 15)", "PIXELS",
                       parse.number(float, minimum=0)),)
-    columns = {"all": "All", "difficult": "Difficult", "all_overall": "All (overall)",
+    columns: ClassVar[dict[str, str]] = {"all": "All", "difficult": "Difficult", "all_overall": "All (overall)",
                "difficult_overall": "Difficult (overall)"}
     paper_values = table(name, COCO, "Table 4", ("all", "difficult"), ("resnet50",), {
         "centre": (24.61, 17.93),
@@ -83,7 +85,7 @@ class Pointing(Experiment):
             if min(classes) < 0 or max(classes) >= num_classes:
                 raise JitterCamError(f"pointing game: a class index {max(classes)} outside 0..{num_classes - 1}; "
                                      "the run's num_classes does not fit its rows")
-            found = metrics.pointing_accuracy(list(hits), list(classes), num_classes=int(num_classes))
+            found = metrics.pointing_accuracy(torch.tensor(hits), list(classes), num_classes=int(num_classes))
             n = len(kept)
             result[name] = Stat(found.seen_mean, n)
             result[f"{name}_overall"] = Stat(found.overall, n)

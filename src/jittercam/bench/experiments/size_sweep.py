@@ -1,7 +1,7 @@
 """Fig. 2 (§3): deletion and insertion against Jitter-CAM's final map size."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ...methods import method_options
 from . import parse
@@ -38,7 +38,7 @@ class SizeSweep(Experiment):
     title = "Jitter-CAM size sweep (Fig. 2)"
     default_methods = ("jittercam",)
     options = (Option("sizes", None, "Jitter-CAM sizes (default: m..m+13)", "N,N|A-B", parse.numbers(int, 1)),)
-    columns = {**DELETION_INSERTION_COLUMNS, COMBINED: "Del+(1-Ins)"}
+    columns: ClassVar[dict[str, str]] = {**DELETION_INSERTION_COLUMNS, COMBINED: "Del+(1-Ins)"}
     sweep_panels = ("deletion", "insertion", COMBINED)
     sweep_caption = "Fig. 2: deletion and insertion against the Jitter-CAM size"
     paper_note = ("Paper (Fig. 2, ResNet50, m = 7 to 20): deletion plateaus around m = 14, insertion never "

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -38,7 +38,7 @@ class WeakLocalisation(Experiment):
     needs = frozenset({"labels", "boxes"})
     options = (Option("box", "all", "box around all kept pixels (default, Fong & Vedaldi) or the largest "
                       "connected component", choices=("all", "largest")),)
-    columns = {"val": "Val", "mean": "Mean", "eng": "Eng"}
+    columns: ClassVar[dict[str, str]] = {"val": "Val", "mean": "Mean", "eng": "Eng"}
     paper_values = table(name, IMAGENET, "Table 3", ("val", "mean", "eng"), MODELS, {
         "random": (57.43, 58.96, 57.39, 57.43, 58.96, 57.39, 57.74, 59.10, 57.66),
         "centre": (47.58, 48.18, 47.68, 47.58, 48.18, 47.68, 48.56, 48.34, 47.84),
