@@ -25,8 +25,8 @@ class ModelCard:
     """How to feed a model (square input size, normalisation of [0, 1] pixels, class names), and what a
     model source knows of it beyond its weights.
 
-    `weights_file`: the file the source read the weights from when it chose it itself (the ground-truth
-    model's cache), so that a run can identify them. `heldout`: the configuration of the held-out data a
+    `weights_file`: the file the source read the weights from (the ground-truth model's file, by default
+    the one in its cache), so that a run identifies the weights even when the source chose the file. `heldout`: the configuration of the held-out data a
     model was trained to be evaluated on (the ground-truth model's `GroundTruthDataset.config()`).
     `fusion_layers`: the stage outputs a multi-layer method (LayerCAM) fuses by default.
     """

