@@ -1,9 +1,8 @@
 """Models by name: `load_model(name)` builds an eval-mode classifier with its `ModelCard` attached.
 
 Each model source registers a builder where it is defined (`@register_model("name")`, as timm's
-architectures do): this module registers its own built-in sources (torchvision's classifiers, read from
-torchvision's list, and `efficientnet_lite0`); the ground-truth model registers from
-`jittercam.groundtruth`. What the library needs about any model comes from two leaf modules, never from a
+architectures do): this module registers `efficientnet_lite0`, the ground-truth model registers from
+`jittercam.groundtruth`, and any other name is looked up among torchvision's classifiers. What the library needs about any model comes from two leaf modules, never from a
 table of model names: its card (`jittercam.card`) and its target layer (`jittercam.probe`); their public
 names are importable from here too.
 """

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..card import ModelCard, attach_card, update_card
-from .dataset import MEAN, PATTERNS, STD, heldout_config
+from .dataset import MEAN, NAME, PATTERNS, STD, heldout_config
 
 
 class BasicBlock(nn.Module):
@@ -64,7 +64,7 @@ def build(classes: int = 4, width: int = 8, size: int = 128) -> GroundTruthNet:
     `fusion_layers`, and as `heldout` (the held-out dataset's configuration, what `jittercam bench
     groundtruth` evaluates on) the default one of seed 0 until `train` or `load` records the real one."""
     model = GroundTruthNet(classes, width).eval()
-    card = ModelCard(name=f"groundtruth-w{width}", input_size=size, mean=MEAN, std=STD,
+    card = ModelCard(name=f"{NAME}-w{width}", input_size=size, mean=MEAN, std=STD,
                      categories=PATTERNS[:classes], fusion_layers=GroundTruthNet.fusion_layers)
     attach_card(model, card)
     return carry(model, heldout=heldout_config(0, size, classes))
