@@ -115,7 +115,7 @@ def dataset_needs_model(spec: str | Path) -> bool:
     return source is not None and source.from_model
 
 
-def expected() -> str:
+def describe_datasets() -> str:
     """The datasets in words: the named ones, then what a folder may hold."""
     named = [s.expected for s in _SOURCES.values() if s.recognises is None]
     folders = [s.expected for s in _SOURCES.values() if s.recognises is not None]
@@ -137,13 +137,13 @@ def find_dataset(spec: str | Path, options: Mapping[str, Any] | None = None) -> 
         return _SOURCES[spec]
     root = Path(spec).expanduser()
     if not root.exists():
-        raise JitterCamError(f"no such dataset: {spec} (expected {expected()})")
+        raise JitterCamError(f"no such dataset: {spec} (expected {describe_datasets()})")
     if not root.is_dir():
-        raise JitterCamError(f"not a folder: {spec} (expected {expected()})")
+        raise JitterCamError(f"not a folder: {spec} (expected {describe_datasets()})")
     for source in _SOURCES.values():
         if source.recognises is not None and source.recognises(root, options or {}):
             return source
-    raise JitterCamError(f"no dataset recognised in {spec}: expected {expected()}")
+    raise JitterCamError(f"no dataset recognised in {spec}: expected {describe_datasets()}")
 
 
 def open_dataset(
