@@ -51,7 +51,7 @@ def test_missing_paths_and_empty_folders_are_errors(tmp_path):
         find_images([tmp_path / "missing.png"])
     with pytest.raises(JitterCamError, match=r"no images in folder .*empty; image files end in .*\.jpg"):
         find_images([tmp_path / "empty"])
-    with pytest.raises(JitterCamError, match="its subfolders are searched with --recursive"):
+    with pytest.raises(JitterCamError, match="its subfolders are searched with recursive=True"):
         find_images([tmp_path / "nested"])
     assert len(find_images([tmp_path / "nested"], recursive=True)) == 1
 

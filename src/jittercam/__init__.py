@@ -34,6 +34,10 @@ from .methods import (
 )
 from .models import ModelCard, TargetLayer, available_models, find_target_layer, load_model, model_card
 
+# plug-in packages that register model sources and datasets of their own (as torchvision's __init__
+# imports its subpackages); the package's __init__ is the container, not a layer
+from . import groundtruth  # noqa: E402, F401  # isort: skip
+
 __version__ = "0.1.0"
 
 __all__ = [

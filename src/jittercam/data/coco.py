@@ -8,10 +8,10 @@
 * Classes: 0..79 in category-id order (TorchRay's `_COCO_CLASS_TO_INDEX`); names from the file.
 * `masks[c]`: the union of `annToMask` over every instance of class c, crowd included (`coco_as_mask`),
   at the annotated size. `boxes[c]`: each instance's `bbox` `[x, y, w, h]` (continuous edges
-  `[x, x + w)`), crowd included, scaled to the input (`samples.input_boxes`).
+  `[x, x + w)`), crowd included, scaled to the input (`base.input_boxes`).
 * `difficult` (`difficult=PATH`: the EBP flag file `pointing_game_ebp_coco_difficult.txt` or the torchray
   sdist holding it): a pair is in the difficult run unless its image is listed with flag 0
-  (`samples.difficult_pairs`). Without flags the dataset has no "difficult".
+  (`base.difficult_pairs`). Without flags the dataset has no "difficult".
 * A picture whose decoded size differs from the annotated one is skipped (the masks would not fit).
 """
 from __future__ import annotations
@@ -24,10 +24,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from collections.abc import Mapping
 
+from torch import nn
+
+from ..card import ModelCard
 from ..errors import JitterCamError
-from ..models import ModelCard
-from .samples import (
+from .base import (
     Sample,
     difficult_pairs,
     input_boxes,
@@ -35,9 +38,11 @@ from .samples import (
     read_difficult_flags,
     read_picture,
 )
+from .registry import register_dataset
 
 ANNOTATIONS = "instances_val2014.json"
 FLAGS = "pointing_game_ebp_coco_difficult.txt"
+VAL2014_CLASSES = 80
 
 
 def find_coco_annotations(root: Path, annotations: str | Path | None) -> Path | None:
@@ -129,3 +134,14 @@ class CocoDataset:
         boxes = {c: input_boxes(edges[c], original, size) for c in sorted(edges)}
         masks = {c: torch.from_numpy(union[c]) for c in sorted(union)}
         return boxes, masks
+
+
+def _recognises(root: Path, options: Mapping[str, Any]) -> bool:
+    return find_coco_annotations(root, options.get("annotations")) is not None
+
+
+@register_dataset(CocoDataset.name, title="COCO", recognises=_recognises, num_classes=VAL2014_CLASSES,
+                  folder=f"a COCO root with annotations/{ANNOTATIONS} (or annotations=FILE)")
+def _open(root: Path, seed: int, model: nn.Module | None, *, annotations: str | Path | None = None,
+          difficult: str | Path | None = None) -> CocoDataset:
+    return CocoDataset(root, find_coco_annotations(root, annotations), difficult=difficult)

@@ -97,7 +97,7 @@ def _folder_images(folder: Path, recursive: bool, suffixes: set[str], excluded: 
 def _empty_folder(folder: Path, recursive: bool) -> str:
     message = f"no images in folder {folder}"
     if not recursive and any(child.is_dir() and not child.name.startswith(".") for child in folder.iterdir()):
-        message += " (its subfolders are searched with --recursive)"
+        message += " (its subfolders are searched with recursive=True)"
     return message + f"; image files end in {', '.join(sorted(image_suffixes()))}"
 
 

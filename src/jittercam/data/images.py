@@ -26,8 +26,8 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..card import ModelCard
 from ..errors import JitterCamError
-from ..models import ModelCard
 
 MIN_SIDE = 32  # pixels, on the shorter side of the picture as displayed
 _ORIENTATION = 0x0112  # EXIF tag

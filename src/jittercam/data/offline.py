@@ -48,9 +48,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from torch import nn
+
+from ..card import ModelCard, imagenet_categories
 from ..errors import JitterCamError
-from ..models import ModelCard, imagenet_categories
-from .samples import KINDS, Sample, box_mask, input_boxes, model_input, read_picture
+from .base import KINDS, Sample, box_mask, input_boxes, model_input, read_picture
+from .registry import register_dataset
 
 CANVAS = 448
 SINGLE_SIDE = (0.40, 0.85)  # longer side of a single pasted object, fraction of the canvas side
@@ -260,6 +263,11 @@ class OfflineDataset:
                 raise JitterCamError(picture)
             self._pictures[index] = picture
         return self._pictures[index]
+
+
+@register_dataset(OfflineDataset.name, title="the offline dataset", num_classes=OfflineDataset.num_classes)
+def _open(spec: str, seed: int, model: nn.Module | None) -> OfflineDataset:
+    return OfflineDataset(seed=seed)
 
 
 def _split(canvas: int, vertical: int, fraction: float) -> tuple[tuple[int, int, int, int], ...]:

@@ -11,17 +11,20 @@
 * A class whose boxes are ALL marked difficult is a label whose pair TorchRay skips:
   `Sample.excluded[c]` says so.
 * `difficult` (`difficult=PATH`: `pointing_game_ebp_voc07_difficult.txt` or the torchray sdist): a pair is
-  in the difficult run unless its image is listed with flag 0 (`samples.difficult_pairs`).
+  in the difficult run unless its image is listed with flag 0 (`base.difficult_pairs`).
 """
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
+from ..card import ModelCard
 from ..errors import JitterCamError
-from ..models import ModelCard
-from .samples import (
+from .base import (
     Sample,
     class_tables,
     difficult_pairs,
@@ -29,6 +32,7 @@ from .samples import (
     read_difficult_flags,
     read_picture,
 )
+from .registry import register_dataset
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -111,3 +115,13 @@ class VocDataset:
         difficult = difficult_pairs(self._flags, key, labels) if self._flags is not None else {}
         return Sample(key=key, image=model_input(picture, card), labels=labels, boxes=boxes, masks=masks,
                       difficult=difficult, original_size=original, excluded=excluded)
+
+
+def _recognises(root: Path, options: Mapping[str, Any]) -> bool:
+    return find_voc_root(root) is not None
+
+
+@register_dataset(VocDataset.name, title="VOC 2007", recognises=_recognises, num_classes=VocDataset.num_classes,
+                  folder="a VOCdevkit root with VOC2007")
+def _open(root: Path, seed: int, model: nn.Module | None, *, difficult: str | Path | None = None) -> VocDataset:
+    return VocDataset(find_voc_root(root), difficult=difficult)

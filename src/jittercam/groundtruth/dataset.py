@@ -54,8 +54,10 @@ from PIL import Image
 from ..data import load_image
 from ..data.offline import read_photos
 from ..errors import JitterCamError
-from ..models import IMAGENET_MEAN, IMAGENET_STD
+from ..card import IMAGENET_MEAN, IMAGENET_STD
 
+NAME = "groundtruth"  # the name of the ground-truth model, of its benchmark dataset and of its cache folder
+HELDOUT_OFFSET = 1_000_003  # a model trained with seed s is evaluated on the images of seed s + HELDOUT_OFFSET
 MEAN = IMAGENET_MEAN
 STD = IMAGENET_STD
 PATTERNS = ("hgrating", "vgrating", "diagonal", "antidiagonal", "checker", "rings")
@@ -259,6 +261,13 @@ class GroundTruthDataset:
                 break
         low, high = low.astype(np.float32), high.astype(np.float32)
         return low + (high - low) * shape[..., None]
+
+
+def heldout_config(seed: int, size: int, classes: int, patch: tuple[int, int] | None = None,
+                   scale: tuple[float, float] = SCALE, distractor: float = 0.5, count: int = 512) -> dict:
+    """The configuration of the held-out dataset of a model trained with these settings."""
+    return GroundTruthDataset(seed + HELDOUT_OFFSET, size, count, classes, patch=patch, scale=scale,
+                              distractor=distractor).config()
 
 
 def normalise(pixels: np.ndarray) -> torch.Tensor:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..models import ModelCard, attach_card
-from .dataset import MEAN, PATTERNS, STD
+from ..card import ModelCard, attach_card, update_card
+from .dataset import MEAN, NAME, PATTERNS, STD, heldout_config
 
 
 class BasicBlock(nn.Module):
@@ -41,7 +41,9 @@ class GroundTruthNet(nn.Module):
 
     stride = 8
     fusion_layers = ("layer1", "layer2", "layer3")  # the stage outputs LayerCAM fuses (strides 4, 8, 8)
-    heldout: dict  # set by `build`
+    # Module attributes mirroring the card's fields, until bench/ reads the card (`carry`).
+    heldout: dict
+    weights_file: str
 
     def __init__(self, classes: int = 4, width: int = 8) -> None:
         super().__init__()
@@ -58,13 +60,27 @@ class GroundTruthNet(nn.Module):
 
 
 def build(classes: int = 4, width: int = 8, size: int = 128) -> GroundTruthNet:
-    """A fresh network (eval mode) carrying a ModelCard: `size` px input, the dataset's MEAN / STD. Its
-    `heldout` (the held-out dataset's configuration, what `jittercam bench groundtruth` evaluates on) is
-    the default one of seed 0 until `train` or `load` sets the real one."""
-    from .train import heldout_config  # train imports this module
-
+    """A fresh network (eval mode) carrying a ModelCard: `size` px input, the dataset's MEAN / STD, its
+    `fusion_layers`, and as `heldout` (the held-out dataset's configuration, what `jittercam bench
+    groundtruth` evaluates on) the default one of seed 0 until `train` or `load` records the real one."""
     model = GroundTruthNet(classes, width).eval()
-    model.heldout = heldout_config(0, size, classes)
-    card = ModelCard(name=f"groundtruth-w{width}", input_size=size, mean=MEAN, std=STD,
-                     categories=PATTERNS[:classes])
-    return attach_card(model, card)
+    card = ModelCard(name=f"{NAME}-w{width}", input_size=size, mean=MEAN, std=STD,
+                     categories=PATTERNS[:classes], fusion_layers=GroundTruthNet.fusion_layers)
+    attach_card(model, card)
+    return carry(model, heldout=heldout_config(0, size, classes))
+
+
+def carry(model: GroundTruthNet, *, heldout: dict, weights_file: str | None = None) -> GroundTruthNet:
+    """Record on `model`'s card the held-out configuration it is evaluated on and, when it was read from
+    a file, that file. Both are also set as module attributes, which bench/ still reads.
+
+    Returns:
+        `model`, for chaining.
+    """
+    changes: dict = {"heldout": dict(heldout)}
+    if weights_file is not None:
+        changes["weights_file"] = str(weights_file)
+        model.weights_file = str(weights_file)
+    update_card(model, **changes)
+    model.heldout = dict(heldout)
+    return model

@@ -8,7 +8,7 @@ patch sizes at scale 1 on a SMALLER canvas, `max(size // 2, 3 * patch[1], 32)` p
 evidence covers a larger share of the image: with global average pooling a 12-20 px patch is under 3 %
 of a 128 px image and training from scratch on it stalls at chance for a long time (measured: 900 steps
 at 128 px, 4 classes, loss still ln 4); the network is fully convolutional, so the features carry over.
-Held-out images are `GroundTruthDataset(seed + HELDOUT_OFFSET, ...)`: other crops of the
+Held-out images are `GroundTruthDataset(seed + dataset.HELDOUT_OFFSET, ...)`: other crops of the
 same 8 background photos, other patch positions / colours / periods. The result is reproducible from the
 seed for one torch version and thread count (CPU convolutions may round differently with other thread
 counts).
@@ -42,15 +42,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..card import ModelCard, model_card
 from ..errors import JitterCamError
-from .dataset import SCALE, GroundTruthDataset, normalise
-from .model import GroundTruthNet, build
+from ..models import RANDOM, register_model
+from .dataset import NAME, SCALE, GroundTruthDataset, heldout_config, normalise
+from .model import GroundTruthNet, build, carry
 
-HELDOUT_OFFSET = 1_000_003
 WARM_OFFSET = 2_000_003
 FORMAT = 2
 DEFAULT_STEPS = 1200
-DEFAULT_SHAPE = (128, 4, 8)  # size, classes, width: `train`'s defaults, the file `--model groundtruth` reads
+DEFAULT_SHAPE = (128, 4, 8)  # size, classes, width: `train`'s defaults, the file `load_model(NAME)` reads
 
 
 @dataclass
@@ -65,14 +66,7 @@ def cache_root() -> Path | None:
     root = os.environ.get("JITTERCAM_CACHE_DIR")
     if root and root.lower() == "off":
         return None
-    return (Path(root) if root else Path.home() / ".cache" / "jittercam") / "groundtruth"
-
-
-def heldout_config(seed: int, size: int, classes: int, patch: tuple[int, int] | None = None,
-                   scale: tuple[float, float] = SCALE, distractor: float = 0.5, count: int = 512) -> dict:
-    """The configuration of the held-out dataset of a model trained with these settings."""
-    return GroundTruthDataset(seed + HELDOUT_OFFSET, size, count, classes, patch=patch, scale=scale,
-                              distractor=distractor).config()
+    return (Path(root) if root else Path.home() / ".cache" / "jittercam") / NAME
 
 
 def default_path(seed: int, steps: int, size: int, classes: int, width: int) -> Path:
@@ -108,7 +102,7 @@ def train(seed: int = 0, steps: int = DEFAULT_STEPS, out_path: str | Path | None
             if stored.get("config") == config:
                 model = build(classes, width, size)
                 model.load_state_dict(stored["state_dict"])
-                model.heldout = test.config()
+                carry(model, heldout=test.config())
                 return TrainResult(model, stored["metrics"], path, cached=True)
 
     torch.manual_seed(seed)
@@ -132,7 +126,7 @@ def train(seed: int = 0, steps: int = DEFAULT_STEPS, out_path: str | Path | None
         if log and (step + 1) % max(1, steps // 10) == 0:
             log(f"step {step + 1}/{steps}: loss {loss.item():.3f} ({time.perf_counter() - start:.0f} s)")
     model.eval()
-    model.heldout = test.config()
+    carry(model, heldout=test.config())
     seconds = time.perf_counter() - start
     metrics = {"train_seconds": round(seconds, 1), "threads": torch.get_num_threads(), **occlusion_check(model, test)}
     if path is not None:
@@ -152,8 +146,7 @@ def load(path: str | Path) -> GroundTruthNet:
         config = stored["config"]
         model = build(config["data"]["classes"], config["width"], config["data"]["size"])
         model.load_state_dict(stored["state_dict"])
-        model.heldout = dict(config["heldout"])
-        model.weights_file = str(path)
+        carry(model, heldout=config["heldout"], weights_file=str(path))
     except (OSError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError):
         raise JitterCamError(f"not a ground-truth model file (one written by `jittercam groundtruth train`): "
                              f"{path}") from None
@@ -164,20 +157,29 @@ def load(path: str | Path) -> GroundTruthNet:
 
 
 def trained_model(weights: str | Path | None) -> GroundTruthNet:
-    """The model `--model groundtruth` names: the file `weights`, "random" for an untrained one (tests),
-    or (None) the default training's file in the cache, which `jittercam groundtruth train` writes."""
-    if weights == "random":
+    """The model `load_model(NAME, weights)` builds: the file `weights`, `"random"` for an
+    untrained one (tests), or (None) the default training's file in the cache, which `train()` (the
+    command `jittercam groundtruth train`) writes."""
+    if weights == RANDOM:
         return build()
     if weights is not None:
         return load(weights)
     try:
         path = default_path(0, DEFAULT_STEPS, *DEFAULT_SHAPE)
     except JitterCamError:
-        raise JitterCamError("JITTERCAM_CACHE_DIR=off: pass the trained model with --weights FILE") from None
+        raise JitterCamError("JITTERCAM_CACHE_DIR=off: pass the trained model's file as weights") from None
     if not path.is_file():
-        raise JitterCamError(f"no trained ground-truth model at {path}: run `jittercam groundtruth train` first "
-                             "(about 2 minutes on 2 CPU cores), or pass --weights FILE")
+        raise JitterCamError(f"no trained ground-truth model at {path}: train it first with "
+                             "`jittercam groundtruth train` or jittercam.groundtruth.train() (about 2 minutes on "
+                             "2 CPU cores), or pass its file as weights")
     return load(path)
+
+
+@register_model(NAME, summary="the ground-truth benchmark's model, made by `jittercam groundtruth train`")
+def _ground_truth_source(weights: str | Path | None) -> tuple[GroundTruthNet, ModelCard]:
+    """The model source of the ground-truth benchmark (see `trained_model`)."""
+    model = trained_model(weights)
+    return model, model_card(model)
 
 
 def occluded(pixels: np.ndarray, mask: np.ndarray) -> np.ndarray:

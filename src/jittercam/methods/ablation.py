@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..card import model_device, model_dtype
 from ..errors import JitterCamError
 from ..inputs import (
     Target,
@@ -15,7 +16,7 @@ from ..inputs import (
     check_images,
     resolve_targets,
 )
-from ..models import TargetLayer, model_device, model_dtype
+from ..probe import TargetLayer
 from .base import CAMMethod, activations_and_logits, pair_chunks, progress_bar
 from .capture import LayerCapture
 from .registry import register_method

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..card import model_dtype
 from ..errors import JitterCamError
 from ..inputs import (
     Target,
@@ -15,7 +16,7 @@ from ..inputs import (
     resolve_batch_size,
     resolve_targets,
 )
-from ..models import TargetLayer, find_target_layer, model_dtype
+from ..probe import TargetLayer, find_target_layer
 from ..tuning import Plan, cached_plan, forward_batch
 from .capture import LayerCapture
 

@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..card import model_device
 from ..errors import JitterCamError
 from ..inputs import check_target_range
-from ..models import TargetLayer, model_device
+from ..probe import TargetLayer
 from .base import CAMMethod, autocast, layer_activations
 from .gradient import GradCAM
 from .registry import register_wrapper

@@ -11,7 +11,7 @@ from torch import nn
 from ..errors import JitterCamError
 from ..inputs import resolve_targets
 from ..maps import resize
-from ..models import TargetLayer, find_target_layer
+from ..probe import TargetLayer, find_target_layer
 from .base import CAMMethod, activations_and_gradients
 from .capture import LayerCapture
 from .registry import register_method

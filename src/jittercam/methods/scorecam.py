@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..card import model_device, model_dtype
 from ..errors import JitterCamError
 from ..inputs import check_target_range, resolve_targets
-from ..models import TargetLayer, model_device, model_dtype
+from ..probe import TargetLayer
 from .base import (
     CAMMethod,
     activations_and_logits,

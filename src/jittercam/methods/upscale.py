@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ..card import model_device
 from ..maps import resize
-from ..models import model_device
 from .jitter import EnlargingMethod, check_square, enlarge
 from .registry import register_wrapper
 
