@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..data import available_datasets, dataset_source
+from ..data.registry import describe_datasets
 from ..errors import JitterCamError
 from .experiments import Option, available_experiments, experiment_class
 from .runner import CACHE_MODES, Settings, run as run_settings
-
-DATASET_OPTIONS = ("labels", "boxes", "annotations", "difficult")
 
 
 def _experiment_flags() -> dict[str, list[tuple[str, Option]]]:
@@ -30,6 +30,19 @@ def _experiment_flags() -> dict[str, list[tuple[str, Option]]]:
     for name in available_experiments():
         for option in experiment_class(name).options:
             flags.setdefault(option.name, []).append((name, option))
+    return flags
+
+
+def _dataset_flags() -> dict[str, list[tuple[str, str]]]:
+    """The datasets' own options (each dataset declares them) -> (dataset title, what it takes); options an
+    experiment declares for its dataset (the ground truth's) are the experiment's flags."""
+    declared = set(_experiment_flags())
+    flags: dict[str, list[tuple[str, str]]] = {}
+    for name in available_datasets():
+        source = dataset_source(name)
+        for option in source.options:
+            if option not in declared:
+                flags.setdefault(option, []).append((source.title, (source.option_help or {}).get(option, "")))
     return flags
 
 
@@ -44,8 +57,7 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("experiment", choices=names, metavar="EXPERIMENT", help=f"one of: {', '.join(names)}")
     parser.add_argument("--dataset", metavar="NAME|PATH",
-                        help="'offline' (shipped), 'groundtruth' (synthetic, with --model groundtruth), an ImageNet "
-                        "val folder, a COCO 2014 or VOC 2007 root (required, except for groundtruth)")
+                        help=f"{describe_datasets()} (required, except where the experiment has its own)")
     parser.add_argument("--db", required=True, type=Path, metavar="FILE",
                         help="the results store (SQLite); under torchrun each rank writes FILE's stem.rankR-ofW")
     parser.add_argument("--model", help="model name (default: efficientnet_lite0; groundtruth for the groundtruth "
@@ -72,12 +84,13 @@ def add_parser(commands) -> None:
                         help="explanation cache: maps up to 64x64 (small, default), all maps, or none")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary line")
     data = parser.add_argument_group("dataset options")
-    data.add_argument("--labels", metavar="FILE",
-                      help="ImageNet labels (CSV file,class_index) instead of the packaged ones")
-    data.add_argument("--boxes", metavar="DIR", help="ImageNet ILSVRC2012_bbox_val_v3 XML folder")
-    data.add_argument("--annotations", metavar="FILE", help="COCO instances_val2014.json")
-    data.add_argument("--difficult", metavar="FILE",
-                      help="TorchRay's EBP difficult-pairs file (.txt or the sdist .tar.gz)")
+    for name, takers in _dataset_flags().items():
+        by_text: dict[str, list[str]] = {}
+        for title, text in takers:
+            by_text.setdefault(text, []).append(title)
+        helps = "; ".join(f"{' and '.join(titles)}: {text}" if text else " and ".join(titles)
+                          for text, titles in by_text.items())
+        data.add_argument("--" + name.replace("_", "-"), dest=name, metavar="FILE", help=helps)
     own = parser.add_argument_group("experiment options")
     for name, declared in _experiment_flags().items():
         option = declared[0][1]
@@ -127,7 +140,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         experiment=args.experiment, dataset=args.dataset, db=args.db, model=args.model, methods=args.methods,
         weights=args.weights, device=args.device, batch_size=args.batch_size, seed=args.seed, limit=args.limit,
         gallery=args.gallery, input_size=args.input_size,
-        dataset_options={name: getattr(args, name) for name in DATASET_OPTIONS},
+        dataset_options={name: getattr(args, name) for name in _dataset_flags()},
         experiment_options=_experiment_options(args), method_options=_method_options(args.option),
         retry_skipped=args.retry_skipped, cache=args.cache, quiet=args.quiet,
     )

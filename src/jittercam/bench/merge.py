@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data import dataset_num_classes
 from ..errors import JitterCamError
 from .experiments import Column, Variant, find_experiment
 from .stats import CurveMean, Stat
@@ -51,9 +52,8 @@ def _declarations(table: str) -> str:
 class Stores:
     """The union of the stores' rows, in a private temporary SQLite database (deleted when closed)."""
 
-    def __init__(self, paths: list[Path], known_classes: dict[str, int] | None = None) -> None:
+    def __init__(self, paths: list[Path]) -> None:
         self.paths = paths
-        self.known_classes = known_classes or {}
         self.db = sqlite3.connect("", uri=True, isolation_level=None)  # "": private temporary database
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
@@ -280,7 +280,7 @@ def _fill(stores: Stores, group: Group) -> None:
                "AND coalesce(weights, '') = ? AND dataset = ?", where)
     group.hashes = [h for (h,) in db.execute("SELECT config_hash FROM ghash ORDER BY 1")]
     group.runs = _runs(db)
-    group.config = _config(db, stores, group)
+    group.config = _config(db, group)
     experiment = find_experiment(group.experiment)
     _current(db, "results", ("method", "variant", "item", "metric"), ("parameter", "at", "value", "target", "curve"))
     for method, variant in db.execute("SELECT DISTINCT method, variant FROM current ORDER BY 1, 2").fetchall():
@@ -391,7 +391,7 @@ def _runs(db: sqlite3.Connection) -> list[Run]:
     return runs
 
 
-def _config(db: sqlite3.Connection, stores: Stores, group: Group) -> dict[str, Any]:
+def _config(db: sqlite3.Connection, group: Group) -> dict[str, Any]:
     """What the statistics read of the configuration: the experiment's options (the latest run's), and
     `num_classes` — the runs' (they must agree), else the dataset's known count, else the classes seen."""
     latest = max(group.runs, key=lambda run: run.created, default=None)
@@ -402,8 +402,8 @@ def _config(db: sqlite3.Connection, stores: Stores, group: Group) -> dict[str, A
                              f"num_classes ({sorted(counts)})")
     if counts:
         config["num_classes"] = counts.pop()
-    elif group.dataset in stores.known_classes:
-        config["num_classes"] = stores.known_classes[group.dataset]
+    elif (known := dataset_num_classes(group.dataset)) is not None:
+        config["num_classes"] = known
         config["num_classes_source"] = f"{group.dataset}'s class count (not in the run's configuration)"
     else:
         seen = db.execute("SELECT max(target) FROM results WHERE config_hash IN ghash").fetchone()[0]

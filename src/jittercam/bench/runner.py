@@ -49,13 +49,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from ..data.output import deferred_interrupt
-from ..data.samples import open_dataset
+from ..data import available_datasets, dataset_needs_model, open_dataset
 from ..errors import JitterCamError
 from .. import tuning
 from ..inputs import parse_device, resolve_batch_size
 from ..methods import CAMMethod, create, method_options
 from ..methods.registry import method_list
-from ..models import RANDOM, attach_card, load_model, model_card, model_dtype
+from ..card import attach_card, model_card, model_dtype
+from ..models import RANDOM, load_model
 from . import distributed
 from .experiments import Arm, Experiment, Setting, Unit, experiment_class
 from .experiments.base import SWEEP
@@ -193,7 +194,7 @@ def _file_digest(path: Path) -> str:
 def _weights_source(settings: Settings, model: torch.nn.Module) -> str | None:
     """The weights asked for, else the file a model read its default weights from (the ground-truth model's
     cache), so that retraining it changes the configuration."""
-    return settings.weights if settings.weights is not None else getattr(model, "weights_file", None)
+    return settings.weights if settings.weights is not None else model_card(model).weights_file
 
 
 def weights_id(weights: str | None) -> str:
@@ -258,15 +259,11 @@ def _measured_batch(model: torch.nn.Module, device: torch.device, size: int, qui
     return None if plan is None else plan.batch_size
 
 
-def dataset_needs_model(spec: str) -> bool:  # TODO(merge): the dataset registry's
-    return spec == "groundtruth"
-
-
 def _check_needs(experiment: Experiment, dataset) -> None:
     missing = set(experiment.needs) - set(dataset.has)
     if missing:
-        hint = ("the ground-truth dataset: --dataset groundtruth" if "evidence" in missing
-                else "see --boxes / --annotations")
+        hint = (f"it runs on {experiment.default_dataset}" if experiment.default_dataset
+                else "see the dataset options boxes and annotations")
         raise JitterCamError(f"{experiment.name} needs {' and '.join(sorted(missing))}, which dataset "
                              f"{dataset.name} does not have ({hint})")
 
@@ -277,7 +274,8 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
     spec = settings.dataset or experiment.default_dataset
     if dataset is None:
         if spec is None:
-            raise JitterCamError(f"{experiment.name} needs --dataset: offline, groundtruth, or a dataset folder")
+            raise JitterCamError(f"{experiment.name} needs --dataset: {', '.join(available_datasets())} or a "
+                                 "dataset folder")
         experiment.check_dataset(settings.dataset)
         options = {**{k: v for k, v in settings.dataset_options.items() if v is not None},
                    **experiment.dataset_options()}
@@ -289,9 +287,7 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
         torch.manual_seed(settings.seed)  # random weights are the same in every rank and every run
         model = load_model(settings.model or experiment.default_model or DEFAULT_MODEL, weights=settings.weights)
     if dataset is None:  # a dataset drawn from its model (the ground truth's held-out configuration)
-        from ..groundtruth.benchmark import for_model  # TODO(merge): the dataset registry
-
-        dataset = for_model(model, settings.seed, **experiment.dataset_options())
+        dataset = open_dataset(spec, seed=settings.seed, model=model, **options)
         _check_needs(experiment, dataset)
         if settings.input_size not in (None, dataset.size):
             raise JitterCamError(f"the {dataset.name} images are {dataset.size} px: leave out --input-size",
@@ -304,7 +300,7 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
     if settings.batch_size is None:
         batch_size = _measured_batch(model, device, card.input_size, settings.quiet) or batch_size
     setting = Setting(model, tuple(card.mean), tuple(card.std), card.input_size, settings.batch_size,
-                      tuple(getattr(model, "fusion_layers", ())))
+                      tuple(card.fusion_layers))
 
     def build(name: str, **extra) -> CAMMethod:
         return create(name, model, **{**_options_for(name, settings), **extra})

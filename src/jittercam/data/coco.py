@@ -141,7 +141,9 @@ def _recognises(root: Path, options: Mapping[str, Any]) -> bool:
 
 
 @register_dataset(CocoDataset.name, title="COCO", recognises=_recognises, num_classes=VAL2014_CLASSES,
-                  folder=f"a COCO root with annotations/{ANNOTATIONS} (or annotations=FILE)")
+                  folder=f"a COCO root with annotations/{ANNOTATIONS} (or annotations=FILE)",
+                  option_help={"annotations": "instances_val2014.json",
+                               "difficult": "TorchRay's EBP difficult-pairs file (.txt or the sdist .tar.gz)"})
 def _open(root: Path, seed: int, model: nn.Module | None, *, annotations: str | Path | None = None,
           difficult: str | Path | None = None) -> CocoDataset:
     return CocoDataset(root, find_coco_annotations(root, annotations), difficult=difficult)

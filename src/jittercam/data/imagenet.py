@@ -236,7 +236,9 @@ def _recognises(root: Path, options: Mapping[str, Any]) -> bool:
 
 
 @register_dataset(ImageNetDataset.name, title="ImageNet", recognises=_recognises,
-                  num_classes=ImageNetDataset.num_classes, folder="a folder of ILSVRC2012_val_*.JPEG (ImageNet)")
+                  num_classes=ImageNetDataset.num_classes, folder="a folder of ILSVRC2012_val_*.JPEG (ImageNet)",
+                  option_help={"labels": "labels (CSV file,class_index) instead of the packaged ones",
+                               "boxes": "the ILSVRC2012_bbox_val_v3 XML folder"})
 def _open(root: Path, seed: int, model: nn.Module | None, *, labels: str | Path | None = None,
           boxes: str | Path | None = None) -> ImageNetDataset:
     return ImageNetDataset(root, labels=labels, boxes=boxes)

@@ -39,6 +39,7 @@ class DatasetSource:
     folder: str = ""  #: what a folder of it holds, for the list of datasets in messages
     from_model: bool = False
     num_classes: int | None = None  #: None: it depends on the files or on the model
+    option_help: Mapping[str, str] | None = None  #: option -> what to give it, for help texts
 
     @property
     def expected(self) -> str:
@@ -56,6 +57,7 @@ def register_dataset(
     folder: str = "",
     from_model: bool = False,
     num_classes: int | None = None,
+    option_help: Mapping[str, str] | None = None,
 ) -> Callable[[Opener], Opener]:
     """Decorator: make the opener `opener(spec, seed, model, **options)` open the dataset `name`.
 
@@ -67,6 +69,7 @@ def register_dataset(
         folder: what such a folder holds, in words (folder datasets).
         from_model: the dataset is drawn from the model it is evaluated on (`model` is never None then).
         num_classes: the class count, when it is fixed.
+        option_help: what each option takes, in words (the command line's help).
 
     Raises:
         ValueError: `name` is taken, or a folder dataset does not say what its folder holds.
@@ -79,7 +82,8 @@ def register_dataset(
             raise ValueError(f"dataset {name!r} recognises folders: say what they hold (folder=...)")
         parameters = inspect.signature(opener).parameters.values()
         options = tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
-        _SOURCES[name] = DatasetSource(name, title, opener, options, recognises, folder, from_model, num_classes)
+        _SOURCES[name] = DatasetSource(name, title, opener, options, recognises, folder, from_model, num_classes,
+                                       option_help)
         return opener
 
     return decorator

@@ -122,6 +122,7 @@ def _recognises(root: Path, options: Mapping[str, Any]) -> bool:
 
 
 @register_dataset(VocDataset.name, title="VOC 2007", recognises=_recognises, num_classes=VocDataset.num_classes,
-                  folder="a VOCdevkit root with VOC2007")
+                  folder="a VOCdevkit root with VOC2007",
+                  option_help={"difficult": "TorchRay's EBP difficult-pairs file (.txt or the sdist .tar.gz)"})
 def _open(root: Path, seed: int, model: nn.Module | None, *, difficult: str | Path | None = None) -> VocDataset:
     return VocDataset(find_voc_root(root), difficult=difficult)

@@ -11,6 +11,7 @@ import torch
 
 from ... import metrics
 from ...errors import JitterCamError
+from ...groundtruth.dataset import NAME as GROUND_TRUTH
 from ...methods import method_class, method_options
 from ..stats import Stat, mean
 from . import parse
@@ -69,7 +70,7 @@ class GroundTruth(Experiment):
     (default m + 2, m + 4, 1.5 m, 2 m: the cost curve), variant `size=<n>`; LayerCAM also fused over the
     model's fusion layers (variant `fused`; `fused` names other layers, 'none' leaves it out)."""
 
-    name = "groundtruth"
+    name = GROUND_TRUTH
     paper = "beyond the paper: evidence known by construction"
     order = 9
     title = "Ground truth: evidence energy, detection AUC and resolving power (beyond the paper)"
@@ -77,8 +78,8 @@ class GroundTruth(Experiment):
                        "cameras", "upscale", "jittercam")
     truth_targets = True
     needs = frozenset({"labels", "masks", "evidence"})
-    default_dataset = "groundtruth"
-    default_model = "groundtruth"
+    default_dataset = GROUND_TRUTH  # its own synthetic images and the model trained on them
+    default_model = GROUND_TRUTH
     options = (
         Option("sizes", None, "Jitter-CAM and Upscale-CAM sizes (default: m+2, m+4, 1.5m, 2m)", "N,N|A-B",
                parse.numbers(int, 1)),

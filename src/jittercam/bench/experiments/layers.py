@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...models import activation_input, find_target_layer
+from ...probe import activation_input, find_target_layer
 from . import parse
 from .base import (
     DELETION_INSERTION_COLUMNS,
