@@ -56,7 +56,7 @@ def test_dataset_items_match_the_ground_truth(quick_groundtruth):
     card = jittercam.model_card(model)
     single = data.load("single-0001", card)
     item = data.data.item(1)  # the model's held-out images: the same seed as its held-out check
-    assert data.data.seed == model.heldout["seed"] and torch.equal(single.image, item.image)
+    assert data.data.seed == jittercam.model_card(model).heldout["seed"] and torch.equal(single.image, item.image)
     assert single.labels == (1,) and torch.equal(single.masks[1], item.mask) and single.meta["kind"] == "single"
     x, y, side = item.box
     assert single.boxes[1].tolist() == [[x, y, x + side - 1, y + side - 1]]  # inclusive pixels
@@ -83,7 +83,7 @@ def test_dataset_refuses_what_it_cannot_draw(quick_groundtruth, lite0):
     with pytest.raises(JitterCamError, match="--model groundtruth"):
         for_model(lite0)
     with pytest.raises(JitterCamError, match="not both 0"):
-        GroundTruthBenchmark(model.heldout, singles=0, replicates=0)
+        GroundTruthBenchmark(jittercam.model_card(model).heldout, singles=0, replicates=0)
 
 
 def test_gallery_shows_pairs_across_the_sweep():

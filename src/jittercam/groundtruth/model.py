@@ -41,9 +41,6 @@ class GroundTruthNet(nn.Module):
 
     stride = 8
     fusion_layers = ("layer1", "layer2", "layer3")  # the stage outputs LayerCAM fuses (strides 4, 8, 8)
-    # Module attributes mirroring the card's fields, until bench/ reads the card (`carry`).
-    heldout: dict
-    weights_file: str
 
     def __init__(self, classes: int = 4, width: int = 8) -> None:
         super().__init__()
@@ -72,7 +69,7 @@ def build(classes: int = 4, width: int = 8, size: int = 128) -> GroundTruthNet:
 
 def carry(model: GroundTruthNet, *, heldout: dict, weights_file: str | None = None) -> GroundTruthNet:
     """Record on `model`'s card the held-out configuration it is evaluated on and, when it was read from
-    a file, that file. Both are also set as module attributes, which bench/ still reads.
+    a file, that file.
 
     Returns:
         `model`, for chaining.
@@ -80,7 +77,5 @@ def carry(model: GroundTruthNet, *, heldout: dict, weights_file: str | None = No
     changes: dict = {"heldout": dict(heldout)}
     if weights_file is not None:
         changes["weights_file"] = str(weights_file)
-        model.weights_file = str(weights_file)
     update_card(model, **changes)
-    model.heldout = dict(heldout)
     return model
