@@ -145,8 +145,8 @@ def draw(rows: list[list[Panel]], out: Path) -> None:
     figure, axes = plt.subplots(
         len(rows), columns, figsize=(2.1 * columns, 2.35 * len(rows)), squeeze=False, layout="constrained"
     )
-    for row, cells in zip(axes, rows):
-        for axis, panel in zip(row, cells):
+    for row, cells in zip(axes, rows, strict=True):
+        for axis, panel in zip(row, cells, strict=True):
             axis.imshow(panel.image)
             axis.set_title(panel.title, fontsize=7)
             axis.set_axis_off()
