@@ -49,12 +49,19 @@ def timed(fn: Callable[[], T], device: torch.device | str | None = None) -> tupl
 
 
 # ------------------------------------------------------------------------------------------- threads
+def allowed_cpus() -> int:
+    """The CPUs the affinity mask lets this process run on (`taskset` narrows them), else all of them."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on: torch's default thread count (physical cores, or OMP_NUM_THREADS),
     capped by the CPU affinity mask and a cgroup CPU quota (containers). At least 1."""
     count = torch.get_num_threads()
     if hasattr(os, "sched_getaffinity"):
-        count = min(count, len(os.sched_getaffinity(0)))
+        count = min(count, allowed_cpus())
     try:
         quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
         if quota != "max":
@@ -176,7 +183,7 @@ class Machine:
 
     cpu: str
     cores: int | None  # os.cpu_count()
-    usable_cpus: int
+    allowed_cpus: int  # those the affinity mask allows
     torch_threads: int
     gpu: str | None
     torch: str
@@ -200,4 +207,4 @@ def machine(device: torch.device | str | None = None) -> Machine:
     else:
         device = torch.device(device)
         gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    return Machine(cpu_name(), os.cpu_count(), usable_cpus(), torch.get_num_threads(), gpu, torch.__version__)
+    return Machine(cpu_name(), os.cpu_count(), allowed_cpus(), torch.get_num_threads(), gpu, torch.__version__)
