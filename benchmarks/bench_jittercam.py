@@ -9,14 +9,13 @@ ours before timing. Numbers go to stdout as a markdown table.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import time
 
 import torch
 
 import jittercam
 from jittercam.methods import CAMMethod
+from jittercam.runtime import machine, timed
 
 
 class NaiveGradCAM(CAMMethod):
@@ -48,14 +47,7 @@ class NaiveGradCAM(CAMMethod):
 
 def _time(fn, repeats: int, device: torch.device) -> float:
     fn()  # warm-up
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+    return statistics.median(timed(fn, device)[1] for _ in range(repeats))
 
 
 def main() -> None:
@@ -73,9 +65,7 @@ def main() -> None:
     image = jittercam.data.load_image("examples/images/ILSVRC2012_val_00000262.JPEG")
     batch = jittercam.data.to_input(image, card).to(device)
 
-    where = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or platform.machine()
-    threads = torch.get_num_threads()
-    print(f"model {args.model}, device {device} ({where}), torch {torch.__version__}, {threads} threads")
+    print(f"model {args.model}, device {device}; machine: {machine(device)}")
     ours = jittercam.JitterCAM(model)
     naive = jittercam.JitterCAM(model, base=NaiveGradCAM(model))
     patches = (ours._check_size(ours.layer.map_size) - ours.layer.map_size + 1) ** 2

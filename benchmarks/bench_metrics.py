@@ -13,12 +13,12 @@ images, the blur, the sort, the bookkeeping), which gives a noise-free ratio 1 +
 from __future__ import annotations
 
 import argparse
-import platform
-import time
+from functools import partial
 from pathlib import Path
 
 import torch
 
+from jittercam import runtime
 from jittercam.metrics import deletion_insertion
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,39 +61,13 @@ class ForwardClock(torch.nn.Module):
         self.model, self.device, self.seconds = model, device, 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        start = time.perf_counter()
-        out = self.model(x)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        self.seconds += time.perf_counter() - start
+        out, seconds = runtime.timed(partial(self.model, x), self.device)
+        self.seconds += seconds
         return out
 
 
 def timed(fn, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
-
-
-def machine(device: torch.device) -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    text = f"{cpu}, nproc {os.cpu_count()}, torch {torch.__version__} ({torch.get_num_threads()} threads)"
-    if device.type == "cuda":
-        text += f", {torch.cuda.get_device_name(device)}"
-    return text
+    return runtime.timed(fn, device)[1]
 
 
 def main() -> None:
@@ -132,7 +106,7 @@ def main() -> None:
             best[bs]["b"] = min(best[bs]["b"], total)
             best[bs]["outside"] = min(best[bs]["outside"], total - model.seconds)
 
-    print(f"machine: {machine(device)}; device {device}; fastest of {args.repeats} repeats")
+    print(f"machine: {runtime.machine(device)}; device {device}; fastest of {args.repeats} repeats")
     print(f"one image, deletion AUC {float(result.deletion.auc):.3f}, insertion AUC {float(result.insertion.auc):.3f}")
     print("| batch size | (a) 58 forward passes (s) | (b) deletion + insertion (s) | (b)/(a) "
           "| (b) outside forward (ms) | 1 + outside/(a) |")

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import jittercam  # before torch: it makes OpenMP wait passively
@@ -26,6 +27,7 @@ from jittercam import tuning
 from jittercam.data import load_image, to_input
 from jittercam.methods import create
 from jittercam.models import model_card
+from jittercam.runtime import synchronize, timed
 
 PHOTOS = sorted((Path(__file__).resolve().parent.parent / "examples" / "images").glob("ILSVRC2012_val_*.JPEG"))
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -40,11 +42,6 @@ class Repeated(Dataset):
 
     def __getitem__(self, index: int) -> torch.Tensor:
         return to_input(load_image(PHOTOS[index % len(PHOTOS)]), self.card)[0]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -78,21 +75,19 @@ def main() -> None:
 
     first = next(iter(loader)).to(device)
     step(first)  # warm-up (kernels, allocator)
-    sync(device)
+    synchronize(device)
+
+    def scored(images: torch.Tensor, maps: torch.Tensor) -> None:
+        with autocast():
+            metrics.deletion_insertion(model, images, maps)
+
     explain = score = 0.0
     start = time.perf_counter()
     for images in loader:
         images = images.to(device, non_blocking=True)
-        sync(device)
-        t0 = time.perf_counter()
-        maps = jitter(images)
-        sync(device)
-        t1 = time.perf_counter()
-        with autocast():
-            metrics.deletion_insertion(model, images, maps)
-        sync(device)
-        explain += t1 - t0
-        score += time.perf_counter() - t1
+        maps, seconds = timed(partial(jitter, images), device)
+        explain += seconds
+        score += timed(partial(scored, images, maps), device)[1]
     total = time.perf_counter() - start
     per_image = total / args.images
     result = {

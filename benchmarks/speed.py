@@ -85,10 +85,12 @@ import torch
 import torch.nn.functional as F
 
 import jittercam
+from jittercam import runtime
 from jittercam.inputs import parse_device
 from jittercam.methods import CAMERAS, CAMMethod, JitterCAM, UpscaleCAM, registry
 from jittercam.methods.jitter import enlarge, patch_windows
 from jittercam.metrics import deletion_insertion
+from jittercam.runtime import timed
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT / "examples" / "images" / "ILSVRC2012_val_00000262.JPEG"
@@ -135,13 +137,7 @@ class Clock:
         self.device, self.repeats, self.slow = device, repeats, slow
 
     def once(self, fn: Callable[[], object]) -> float:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        start = time.perf_counter()
-        fn()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter() - start
+        return timed(fn, self.device)[1]
 
     def __call__(self, fn: Callable[[], object], single: bool = False) -> Timing:
         """`single`: one run, no warm-up (the slow peers)."""
@@ -154,13 +150,8 @@ class Clock:
 
 # -------------------------------------------------------------------------------------------- machine
 def machine(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    """`jittercam.runtime.machine` and what the comparison with pytorch-grad-cam adds, for the JSON."""
+    described = runtime.machine(device)
     try:
         from importlib.metadata import version
 
@@ -168,26 +159,19 @@ def machine(device: torch.device) -> dict:
     except Exception:  # noqa: BLE001 - not installed, or installed without its metadata
         peer_version = "installed" if importlib.util.find_spec("pytorch_grad_cam") else None
     return {
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "usable_cpus": usable_cpus(),
-        "torch_threads": torch.get_num_threads(),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu": described.cpu,
+        "cpu_count": described.cores,
+        "usable_cpus": described.allowed_cpus,
+        "torch_threads": described.torch_threads,
+        "gpu": described.gpu,
         "cudnn_tf32": torch.backends.cudnn.allow_tf32 if device.type == "cuda" else None,
         "matmul_precision": torch.get_float32_matmul_precision(),
-        "torch": torch.__version__,
+        "torch": described.torch,
         "python": platform.python_version(),
         "pytorch_grad_cam": peer_version,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "device": str(device),
     }
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on (a `taskset` narrows them), else os.cpu_count."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def describe(info: dict) -> str:
@@ -215,7 +199,7 @@ class Load:
             else:
                 env.pop(name, None)
         code = SPIN[self.kind]
-        self.processes = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(usable_cpus())]
+        self.processes = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(runtime.allowed_cpus())]
         time.sleep(2.0)
 
     def __exit__(self, *_exc) -> None:
@@ -679,7 +663,7 @@ def main(argv: list[str] | None = None) -> None:
         report["projection"] = line
     if args.load:
         threads = "1 thread each" if args.load_kind == "numpy" else "torch's default threads each"
-        print(f"\nunder load: {usable_cpus()} busy processes ({args.load_kind} matmul, {threads})", flush=True)
+        print(f"\nunder load: {runtime.allowed_cpus()} busy processes ({args.load_kind} matmul, {threads})", flush=True)
         with Load(args.load_kind):
             report["machine_loaded"] = machine(device)
             loaded = run_all(args, device, report, "loaded_rows")

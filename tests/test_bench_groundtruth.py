@@ -80,8 +80,9 @@ def test_dataset_refuses_what_it_cannot_draw(quick_groundtruth, lite0):
     assert default_separations(16, 128) == list(range(16, 65, 2)) and default_separations(14, 64)[-1] == 50
     with pytest.raises(JitterCamError, match="need 14-50 px"):
         for_model(model, separations=[10])
-    with pytest.raises(JitterCamError, match="--model groundtruth"):
+    with pytest.raises(JitterCamError, match="use model groundtruth, not efficientnet_lite0") as refused:
         for_model(lite0)
+    assert refused.value.option == "model"
     with pytest.raises(JitterCamError, match="not both 0"):
         GroundTruthBenchmark(jittercam.model_card(model).heldout, singles=0, replicates=0)
 
@@ -207,7 +208,7 @@ def test_other_experiments_run_on_the_ground_truth_and_lite0_is_refused(tmp_path
     assert main(["bench", "groundtruth", "--model", "efficientnet_lite0", "--db", str(tmp_path / "y.db")]) == 2
     assert "--model groundtruth" in capsys.readouterr().err
     assert main(["bench", "local-accuracy", "--db", str(tmp_path / "z.db")]) == 2
-    assert "needs --dataset" in capsys.readouterr().err
+    assert "local-accuracy needs --dataset: offline, " in capsys.readouterr().err
 
 
 def test_pairs_at_an_angle_are_a_dataset_of_their_own(quick_groundtruth, tmp_path, weights):

@@ -91,7 +91,7 @@ def test_open_dataset_refuses_unknown_specs_in_one_line(tmp_path):
     (tmp_path / "holiday.jpg").write_bytes(b"")
     with pytest.raises(JitterCamError, match=r"no dataset recognised in .*ILSVRC2012_val_"):
         open_dataset(str(tmp_path))
-    with pytest.raises(JitterCamError, match="--boxes does not apply to the offline dataset"):
+    with pytest.raises(JitterCamError, match="boxes does not apply to the offline dataset"):
         open_dataset("offline", boxes=str(tmp_path))
     with pytest.raises(JitterCamError) as error:
         open_dataset(str(tmp_path))

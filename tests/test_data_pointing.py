@@ -130,7 +130,7 @@ def test_coco_paths_annotations_option_and_bad_items(coco_root, tmp_path):
         open_dataset(str(coco_root))
     dataset = open_dataset(str(coco_root), annotations=str(moved))
     assert len(dataset.keys()) == 2
-    with pytest.raises(JitterCamError, match="--labels does not apply to COCO"):
+    with pytest.raises(JitterCamError, match="labels does not apply to COCO"):
         open_dataset(str(coco_root), annotations=str(moved), labels="x.csv")
     (coco_root / "val2014" / "COCO_val2014_000000000007.jpg").write_bytes(b"garbage")
     save_picture(coco_root / "val2014" / "COCO_val2014_000000000042.jpg", 40, 40, 0)

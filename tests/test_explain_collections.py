@@ -120,7 +120,7 @@ def test_an_unwritable_out_is_refused_before_computing(tmp_path, capsys, monkeyp
         def read_only(folder):
             raise PermissionError(errno.EROFS, "Read-only file system", str(folder))
 
-        monkeypatch.setattr("jittercam.cli.probe_folder", read_only)
+        monkeypatch.setattr("jittercam.explain.probe_folder", read_only)
         out = tmp_path / "out"
         message = "is not writable: Read-only file system"
     assert main(["explain", str(image), "--method", "gradcam", "--out", str(out)]) == 2

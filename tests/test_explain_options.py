@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from conftest import GOLDFISH
-from jittercam.cli import main, threads_for
+from jittercam.cli import main
+from jittercam.runtime import threads_for
 from jittercam.methods.gradient import GradCAM
 
 
@@ -36,9 +37,9 @@ def test_threads_option_is_used_and_restored(tmp_path, capsys, seen):
 
 
 def test_default_threads_follow_the_idle_cores(tmp_path, capsys, seen, monkeypatch):
-    monkeypatch.setattr("jittercam.cli._usable_cpus", lambda: 2)
-    monkeypatch.setattr("jittercam.cli._busy_cpus", lambda: 1.0)
-    monkeypatch.setattr("jittercam.cli.os.cpu_count", lambda: 2)
+    monkeypatch.setattr("jittercam.runtime.usable_cpus", lambda: 2)
+    monkeypatch.setattr("jittercam.runtime.busy_cpus", lambda: 1.0)
+    monkeypatch.setattr("jittercam.runtime.os.cpu_count", lambda: 2)
     assert main(["explain", str(GOLDFISH), "--method", "gradcam", "--out", str(tmp_path)]) == 0
     assert seen[0]["threads"] == 1
     assert "on cpu, 1 thread, 1.0 of 2 CPUs busy elsewhere ->" in capsys.readouterr().out
@@ -47,10 +48,10 @@ def test_default_threads_follow_the_idle_cores(tmp_path, capsys, seen, monkeypat
 def test_threads_follow_load_that_starts_during_the_run(tmp_path, capsys, seen, monkeypatch):
     # idle at the start and before the first image, busy before the second, idle again before the third
     loads = iter([0.0, 0.0, 1.5, 0.1])
-    monkeypatch.setattr("jittercam.cli._usable_cpus", lambda: 2)
-    monkeypatch.setattr("jittercam.cli._busy_cpus", lambda: next(loads))
-    monkeypatch.setattr("jittercam.cli.os.cpu_count", lambda: 2)
-    monkeypatch.setattr("jittercam.cli._Threads.RECHECK", 0.0)
+    monkeypatch.setattr("jittercam.runtime.usable_cpus", lambda: 2)
+    monkeypatch.setattr("jittercam.runtime.busy_cpus", lambda: next(loads))
+    monkeypatch.setattr("jittercam.runtime.os.cpu_count", lambda: 2)
+    monkeypatch.setattr("jittercam.runtime.ThreadGovernor.RECHECK", 0.0)
     catdog = GOLDFISH.parent / "catdog.png"
     out = tmp_path / "out"
     assert main(["explain", str(GOLDFISH), str(catdog), str(GOLDFISH.parent / "ILSVRC2012_val_00008828.JPEG"),

@@ -1,11 +1,14 @@
-"""`jittercam compare`: a grid like the paper's Figure 3 — a row per image (the photo first), a column per
-method, each map over the photo, titled with the method, the class explained and the seconds it took."""
+"""A comparison figure like the paper's Figure 3: a row per image (the photo first), a column per method, each
+map over the photo, titled with the method, the class explained and the seconds it took.
+
+`write_figure(images, out, methods=...)` is the library behind `jittercam compare`.
+"""
 from __future__ import annotations
 
-import argparse
 import sys
-import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +18,13 @@ from PIL import Image
 from .data import load_image, to_input
 from .data.output import atomic_write, probe_folder
 from .errors import JitterCamError
+from .frontend import build_methods, check_applies
+from .frontend import method_names as _method_names
 from .inputs import check_targets, parse_device
 from .maps import upsample
-from .methods import create, method_options
-from .methods.registry import method_list
-from .models import load_model, model_card
+from .methods import CAMMethod
+from .models import ModelCard, load_model, model_card
+from .runtime import timed
 from .viz import overlay
 
 PANEL_PIXELS = 256  # the longer side of each panel
@@ -27,92 +32,78 @@ PANEL_PIXELS = 256  # the longer side of each panel
 
 @dataclass
 class Panel:
+    """One cell of the figure."""
+
     method: str
     image: Image.Image  # the photo at panel size, with the map over it
     title: str
 
 
-def add_parser(commands) -> argparse.ArgumentParser:
-    parser = commands.add_parser(
-        "compare",
-        help="draw every method's map for one or more images in one figure (PNG)",
-        description="A row per image (the photo first), a column per method, each map over the photo, "
-        "titled with the method, the class explained and the seconds it took.",
-    )
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    parser.add_argument("--model", default="efficientnet_lite0", help="model name (default: %(default)s)")
-    parser.add_argument(
-        "--methods", default="gradcam,jittercam", metavar="all|a,b,c",
-        help="comma-separated method names, or 'all' for every method with its default options "
-        "(default: %(default)s; see `jittercam list`)",
-    )
-    parser.add_argument("--out", required=True, type=Path, metavar="FILE.png", help="the figure to write")
-    parser.add_argument("--target", type=int, metavar="CLASS", help="class index to explain (default: top-1)")
-    parser.add_argument("--size", type=int, help="Jitter-CAM / Upscale-CAM map size m+d (default: 2m)")
-    parser.add_argument("--weights", help="local state dict for the model (default: its pretrained weights)")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: %(default)s)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
-
-
 def method_names(spec: str) -> list[str]:
     """'all' → every registered method and wrapper with its default options; else a checked list."""
-    return method_list([spec], "--methods")
+    return _method_names(spec)
 
 
-def _check_out(out: Path) -> None:
+def check_out(out: Path) -> None:
+    """Refuse a figure path that is not a writable `.png` file name (`option="out"`)."""
     if out.suffix.lower() != ".png":
-        raise JitterCamError(f"--out {out} must end in .png")
+        raise JitterCamError(f"out {out} must end in .png", option="out")
     if out.is_dir():
-        raise JitterCamError(f"--out {out} is a folder; give a file name ending in .png")
+        raise JitterCamError(f"out {out} is a folder; give a file name ending in .png", option="out")
     folder = out.parent
     if not folder.is_dir():
-        raise JitterCamError(f"--out {out}: folder {folder} does not exist")
+        raise JitterCamError(f"out {out}: folder {folder} does not exist", option="out")
     try:
         probe_folder(folder)
     except OSError as exc:
-        raise JitterCamError(f"--out {out}: cannot write in {folder} ({exc.strerror or exc})") from None
+        raise JitterCamError(f"out {out}: cannot write in {folder} ({exc.strerror or exc})", option="out") from None
 
 
-def _panel_size(image: Image.Image) -> tuple[int, int]:
-    scale = PANEL_PIXELS / max(image.width, image.height)
-    return max(1, round(image.width * scale)), max(1, round(image.height * scale))
+def write_figure(images: Sequence[str | Path], out: Path, *, methods: str | Sequence[str] = "gradcam,jittercam",
+                 model: str = "efficientnet_lite0", weights: str | None = None, target: int | None = None,
+                 size: int | None = None, device: str = "cpu", progress: bool = False) -> list[list[Panel]]:
+    """Explain each image with each method and write the figure to `out`.
 
+    Args:
+        images: image files; a file given twice is drawn once.
+        out: the PNG to write (written beside and renamed: never half a file).
+        methods: names, comma lists or 'all' (see `jittercam.frontend.method_names`).
+        model, weights: as for `jittercam.load_model`.
+        target: the class to explain; None: each image's top-1 class.
+        size: Jitter-CAM / Upscale-CAM map size.
+        device: where to compute.
+        progress: a progress bar on stderr.
 
-def run(args: argparse.Namespace) -> int:
-    names = method_names(args.methods)
-    if args.size is not None and not any("size" in method_options(n) for n in names):
-        raise JitterCamError("--size applies to jittercam and upscale methods only")
-    _check_out(args.out)
-    photos = [(Path(path), load_image(path)) for path in dict.fromkeys(args.images)]
-    device = parse_device(args.device)
-    model = load_model(args.model, weights=args.weights).to(device)
-    card = model_card(model)
-    show_progress = not args.quiet and sys.stderr.isatty()
-    methods = {}
-    for name in names:
-        accepted = method_options(name)
-        options = {"size": args.size} if "size" in accepted and args.size is not None else {}
-        if "progress" in accepted:  # the long ones (RISE, Score-CAM, Ablation-CAM) get their own bar
-            options["progress"] = show_progress
-        methods[name] = create(name, model, **options)
-    if args.target is not None:
+    Returns:
+        The figure's panels, a row per image.
+
+    Raises:
+        JitterCamError: a bad option, path, image, name or class index (before anything is computed), or
+            a figure that cannot be written.
+    """
+    names = _method_names(methods)
+    check_applies(names, size=size)
+    check_out(out)
+    photos = [(Path(path), load_image(path)) for path in dict.fromkeys(images)]
+    where = parse_device(device)
+    network = load_model(model, weights=weights).to(where)
+    card = model_card(network)
+    built = build_methods(names, network, {"size": size, "progress": progress})
+    if target is not None:
         with torch.no_grad():
-            classes = model(to_input(photos[0][1], card).to(device)).shape[1]
-        check_targets(args.target, 1, classes, device)
-
-    rows = _explain_all(photos, methods, model, card, device, args.target, progress=show_progress)
-    _draw(rows, args.out)
-    print(f"wrote {args.out} ({len(rows)} images x {len(methods)} methods)")
-    return 0
+            classes = network(to_input(photos[0][1], card).to(where)).shape[1]
+        check_targets(target, 1, classes, where)
+    rows = panels(photos, built, network, card, where, target, progress=progress)
+    draw(rows, out)
+    return rows
 
 
-def _explain_all(photos, methods, model, card, device, target, progress: bool):
+def panels(photos: Sequence[tuple[Path, Image.Image]], methods: Mapping[str, CAMMethod], model: torch.nn.Module,
+           card: ModelCard, device: torch.device, target: int | None, progress: bool = False) -> list[list[Panel]]:
+    """The figure's panels: per photo, the photo and each method's map over it, timed."""
     from tqdm import tqdm
 
-    bar = tqdm(
-        total=len(photos) * len(methods), unit="map", disable=not progress, file=sys.stderr, position=0
-    )
+    bar = tqdm(total=len(photos) * len(methods), unit="map", disable=not progress, file=sys.stderr, position=0)
     rows = []
     with bar:
         for path, photo in photos:
@@ -122,23 +113,29 @@ def _explain_all(photos, methods, model, card, device, target, progress: bool):
             cls = target if target is not None else int(probabilities.argmax())
             small = photo.resize(_panel_size(photo), Image.Resampling.LANCZOS)
             label = f"{card.class_name(cls)} ({cls}), p={float(probabilities[cls]):.2f}"
-            panels = [Panel("photo", small, f"{path.name}\n{label}")]
+            row = [Panel("photo", small, f"{path.name}\n{label}")]
             for name, method in methods.items():
                 bar.set_description(f"{path.name} {name}")
-                start = time.perf_counter()
-                raw = method(batch, cls)
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                seconds = time.perf_counter() - start
+                raw, seconds = timed(partial(method, batch, cls), device)
                 heat = upsample(raw, (small.height, small.width))[0].cpu().numpy().astype(np.float32)
                 short_class = card.class_name(cls).split(",")[0]
-                panels.append(Panel(name, overlay(small, heat), f"{name}\n{short_class}, {seconds:.2f} s"))
+                row.append(Panel(name, overlay(small, heat), f"{name}\n{short_class}, {seconds:.2f} s"))
                 bar.update()
-            rows.append(panels)
+            rows.append(row)
     return rows
 
 
-def _draw(rows: list[list[Panel]], out: Path) -> None:
+def _panel_size(image: Image.Image) -> tuple[int, int]:
+    scale = PANEL_PIXELS / max(image.width, image.height)
+    return max(1, round(image.width * scale)), max(1, round(image.height * scale))
+
+
+def draw(rows: list[list[Panel]], out: Path) -> None:
+    """Draw the panels as a grid and write the PNG atomically.
+
+    Raises:
+        JitterCamError: the file cannot be written.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,8 +145,8 @@ def _draw(rows: list[list[Panel]], out: Path) -> None:
     figure, axes = plt.subplots(
         len(rows), columns, figsize=(2.1 * columns, 2.35 * len(rows)), squeeze=False, layout="constrained"
     )
-    for row, panels in zip(axes, rows):
-        for axis, panel in zip(row, panels):
+    for row, cells in zip(axes, rows, strict=True):
+        for axis, panel in zip(row, cells, strict=True):
             axis.imshow(panel.image)
             axis.set_title(panel.title, fontsize=7)
             axis.set_axis_off()

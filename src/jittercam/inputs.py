@@ -90,21 +90,29 @@ def resolve_batch_size(batch_size: int | None, device: torch.device) -> int:
     if batch_size is None:
         return default_batch_size(device)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise JitterCamError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise JitterCamError(f"batch_size must be a positive integer, got {batch_size!r}",
+                             option="batch_size")
     return batch_size
 
 
 def parse_device(name: str) -> torch.device:
-    """A `--device` string as a torch device that exists here, or a `JitterCamError` that says why not."""
+    """A device name (`cpu`, `cuda`, `cuda:N`) as a torch device that exists here.
+
+    Raises:
+        JitterCamError: with `option="device"`, saying why not.
+    """
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise JitterCamError(f"--device {name!r} is not a torch device (cpu, cuda, cuda:N)") from None
+        message = f"device {name!r} is not a torch device (cpu, cuda, cuda:N)"
+        raise JitterCamError(message, option="device") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise JitterCamError(f"--device {name}: no CUDA device is available (this torch: {torch.__version__})")
+            raise JitterCamError(f"device {name}: no CUDA device is available (this torch: {torch.__version__})",
+                                 option="device")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise JitterCamError(f"--device {name}: there are {torch.cuda.device_count()} CUDA devices")
+            raise JitterCamError(f"device {name}: there are {torch.cuda.device_count()} CUDA devices",
+                                 option="device")
     elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise JitterCamError(f"--device {name}: MPS is not available")
+        raise JitterCamError(f"device {name}: MPS is not available", option="device")
     return device

@@ -13,11 +13,8 @@ The cache file is `$JITTERCAM_CACHE_DIR/plans.json` (default `~/.cache/jittercam
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
-import platform
-import time
 import weakref
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +24,7 @@ from torch import nn
 
 from .inputs import resolve_batch_size
 from .models import model_card, model_device, model_dtype
+from .runtime import device_name, synchronize, timed
 
 CPU_BATCHES = (1, 2, 4, 8, 16, 32)
 CUDA_BATCHES = (16, 32, 64, 128, 256, 512, 1024)
@@ -51,24 +49,6 @@ def cache_path() -> Path | None:
     if root == "off":
         return None
     return (Path(root) if root else Path.home() / ".cache" / "jittercam") / "plans.json"
-
-
-@functools.cache
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return cpu_name()
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 _parameter_counts: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDictionary()
@@ -130,16 +110,17 @@ def cached_plan(model: nn.Module, device: torch.device | None = None, input_size
 
 
 def _seconds_per_image(model: nn.Module, batch: torch.Tensor, images: int) -> float:
-    sync = torch.cuda.synchronize if batch.is_cuda else (lambda: None)
     with torch.inference_mode():
         model(batch)  # warm-up: allocator, kernel choice
-        sync()
+        synchronize(batch.device)
         rounds = max(1, -(-images // batch.shape[0]))
-        start = time.perf_counter()
-        for _ in range(rounds):
-            model(batch)
-        sync()
-    return (time.perf_counter() - start) / (rounds * batch.shape[0])
+
+        def passes() -> None:
+            for _ in range(rounds):
+                model(batch)
+
+        _, seconds = timed(passes, batch.device)
+    return seconds / (rounds * batch.shape[0])
 
 
 def tune(

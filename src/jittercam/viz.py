@@ -16,9 +16,16 @@ def check_colormap(name: str) -> str:
     if name not in colormaps:
         raise JitterCamError(
             f"unknown colour map {name!r}; e.g. jet, turbo, viridis, inferno, magma, plasma, gray "
-            "(any matplotlib colour map name)"
+            "(any matplotlib colour map name)", option="cmap"
         )
     return name
+
+
+def check_alpha(alpha: float) -> float:
+    """`alpha` if it is a weight in [0, 1], else a `JitterCamError` (`option="alpha"`)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise JitterCamError(f"alpha must be between 0 and 1, got {alpha}", option="alpha")
+    return alpha
 
 
 def colour_table(cmap: str) -> np.ndarray:
@@ -34,8 +41,7 @@ def overlay(image: Image.Image, heat: np.ndarray, alpha: float = 0.5, cmap: str 
     bilinearly (half-pixel centres, as `jittercam.resize`) to the picture's size one stripe of rows at a
     time, so that memory stays near two pictures' worth of bytes whatever the photo's size.
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise JitterCamError(f"alpha must be between 0 and 1, got {alpha}")
+    check_alpha(alpha)
     heat = np.asarray(heat, dtype=np.float32)
     if heat.ndim != 2:
         raise ValueError(f"map must be 2-D (H, W), got shape {heat.shape}")

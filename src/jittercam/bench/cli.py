@@ -11,7 +11,6 @@ before any store is written; Ctrl-C commits what is done and exits with status 1
 from __future__ import annotations
 
 import argparse
-import ast
 import shlex
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from ..data import available_datasets, dataset_source
 from ..data.registry import describe_datasets
 from ..errors import JitterCamError
+from ..frontend import parse_method_options
 from .experiments import Option, available_experiments, experiment_class
 from .runner import CACHE_MODES, Settings, run as run_settings
 
@@ -116,18 +116,7 @@ def _experiment_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _method_options(specs: list[str]) -> dict[str, dict[str, Any]]:
     """`METHOD.NAME=VALUE` → {METHOD: {NAME: value}}; the value is a Python literal, else a string."""
-    options: dict[str, dict[str, Any]] = {}
-    for spec in specs:
-        target, dot, rest = spec.partition(".")
-        name, equals, text = rest.partition("=")
-        if not (dot and equals and target and name):
-            raise JitterCamError(f"--option {spec!r} is not METHOD.NAME=VALUE (e.g. rise.masks=1000)")
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            value = text
-        options.setdefault(target, {})[name.strip()] = value
-    return options
+    return parse_method_options(specs)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

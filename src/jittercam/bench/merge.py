@@ -375,6 +375,8 @@ def _runs(db: sqlite3.Connection) -> list[Run]:
     for config_hash, entries in groupby(rows, key=lambda row: row[0]):
         entries = list(entries)
         text = next((e[1] for e in entries if e[1]), None)
+        if text is None and not any(e[2] for e in entries):
+            continue  # a schema-1 store's results without a `runs` row: nothing is known of the run
         try:
             config = json.loads(text) if text else {}
         except json.JSONDecodeError:

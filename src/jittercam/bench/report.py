@@ -521,7 +521,7 @@ def _png_bytes(image: Image.Image) -> bytes:
 def write_report(paths: list[Path], out: Path, gallery: int = GALLERY_ITEMS) -> Written:
     """Read, merge and aggregate `paths`; write everything under `out`; say what was read and written."""
     if out.exists() and not out.is_dir():
-        raise JitterCamError(f"--out {out} exists and is not a folder")
+        raise JitterCamError(f"out {out} exists and is not a folder", option="out")
     stores = Stores(paths)
     try:
         total = sum(stores.counts)
@@ -533,7 +533,7 @@ def write_report(paths: list[Path], out: Path, gallery: int = GALLERY_ITEMS) -> 
         try:
             probe_folder(out)
         except OSError as exc:
-            raise JitterCamError(f"--out {out} is not writable: {exc.strerror or exc}") from None
+            raise JitterCamError(f"out {out} is not writable: {exc.strerror or exc}", option="out") from None
         groups = groups_of(stores)
         merged = stores.db.execute("SELECT count(*) FROM results").fetchone()[0]
         written = Written(len(paths), total, merged, warnings=missing_ranks(groups))
@@ -561,7 +561,7 @@ def write_report(paths: list[Path], out: Path, gallery: int = GALLERY_ITEMS) -> 
 
 def run(args: argparse.Namespace) -> int:
     if args.gallery < 0:
-        raise JitterCamError("--gallery must be at least 0")
+        raise JitterCamError("gallery must be at least 0", option="gallery")
     written = write_report(list(args.stores), args.out, args.gallery)
     for warning in written.warnings:
         print(f"jittercam: warning: {warning}", file=sys.stderr)

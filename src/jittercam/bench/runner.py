@@ -35,11 +35,11 @@ import hashlib
 import io
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +51,9 @@ from tqdm import tqdm
 from ..data.output import deferred_interrupt
 from ..data import available_datasets, dataset_needs_model, open_dataset
 from ..errors import JitterCamError
-from .. import tuning
+from .. import frontend, runtime, tuning
 from ..inputs import parse_device, resolve_batch_size
-from ..methods import CAMMethod, create, method_options
+from ..methods import CAMMethod, create
 from ..methods.registry import method_list
 from ..card import attach_card, model_card, model_dtype
 from ..models import RANDOM, load_model
@@ -134,40 +134,17 @@ def method_names(experiment: Experiment, specs: Sequence[str] | None) -> list[st
 
 
 def check_method_options(overrides: dict[str, dict[str, Any]], names: Sequence[str]) -> None:
-    for target, options in overrides.items():
-        if target != "*" and target not in names and not any(name.split(":")[0] == target for name in names):
-            raise JitterCamError(f"--option {target}.{next(iter(options))}: {target} is not among the methods run "
-                                 f"({', '.join(names)})")
-        if target == "*":
-            continue
-        for option in options:
-            if option not in method_options(target):
-                raise JitterCamError(f"--option {target}.{option}: method {target!r} has no option {option!r}")
+    frontend.check_method_options(overrides, names)
 
 
 def _options_for(name: str, settings: Settings) -> dict[str, Any]:
     """The options a method is built with: `batch_size` (None lets the method choose), the run's seed
     where it takes one, then `--option` overrides ('*' first, then the wrapper's name, then the full name)."""
-    accepted = method_options(name)
-    options: dict[str, Any] = {"batch_size": settings.batch_size}
-    if "seed" in accepted:
-        options["seed"] = settings.seed
-    for target in ("*", name.split(":")[0], name):
-        for key, value in settings.method_options.get(target, {}).items():
-            if key in accepted:
-                options[key] = value
-    return options
+    return frontend.options_for(name, {"batch_size": settings.batch_size, "seed": settings.seed},
+                                settings.method_options)
 
 
-def describe(method: CAMMethod) -> dict[str, Any]:
-    """A method and its options as JSON-able data, without what does not change a value (batch size,
-    progress bars)."""
-    described: dict[str, Any] = {"class": type(method).__name__}
-    for key, value in method.options().items():
-        if key in ("batch_size", "progress"):
-            continue
-        described[key] = describe(value) if isinstance(value, CAMMethod) else value
-    return described
+describe = frontend.describe
 
 
 def _path_free(config: dict[str, Any]) -> dict[str, Any]:
@@ -210,16 +187,7 @@ def weights_id(weights: str | None) -> str:
 
 def machine() -> str:
     """CPU model and cores, GPU name, torch version: where the seconds were measured."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as stream:
-            cpu = next((line.split(":", 1)[1].strip() for line in stream if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
-    if torch.cuda.is_available():
-        text += f", {torch.cuda.get_device_name()}"
-    return f"{text}, torch {torch.__version__}"
+    return str(runtime.machine())
 
 
 # ---------------------------------------------------------------------------------------------- the run
@@ -231,11 +199,11 @@ def run(settings: Settings, *, dataset=None, model: torch.nn.Module | None = Non
     names = method_names(experiment, settings.methods)
     check_method_options(settings.method_options, names)
     if settings.cache not in CACHE_MODES:
-        raise JitterCamError(f"cache must be one of {', '.join(CACHE_MODES)}, got {settings.cache!r}")
+        raise JitterCamError(f"cache must be one of {', '.join(CACHE_MODES)}, got {settings.cache!r}", option="cache")
     if settings.limit is not None and settings.limit < 1:
-        raise JitterCamError("--limit must be at least 1")
+        raise JitterCamError("limit must be at least 1", option="limit")
     if settings.gallery < 0:
-        raise JitterCamError("--gallery must be 0 or more")
+        raise JitterCamError("gallery must be 0 or more", option="gallery")
     device = parse_device(settings.device)
     batch_size = resolve_batch_size(settings.batch_size, device)
     context = distributed.setup(device)
@@ -274,8 +242,8 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
     spec = settings.dataset or experiment.default_dataset
     if dataset is None:
         if spec is None:
-            raise JitterCamError(f"{experiment.name} needs --dataset: {', '.join(available_datasets())} or a "
-                                 "dataset folder")
+            raise JitterCamError(f"{experiment.name} needs dataset: {', '.join(available_datasets())} or a "
+                                 "dataset folder", option="dataset")
         experiment.check_dataset(settings.dataset)
         options = {**{k: v for k, v in settings.dataset_options.items() if v is not None},
                    **experiment.dataset_options()}
@@ -290,7 +258,7 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
         dataset = open_dataset(spec, seed=settings.seed, model=model, **options)
         _check_needs(experiment, dataset)
         if settings.input_size not in (None, dataset.size):
-            raise JitterCamError(f"the {dataset.name} images are {dataset.size} px: leave out --input-size",
+            raise JitterCamError(f"the {dataset.name} images are {dataset.size} px: leave out input_size",
                                  option="input_size")
     model = model.to(device)
     card = model_card(model)
@@ -465,7 +433,8 @@ class _Worker:
             summary.skipped += len(keys)
             return
         except torch.OutOfMemoryError:
-            raise JitterCamError(f"out of memory on {self.device} in {arm.label}; try a smaller --batch-size") from None
+            raise JitterCamError(f"out of memory on {self.device} in {arm.label}; try a smaller batch_size",
+                                 option="batch_size") from None
         seconds_of = {id(unit): spent for unit, spent in zip(units, seconds, strict=True)}
         rows = [Row(arm.method, v.variant.label, v.variant.parameter, v.variant.number, v.unit.item, v.unit.target,
                     v.metric, v.value, None if v.curve is None else v.curve.detach().float().cpu().numpy(),
@@ -537,13 +506,7 @@ class _Worker:
         return maps, seconds
 
     def _timed(self, arm: Arm, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        start = time.perf_counter()
-        maps = arm.explainer(x, targets)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return maps, time.perf_counter() - start
+        return runtime.timed(partial(arm.explainer, x, targets), self.device)
 
     def _cacheable(self, maps: torch.Tensor) -> bool:
         mode = self.settings.cache

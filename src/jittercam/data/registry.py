@@ -169,9 +169,8 @@ def open_dataset(
     source = find_dataset(spec, given)
     for option in given:
         if option not in source.options:
-            # The CLI's tests read this message with the flag's spelling, until the CLI words it itself.
-            raise JitterCamError(f"--{option} does not apply to {source.title}")
+            raise JitterCamError(f"{option} does not apply to {source.title}", option=option)
     if source.from_model and model is None:
-        raise JitterCamError(f"{source.title} is drawn from its model: pass model=")
+        raise JitterCamError(f"{source.title} is drawn from its model: pass model", option="model")
     target = spec if source.recognises is None else Path(spec).expanduser()
     return source.opener(target, seed, model, **given)

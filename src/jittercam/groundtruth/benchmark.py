@@ -144,9 +144,8 @@ def for_model(model: nn.Module, seed: int = 0, **options: Any) -> GroundTruthBen
     """
     card = model_card(model)
     if card.heldout is None:
-        # The CLI's tests read the flag in this message, until the CLI words it itself.
-        raise JitterCamError(f"the ground-truth dataset is made for its own model: use --model {NAME}, "
-                             f"not {card.name}")
+        raise JitterCamError(f"use model {NAME}, not {card.name}: the ground-truth dataset is made for its "
+                             "own model", option="model")
     return GroundTruthBenchmark(card.heldout, seed=seed, **options)
 
 

@@ -121,11 +121,12 @@ def method_options(name: str) -> set[str]:
 
 def method_list(specs: list[str], option: str = "methods") -> list[str]:
     """Names from comma-separated `specs` (as a command line gives them, once or repeated), each checked,
-    duplicates dropped; 'all' stands for `default_names()`. `option` names the source in the error."""
+    duplicates dropped; 'all' stands for `default_names()`. `option` names the parameter they came from,
+    in the error and as its `option`."""
     names = [name.strip() for spec in specs for name in spec.split(",") if name.strip()]
     names = [expanded for name in names for expanded in (default_names() if name == "all" else [name])]
     if not names:
-        raise JitterCamError(f"{option} names no method")
+        raise JitterCamError(f"{option} names no method", option=option)
     for name in names:
         check_method_name(name)
     return list(dict.fromkeys(names))

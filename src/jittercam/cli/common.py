@@ -1,0 +1,79 @@
+"""What every subcommand shares: the parser that reports usage errors as one line, the error line with
+the CLI's flag names, and the exit statuses."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+
+from ..errors import JitterCamError
+
+EXIT_OK = 0
+EXIT_ERROR = 2  # a mistake the user can act on: one line on stderr
+EXIT_INTERRUPTED = 130  # Ctrl-C
+EXIT_BROKEN_PIPE = 141  # the reader of stdout left (`jittercam list | head`)
+
+# library parameters whose flag is not `--` + the name with dashes (`batch_size` -> `--batch-size`)
+FLAGS = {"method_options": "--option"}
+
+
+class UsageError(Exception):
+    """argparse's complaint, or another mistake in the command line, printed as one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one `UsageError` line (with a pointer to `--help`)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (`{self.prog} --help` shows the usage)")
+
+
+def flag(option: str, flags: Mapping[str, str] = FLAGS) -> str:
+    """The command line's spelling of a library parameter: `batch_size` -> `--batch-size`."""
+    return flags.get(option) or "--" + option.replace("_", "-")
+
+
+def in_cli_words(error: JitterCamError, flags: Mapping[str, str] = FLAGS) -> str:
+    """The error's message with its parameter (`error.option`) spelled as the flag, at its first mention:
+    `batch_size must be at least 1` -> `--batch-size must be at least 1`."""
+    message = str(error)
+    if not error.option or error.option.startswith("-"):
+        return message
+    mention = re.compile(rf"(?<![\w.-]){re.escape(error.option)}(?![\w-])")
+    return mention.sub(lambda _: flag(error.option or "", flags), message, count=1)
+
+
+def say_error(message: str) -> None:
+    """One line on stderr, as every error of the command is printed."""
+    print(f"jittercam: error: {message}", file=sys.stderr)
+
+
+def guarded(command: Callable[[], int], flags: Mapping[str, str] = FLAGS) -> int:
+    """Run `command` and turn what ends it into an exit status: a `JitterCamError` or `UsageError` is one
+    line and 2, Ctrl-C one line and 130, a closed stdout silence and 141.
+
+    Args:
+        command: the command line's work; returns its exit status.
+        flags: the flag spellings of the subcommand that ran (read when an error is printed).
+    """
+    try:
+        return command()
+    except UsageError as exc:
+        say_error(str(exc))
+        return EXIT_ERROR
+    except JitterCamError as exc:
+        say_error(in_cli_words(exc, flags))
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("jittercam: interrupted before anything was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `jittercam list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def on_terminal() -> bool:
+    """Whether stderr is a terminal: progress bars are drawn there only."""
+    return sys.stderr.isatty()

@@ -1,0 +1,304 @@
+"""Explaining image files into a folder: the library behind `jittercam explain`.
+
+`Explanation(settings).run()` checks everything it can before computing anything (the options, paths,
+image headers and contents, the output folder, method and model names, the target), then explains one
+image at a time and writes each result as soon as it is computed, atomically: `OUT/NAME.METHOD.npy` (the
+map at the photo's size, longest side at most `npy_max`), `OUT/NAME.METHOD.png` (the map over the photo)
+and a row in `OUT/summary.csv`. A `Listener` hears about each step (the CLI draws its lines and bar).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .data import load_image, to_input
+from .data.collection import Source, find_images, output_names
+from .data.images import check_image
+from .data.output import CsvLog, commit, deferred_interrupt, probe_folder
+from .errors import JitterCamError
+from .frontend import build_methods, check_applies, method_names, takes
+from .inputs import check_targets, parse_device
+from .maps import upsample
+from .methods import CAMMethod, available_methods, method_class
+from .models import ModelCard, load_model, model_card
+from .runtime import ThreadGovernor, timed
+from .viz import check_alpha, check_colormap, overlay, titled
+
+NPY_MAX_SIDE = 1024  # default longest side of the stored .npy map
+SUMMARY = "summary.csv"
+SUMMARY_COLUMNS = (
+    "image", "model", "method", "class_index", "class_name", "probability", "seconds", "threads", "npy", "png"
+)
+
+
+@dataclass
+class Settings:
+    """One run of `explain`: what to explain with what, and how to write it. Names as the CLI's flags."""
+
+    images: Sequence[str | Path]  # image files and folders of images
+    out: Path
+    methods: Sequence[str] = ("jittercam",)  # names or comma lists, 'all'
+    model: str = "efficientnet_lite0"
+    weights: str | None = None  # a state dict's path, 'random', or None for the pretrained weights
+    target: int | None = None  # None: each image's top-1 class
+    target_layer: str | None = None
+    size: int | None = None  # Jitter-CAM / Upscale-CAM map size
+    batch_size: int | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+    threads: int | None = None  # None: the CPUs other work leaves idle (`ThreadGovernor`)
+    cmap: str = "jet"
+    alpha: float = 0.5
+    title: bool = False
+    npy_max: int = NPY_MAX_SIDE
+    skip_existing: bool = False
+    recursive: bool = False
+    progress: bool = False  # the long methods' own progress bars
+
+
+@dataclass
+class Result:
+    """One map written: its image, method, class, the seconds it took and its two files."""
+
+    image: str
+    method: str
+    class_index: int
+    class_name: str
+    probability: float
+    seconds: float
+    threads: int
+    npy: Path
+    png: Path
+
+
+class Listener:
+    """What a run tells its caller; every method does nothing here. Override the ones you need."""
+
+    def checking(self, sources: list[Source]) -> Iterable[Source]:
+        """Wrap the loop that reads every image once before computing (a progress bar)."""
+        return sources
+
+    def started(self, run: Explanation) -> None:
+        """Everything is checked; computing starts (`run.sources`, `run.methods`, `run.threads` are set)."""
+
+    def skipped(self, count: int) -> None:
+        """`count` results were already in the folder (`skip_existing`)."""
+
+    def threads_changed(self, threads: ThreadGovernor) -> None:
+        """The load changed and with it torch's thread count."""
+
+    def explaining(self, label: str, method: str) -> None:
+        """Method `method` starts on the image labelled `label`."""
+
+    def explained(self, label: str, result: Result) -> None:
+        """A result is written."""
+
+
+def check(settings: Settings) -> list[str]:
+    """Check the options that need no file, model or device. Returns the method names.
+
+    Raises:
+        JitterCamError: naming the option (`option=` the `Settings` field).
+    """
+    names = method_names(settings.methods)
+    check_applies(names, size=settings.size, target_layer=settings.target_layer)
+    for option, value, low in (("batch_size", settings.batch_size, 1), ("threads", settings.threads, 1),
+                               ("npy_max", settings.npy_max, 8)):
+        if value is not None and value < low:
+            raise JitterCamError(f"{option} must be at least {low}", option=option)
+    check_alpha(settings.alpha)
+    check_colormap(settings.cmap)
+    if settings.precision != "fp32":
+        for name in names:
+            if not takes(name, "precision"):
+                offered = [n for n in available_methods() if ":" not in n
+                           and settings.precision in getattr(method_class(n), "precisions", ())]
+                raise JitterCamError(f"precision {settings.precision}: {name} computes in fp32 only; "
+                                     f"{', '.join(offered)} (and jittercam/upscale over them) offer it",
+                                     option="precision")
+    return names
+
+
+class Explanation:
+    """One run of `explain` (see the module's docstring).
+
+    Args:
+        settings: what to explain and where to write it.
+        listener: told about each step (default: nothing).
+    """
+
+    def __init__(self, settings: Settings, listener: Listener | None = None) -> None:
+        self.settings = settings
+        self.listener = listener or Listener()
+        self.sources: list[Source] = []
+        self.methods: dict[str, CAMMethod] = {}
+        self.threads: ThreadGovernor | None = None
+        self.device = torch.device("cpu")
+        self.written: list[Result] = []
+        self.skipped = 0
+        self.streaming = False  # True once the checks passed and results may be written
+
+    @property
+    def total(self) -> int:
+        """Results this run makes or finds (images x methods)."""
+        return len(self.sources) * len(self.methods)
+
+    def progress(self) -> str:
+        """How far the run got: `3 of 4 maps written to OUT, 1 were there`."""
+        done = f"{len(self.written)} of {self.total} maps written to {self.settings.out}"
+        return done + (f", {self.skipped} were there" if self.skipped else "")
+
+    def run(self) -> list[Result]:
+        """Check, then explain and write. Returns the results written now.
+
+        Raises:
+            JitterCamError: a mistake in the settings or the inputs, found before anything is written; or a
+                failure while writing (a full disk), with how far the run got.
+            KeyboardInterrupt: after the result being written is complete (`progress()` says how far).
+        """
+        settings = self.settings
+        names = check(settings)
+        self.device = parse_device(settings.device)
+        # chosen before the model's first forward (the probe), which would itself collapse under load
+        self.threads = ThreadGovernor(settings.threads, self.device)
+        try:
+            model, card = self._prepare(names)
+            return self._stream(model, card)
+        finally:
+            self.threads.restore()
+
+    def _prepare(self, names: list[str]) -> tuple[torch.nn.Module, ModelCard]:
+        settings, device = self.settings, self.device
+        folders = [Path(path) for path in settings.images if Path(path).is_dir()]
+        check_out(settings.out, folders)
+        self.sources = find_images(settings.images, recursive=settings.recursive, exclude=[settings.out])
+        for source in self.listener.checking(self.sources):
+            check_image(source.path)
+        model = load_model(settings.model, weights=settings.weights).to(device)
+        shared = {"batch_size": settings.batch_size, "size": settings.size, "target_layer": settings.target_layer,
+                  "precision": None if settings.precision == "fp32" else settings.precision,
+                  "progress": settings.progress}
+        self.methods = build_methods(names, model, shared)
+        card = model_card(model)
+        if settings.target is not None:
+            layer = next((method.layer for method in self.methods.values() if method.layer is not None), None)
+            if layer is not None:
+                check_targets(settings.target, 1, layer.num_classes, device)
+            else:
+                with torch.no_grad():
+                    classes = model(torch.zeros(1, 3, card.input_size, card.input_size, device=device)).shape[1]
+                check_targets(settings.target, 1, classes, device)
+        try:
+            probe_folder(settings.out)
+        except OSError as exc:
+            message = f"out {settings.out} is not writable: {exc.strerror or exc}"
+            raise JitterCamError(message, option="out") from None
+        return model, card
+
+    def _stream(self, model: torch.nn.Module, card: ModelCard) -> list[Result]:
+        settings, methods, out = self.settings, self.methods, self.settings.out
+        assert self.threads is not None
+        self.streaming = True
+        self.listener.started(self)
+        summary = CsvLog(out / SUMMARY, SUMMARY_COLUMNS)
+        try:
+            for source, name in zip(self.sources, output_names(self.sources), strict=True):
+                label = _label(name, source)
+                files = {method: _files(out, name, method) for method in methods}
+                todo = [m for m in methods if not (settings.skip_existing and all(f.exists() for f in files[m]))]
+                if len(todo) < len(methods):
+                    self.skipped += len(methods) - len(todo)
+                    self.listener.skipped(len(methods) - len(todo))
+                if not todo:
+                    continue
+                if self.threads.update():
+                    self.listener.threads_changed(self.threads)
+                image = load_image(source.path)
+                batch = to_input(image, card).to(self.device)
+                with torch.no_grad():
+                    probabilities = model(batch).softmax(dim=1)[0].float().cpu()
+                target = settings.target if settings.target is not None else int(probabilities.argmax())
+                height, width = _stored_size(image.width, image.height, settings.npy_max)
+                for method_name in todo:
+                    self.listener.explaining(label, method_name)
+                    raw, seconds = timed(partial(methods[method_name], batch, target), self.device)
+                    heat = upsample(raw, (height, width))[0].float().cpu().numpy()
+                    result = Result(str(source.path), method_name, target, card.class_name(target),
+                                    float(probabilities[target]), seconds, self.threads.count, *files[method_name])
+                    self._write(result, image, heat, summary)
+                    self.written.append(result)
+                    self.listener.explained(label, result)
+                del image, batch
+        except OSError as exc:  # a full disk, a folder made read-only during the run
+            where = f" {exc.filename}" if exc.filename else ""
+            raise JitterCamError(f"cannot write{where}: {exc.strerror or exc} ({self.progress()})") from None
+        except torch.OutOfMemoryError:
+            raise JitterCamError(f"out of memory on {self.device}; try a smaller batch_size ({self.progress()})",
+                                 option="batch_size") from None
+        except JitterCamError as exc:
+            raise JitterCamError(f"{exc} ({self.progress()})", option=exc.option) from None
+        return self.written
+
+    def _write(self, result: Result, image: Image.Image, heat: np.ndarray, summary: CsvLog) -> None:
+        """The map, its overlay and the summary row; Ctrl-C waits until all three are there."""
+        settings = self.settings
+        picture = overlay(image, heat, alpha=settings.alpha, cmap=settings.cmap)
+        if settings.title:
+            picture = titled(picture, f"{result.class_name} ({result.class_index})  p={result.probability:.3f}  "
+                                      f"{result.method}")
+        with deferred_interrupt():
+            commit([
+                (result.npy, lambda stream: np.save(stream, heat)),
+                (result.png, lambda stream: picture.save(stream, format="PNG", compress_level=1)),
+            ])
+            summary.append([
+                result.image, settings.model, result.method, result.class_index, result.class_name,
+                f"{result.probability:.6f}", f"{result.seconds:.3f}", result.threads,
+                result.npy.relative_to(settings.out).as_posix(), result.png.relative_to(settings.out).as_posix(),
+            ])
+
+
+def check_out(out: Path, folders: list[Path]) -> None:
+    """Cheap checks of the output folder before the images are read; the real write check comes before
+    computing.
+
+    Raises:
+        JitterCamError: `out` is a file, cannot be created or written, or is one of the image `folders`.
+    """
+    if out.exists() and not out.is_dir():
+        raise JitterCamError(f"out {out} exists and is not a folder", option="out")
+    existing = next(parent for parent in [out, *out.absolute().parents] if parent.exists())
+    if not existing.is_dir():
+        raise JitterCamError(f"out {out} cannot be created: {existing} is not a folder", option="out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise JitterCamError(f"out {out} is not writable ({existing} does not allow writing)", option="out")
+    for folder in folders:
+        if os.path.realpath(folder) == os.path.realpath(out):
+            raise JitterCamError(
+                f"out {out} is one of the image folders: its maps would be read as images next time; "
+                f"choose another folder (e.g. {folder / 'maps'})", option="out"
+            )
+
+
+def _stored_size(width: int, height: int, longest: int) -> tuple[int, int]:
+    """(height, width) of the .npy map: the photo's size, scaled down to `longest` on its longer side."""
+    scale = min(1.0, longest / max(width, height))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _label(name: str, source: Source) -> str:
+    """How an image is named in messages: its output name's folders and its file name (`a/x.png`)."""
+    folder = PurePosixPath(name).parent
+    return source.path.name if str(folder) == "." else f"{folder}/{source.path.name}"
+
+
+def _files(out: Path, name: str, method: str) -> tuple[Path, Path]:
+    base = f"{name}.{method.replace(':', '-')}"
+    return out / f"{base}.npy", out / f"{base}.png"

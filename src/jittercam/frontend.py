@@ -1,0 +1,154 @@
+"""Methods from what a user writes: names (`all`, comma lists, `WRAPPER:BASE`) and per-method options.
+
+The one front end of `explain`, `compare` and the benchmark. A run's options reach its methods in two ways:
+
+- `shared`: options for every method that takes them (`batch_size`, `seed`, `progress`, `size`, ...);
+- `method_options`: `{TARGET: {NAME: value}}`, as `METHOD.NAME=VALUE` strings give them
+  (`parse_method_options`), where TARGET is `'*'` (every method that takes NAME), a wrapper's name
+  (`jittercam`: every `jittercam:BASE`) or a full name (`jittercam:gradcam++`); later ones win, in that order.
+
+The timing, thread and machine helpers the same front ends share are in `jittercam.runtime`.
+"""
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from torch import nn
+
+from .errors import JitterCamError
+from .methods import CAMMethod, create, method_class, method_options
+from .methods.registry import method_list
+
+MethodOptions = Mapping[str, Mapping[str, Any]]
+# what `check_applies` says an option applies to
+_APPLIES = {
+    "size": "jittercam and upscale methods only",
+    "target_layer": "methods that take a layer's maps (gradcam, jittercam, ...)",
+}
+
+
+def method_names(specs: str | Sequence[str], option: str = "methods") -> list[str]:
+    """Checked method names from comma-separated `specs`, once or repeated; `'all'` is every registered
+    method and wrapper with its default options; duplicates dropped, order kept.
+
+    Args:
+        specs: `'gradcam,jittercam'`, or a list of such strings.
+        option: the parameter the names came from, for the error.
+
+    Raises:
+        JitterCamError: an unknown name, or no name at all.
+    """
+    return method_list([specs] if isinstance(specs, str) else list(specs), option)
+
+
+def parse_method_options(specs: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """`METHOD.NAME=VALUE` strings as `{METHOD: {NAME: value}}`; VALUE is a Python literal, else a string.
+
+    Raises:
+        JitterCamError: a string that is not `METHOD.NAME=VALUE` (`option="method_options"`).
+    """
+    options: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        target, dot, rest = spec.partition(".")
+        name, equals, text = rest.partition("=")
+        if not (dot and equals and target and name):
+            raise JitterCamError(f"method_options {spec!r} is not METHOD.NAME=VALUE (e.g. rise.masks=1000)",
+                                 option="method_options")
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        options.setdefault(target, {})[name.strip()] = value
+    return options
+
+
+def takes(name: str, option: str) -> bool:
+    """Whether `create(name, ...)` uses `option`: `target_layer` only where the innermost method reads a
+    layer's activations (`guided:rise` does not), any other option where a part of `name` accepts it."""
+    if option == "target_layer":
+        return bool(getattr(method_class(name.split(":")[-1]), "uses_layer", True))
+    return option in method_options(name)
+
+
+def check_applies(names: Sequence[str], **options: Any) -> None:
+    """Refuse an option that is given (not None) when none of the methods `names` takes it.
+
+    Raises:
+        JitterCamError: `size applies to jittercam and upscale methods only`, with `option=` its name.
+    """
+    for option, value in options.items():
+        if value is not None and not any(takes(name, option) for name in names):
+            applies = _APPLIES.get(option, f"other methods than {', '.join(names)}")
+            raise JitterCamError(f"{option} applies to {applies}", option=option)
+
+
+def check_method_options(overrides: MethodOptions, names: Sequence[str]) -> None:
+    """Refuse overrides for a method that is not run, or of an option the method does not have.
+
+    Args:
+        overrides: `{TARGET: {NAME: value}}` (see the module's docstring).
+        names: the methods run.
+
+    Raises:
+        JitterCamError: with `option="method_options"`.
+    """
+    for target, options in overrides.items():
+        if target == "*":
+            continue
+        if target not in names and not any(name.split(":")[0] == target for name in names):
+            first = next(iter(options))
+            raise JitterCamError(f"method_options {target}.{first}: {target} is not among the methods run "
+                                 f"({', '.join(names)})", option="method_options")
+        for option in options:
+            if option not in method_options(target):
+                raise JitterCamError(f"method_options {target}.{option}: method {target!r} has no option "
+                                     f"{option!r}", option="method_options")
+
+
+def options_for(name: str, shared: Mapping[str, Any] | None = None,
+                overrides: MethodOptions | None = None) -> dict[str, Any]:
+    """The options method `name` is built with: the `shared` ones it takes (`batch_size` always, None
+    letting the method choose; other None values left out), then the overrides it takes: `'*'` first,
+    then its wrapper's name, then its full name.
+
+    Args:
+        name: a method name (`gradcam`, `jittercam:gradcam++`).
+        shared: options for every method that takes them.
+        overrides: `{TARGET: {NAME: value}}` (see the module's docstring).
+    """
+    shared = {"batch_size": None, **(shared or {})}
+    options = {key: value for key, value in shared.items()
+               if key == "batch_size" or (value is not None and takes(name, key))}
+    accepted = method_options(name)
+    for target in ("*", name.split(":")[0], name):
+        for key, value in (overrides or {}).get(target, {}).items():
+            if key in accepted:
+                options[key] = value
+    return options
+
+
+def build_methods(names: Sequence[str], model: nn.Module, shared: Mapping[str, Any] | None = None,
+                  overrides: MethodOptions | None = None) -> dict[str, CAMMethod]:
+    """Build each method for `model` with `options_for(name, shared, overrides)`.
+
+    Returns:
+        `{name: method}` in the order of `names`.
+
+    Raises:
+        JitterCamError: an unknown name, a bad option value, a model the method cannot explain.
+    """
+    check_method_options(overrides or {}, names)
+    return {name: create(name, model, **options_for(name, shared, overrides)) for name in names}
+
+
+def describe(method: CAMMethod) -> dict[str, Any]:
+    """A method and its options as JSON-able data, without what does not change a map (batch size,
+    progress bars); wrapped methods nested."""
+    described: dict[str, Any] = {"class": type(method).__name__}
+    for key, value in method.options().items():
+        if key in ("batch_size", "progress"):
+            continue
+        described[key] = describe(value) if isinstance(value, CAMMethod) else value
+    return described
