@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from jittercam.bench.experiments import base as experiments
+from jittercam.data import registry as datasets
 from jittercam.methods import registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -14,10 +15,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_python_examples_run(monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))  # the example registers a method
     monkeypatch.setattr(experiments, "_EXPERIMENTS", dict(experiments._EXPERIMENTS))  # ... and an experiment
+    monkeypatch.setattr(datasets, "_SOURCES", dict(datasets._SOURCES))  # ... and a dataset
     scope: dict = {}
     for number, block in enumerate(blocks):
         exec(compile(block, f"README.md python block {number}", "exec"), scope)  # noqa: S102
@@ -33,3 +35,7 @@ def test_python_examples_run(monkeypatch):
     table = (scope["folder"] / "report" / "concentration.md").read_text()
     assert "Top mass" in table and "n = 2 items for each of 2 methods" in table
     assert scope["written"].tables == 1
+    # the dataset's folder opened by the registered dataset; both classes of the photo asked about
+    pointing = (scope["scratch"] / "pointing-report" / "pointing.md").read_text()
+    assert "pointing on boxed-photos" in pointing and "mean over the 2 classes with a trial" in pointing, pointing
+    assert scope["pointed"].tables == 1

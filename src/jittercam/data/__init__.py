@@ -1,6 +1,9 @@
 """Reading images (as displayed), finding them in folders, writing results safely, and the benchmark
 datasets. Each dataset module registers its dataset (`registry.register_dataset`); importing this
 package imports them all."""
+import importlib
+import pkgutil
+
 from .collection import Source, find_images, image_suffixes, output_names
 from .images import MIN_SIDE, ImageInfo, as_rgb, check_image, load_image, to_input
 
@@ -17,6 +20,11 @@ from .registry import (  # isort: skip
 )
 from . import offline  # isort: skip  # noqa: F401 - registers its dataset, the first named one
 from . import coco, voc, imagenet  # isort: skip  # noqa: F401 - register their datasets, in this order
+
+# any other module of this package is a dataset too (adding one touches one file); its folders are
+# recognised after the shipped datasets'
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "MIN_SIDE",
