@@ -18,8 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-IMAGENET = "imagenet-val"
-COCO = "coco-val2014"
+from ..data.coco import CocoDataset
+from ..data.imagenet import ImageNetDataset
+
+IMAGENET = ImageNetDataset.name
+COCO = CocoDataset.name
 MODELS = ("resnet50", "densenet121", "inception_v3")  # the paper's models, in its column order
 
 # our registry names that are the method the paper names

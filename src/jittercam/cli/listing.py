@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..methods import available_methods
-from ..models import available_models
+from ..models import available_models, registered_models
 from .common import EXIT_OK
 
 
@@ -13,8 +13,9 @@ def add_parser(commands) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print("models: efficientnet_lite0 (offline default), groundtruth (the ground-truth benchmark's model, "
-          "made by `jittercam groundtruth train`) and torchvision classifiers:")
-    print("  " + ", ".join(name for name in available_models() if name not in ("efficientnet_lite0", "groundtruth")))
+    registered = registered_models()
+    print("models: " + "; ".join(f"{name} ({summary})" if summary else name for name, summary in registered.items())
+          + "; and torchvision's classifiers:")
+    print("  " + ", ".join(name for name in available_models() if name not in registered))
     print("methods: " + ", ".join(available_methods()))
     return EXIT_OK
