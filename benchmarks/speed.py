@@ -199,7 +199,8 @@ class Load:
             else:
                 env.pop(name, None)
         code = SPIN[self.kind]
-        self.processes = [subprocess.Popen([sys.executable, "-c", code], env=env) for _ in range(runtime.allowed_cpus())]
+        self.processes = [subprocess.Popen([sys.executable, "-c", code], env=env)
+                          for _ in range(runtime.allowed_cpus())]
         time.sleep(2.0)
 
     def __exit__(self, *_exc) -> None:

@@ -113,7 +113,8 @@ EXPECTED = {  # experiment -> (methods, options, variants, metrics per item)
 
 
 def test_every_experiment_is_tested():
-    assert set(available_experiments()) == set(EXPECTED) | {"groundtruth"}  # groundtruth: test_bench_groundtruth.py, own data
+    # groundtruth: test_bench_groundtruth.py, own data
+    assert set(available_experiments()) == set(EXPECTED) | {"groundtruth"}
 
 
 @pytest.mark.parametrize("experiment", list(EXPECTED))

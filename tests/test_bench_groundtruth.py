@@ -20,8 +20,8 @@ from jittercam.bench.experiments.groundtruth import (
     resolution_curve,
     resolving_power,
 )
-from jittercam.bench.stats import Stat
 from jittercam.bench.report import write_report
+from jittercam.bench.stats import Stat
 from jittercam.cli import main
 from jittercam.errors import JitterCamError
 from jittercam.groundtruth.benchmark import GroundTruthBenchmark, default_separations, for_model

@@ -170,8 +170,8 @@ def fill(writer: StoreWriter, items: list[str]) -> None:
         for method, deletions in DELETION.items():
             writer.result("cfg-local-accuracy", "local-accuracy", method, item, "deletion", deletions[i])
             writer.result("cfg-local-accuracy", "local-accuracy", method, item, "insertion", 1 - deletions[i])
-            for kind, auc in (("deletion", deletions[i]), ("insertion", 1 - deletions[i])):
-                writer.curve("cfg-local-accuracy", "local-accuracy", method, item, kind, _curve(auc, kind))
+            for kind, area in (("deletion", deletions[i]), ("insertion", 1 - deletions[i])):
+                writer.curve("cfg-local-accuracy", "local-accuracy", method, item, kind, _curve(area, kind))
         # weak localisation: gradcam's hits by WEAK_CENTRES, jittercam always hits at 0.5 only
         for method in ("gradcam", "jittercam:gradcam", "centre"):
             for scheme in ("val", "mean", "eng"):

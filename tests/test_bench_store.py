@@ -66,7 +66,7 @@ def test_an_older_store_is_refused_with_what_to_do(tmp_path):
     with sqlite3.connect(path) as old:
         old.execute("CREATE TABLE runs (config_hash TEXT)")
         old.execute("PRAGMA user_version=1")
-    with pytest.raises(JitterCamError, match="schema 1 .*another store file"):
+    with pytest.raises(JitterCamError, match=r"schema 1 .*another store file"):
         Store(path)
 
 
@@ -89,11 +89,13 @@ def test_explanation_cache(tmp_path):
 def test_a_method_with_other_options_is_refused_once_it_has_results(tmp_path):
     with Store(tmp_path / "r.db") as store:
         store.record_arms("abc", [("rise", "", '{"masks": 100}', "RISE(masks=100)")])
-        store.record_arms("abc", [("rise", "", '{"masks": 100}', "RISE(masks=100)"), ("gradcam", "", "{}", "GradCAM()")])
+        store.record_arms("abc", [("rise", "", '{"masks": 100}', "RISE(masks=100)"),
+                                  ("gradcam", "", "{}", "GradCAM()")])
         # no result yet (a run stopped before its first batch): the new options are taken
-        store.record_arms("abc", [("gradcam", "", "{}", "GradCAM()"), ("rise", "", '{"masks": 500}', "RISE(masks=500)")])
+        store.record_arms("abc", [("gradcam", "", "{}", "GradCAM()"),
+                                  ("rise", "", '{"masks": 500}', "RISE(masks=500)")])
         store.commit(RUN, Batch([], [], [("rise", "", "a"), ("rise", "", "b")], []))
-        with pytest.raises(JitterCamError, match="other options .* for 2 items; use another store file"):
+        with pytest.raises(JitterCamError, match=r"other options .* for 2 items; use another store file"):
             store.record_arms("abc", [("gradcam", "", "{}", ""), ("rise", "", '{"masks": 8000}', "")])
         store.record_arms("other-config", [("rise", "", '{"masks": 8000}', "")])  # another configuration: fine
         assert store.count("arms", "abc") == 2

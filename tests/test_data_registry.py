@@ -71,7 +71,7 @@ def test_only_a_dataset_drawn_from_its_model_needs_the_model(tmp_path):
     assert dataset_needs_model("groundtruth")
     assert not any(dataset_needs_model(spec) for spec in ("offline", "nowhere", str(tmp_path), tmp_path,
                                                           Path("groundtruth")))
-    with pytest.raises(JitterCamError, match="drawn from its model: pass model$"):
+    with pytest.raises(JitterCamError, match=r"drawn from its model: pass model$"):
         open_dataset("groundtruth")
     model = jittercam.load_model("groundtruth", weights="random")
     data = open_dataset("groundtruth", model=model, singles=2, replicates=1, separations=[20], angle=None)

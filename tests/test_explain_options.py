@@ -10,8 +10,8 @@ from PIL import Image
 
 from conftest import GOLDFISH
 from jittercam.cli import main
-from jittercam.runtime import threads_for
 from jittercam.methods.gradient import GradCAM
+from jittercam.runtime import threads_for
 
 
 @pytest.fixture

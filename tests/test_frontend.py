@@ -48,15 +48,16 @@ def test_overrides_for_other_methods_or_options_are_refused(overrides, message):
 
 def test_options_that_no_method_takes_are_refused():
     frontend.check_applies(["gradcam", "jittercam"], size=9, target_layer="layer4")
-    with pytest.raises(JitterCamError, match="^size applies to jittercam and upscale methods only$"):
+    with pytest.raises(JitterCamError, match=r"^size applies to jittercam and upscale methods only$"):
         frontend.check_applies(["gradcam"], size=9)
-    with pytest.raises(JitterCamError, match="^target_layer applies to methods that take"):
+    with pytest.raises(JitterCamError, match=r"^target_layer applies to methods that take"):
         frontend.check_applies(["rise", "guided:rise"], target_layer="layer4")
     frontend.check_applies(["gradcam"], size=None)
 
 
 def test_build_methods_in_order_with_their_options(tiny):
-    methods = frontend.build_methods(["jittercam:gradcam", "rise"], tiny, {"batch_size": 2, "seed": 3, "input_size": 32},
+    methods = frontend.build_methods(["jittercam:gradcam", "rise"], tiny,
+                                     {"batch_size": 2, "seed": 3, "input_size": 32},
                                      {"rise": {"masks": 16}, "jittercam": {"size": 9}})
     assert list(methods) == ["jittercam:gradcam", "rise"]
     assert methods["rise"].options()["masks"] == 16 and methods["rise"].options()["seed"] == 3

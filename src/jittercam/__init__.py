@@ -9,7 +9,7 @@ if "torch" not in _sys.modules:
     # this once, when torch loads it, so it only helps when jittercam is imported before torch.
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from . import data  # noqa: E402
+from . import data
 from .errors import JitterCamError
 from .maps import minmax, resize, upsample
 from .methods import (
@@ -36,7 +36,7 @@ from .models import ModelCard, TargetLayer, available_models, find_target_layer,
 
 # plug-in packages that register model sources and datasets of their own (as torchvision's __init__
 # imports its subpackages); the package's __init__ is the container, not a layer
-from . import groundtruth  # noqa: E402, F401  # isort: skip
+from . import groundtruth  # noqa: F401  # isort: skip
 
 __version__ = "0.1.0"
 

@@ -26,8 +26,9 @@ class ModelCard:
     model source knows of it beyond its weights.
 
     `weights_file`: the file the source read the weights from (the ground-truth model's file, by default
-    the one in its cache), so that a run identifies the weights even when the source chose the file. `heldout`: the configuration of the held-out data a
-    model was trained to be evaluated on (the ground-truth model's `GroundTruthDataset.config()`).
+    the one in its cache), so that a run identifies the weights even when the source chose the file.
+    `heldout`: the configuration of the held-out data a model was trained to be evaluated on (the ground-truth
+    model's `GroundTruthDataset.config()`).
     `fusion_layers`: the stage outputs a multi-layer method (LayerCAM) fuses by default.
     """
 
@@ -84,7 +85,7 @@ def imagenet_categories() -> tuple[str, ...]:
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (or buffer); the CPU for a model with neither."""
-    tensor = next(iter(model.parameters()), None)
+    tensor: torch.Tensor | None = next(iter(model.parameters()), None)
     if tensor is None:
         tensor = next(iter(model.buffers()), None)
     return tensor.device if tensor is not None else torch.device("cpu")

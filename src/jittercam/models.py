@@ -2,9 +2,9 @@
 
 Each model source registers a builder where it is defined (`@register_model("name")`, as timm's
 architectures do): this module registers `efficientnet_lite0`, the ground-truth model registers from
-`jittercam.groundtruth`, and any other name is looked up among torchvision's classifiers. What the library needs about any model comes from two leaf modules, never from a
-table of model names: its card (`jittercam.card`) and its target layer (`jittercam.probe`); their public
-names are importable from here too.
+`jittercam.groundtruth`, and any other name is looked up among torchvision's classifiers. What the library
+needs about any model comes from two leaf modules, never from a table of model names: its card
+(`jittercam.card`) and its target layer (`jittercam.probe`); their public names are importable from here too.
 """
 from __future__ import annotations
 
@@ -146,12 +146,13 @@ _PRETRAINED_ARCH_ARGS = {
 def _torchvision_model(name: str, weights: str | Path | None) -> tuple[nn.Module, ModelCard]:
     default = torchvision.models.get_model_weights(name).DEFAULT
     preset = default.transforms()
+    categories = tuple(default.meta["categories"])
     card = ModelCard(
         name=name,
         input_size=int(preset.crop_size[0]),
         mean=tuple(preset.mean),
         std=tuple(preset.std),
-        categories=tuple(default.meta["categories"]),
+        categories=categories,
     )
     if weights is None:
         try:
@@ -166,7 +167,7 @@ def _torchvision_model(name: str, weights: str | Path | None) -> tuple[nn.Module
         return model, card
     if weights == RANDOM:
         return torchvision.models.get_model(name, weights=None), card
-    arch_args = {"num_classes": len(card.categories), **_PRETRAINED_ARCH_ARGS.get(name, {})}
+    arch_args = {"num_classes": len(categories), **_PRETRAINED_ARCH_ARGS.get(name, {})}
     model = torchvision.models.get_model(name, weights=None, **arch_args)
     _load_state_dict(model, weights, name)
     return model, card

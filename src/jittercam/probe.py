@@ -96,7 +96,7 @@ def _record_forward(model: nn.Module, input_size: int) -> tuple[list[_Record], t
         model.eval()  # a probe in train mode would move BatchNorm's running statistics
         with torch.no_grad():
             logits = model(image)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever an arbitrary model raises on the probe is reported
         raise JitterCamError(f"the model failed on a {input_size}x{input_size} probe image: {exc}") from None
     finally:
         for handle in handles:

@@ -169,7 +169,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def device_name(device: torch.device) -> str:
     """The GPU's name for a CUDA device, else the CPU's."""
     if device.type == "cuda":

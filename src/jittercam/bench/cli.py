@@ -21,7 +21,8 @@ from ..data.registry import describe_datasets
 from ..errors import JitterCamError
 from ..frontend import parse_method_options
 from .experiments import Option, available_experiments, experiment_class
-from .runner import CACHE_MODES, Settings, run as run_settings
+from .runner import CACHE_MODES, Settings
+from .runner import run as run_settings
 
 
 def _experiment_flags() -> dict[str, list[tuple[str, Option]]]:

@@ -23,6 +23,7 @@ T = TypeVar("T")
 # how long the first rank to finish waits for the last at the final barrier: shards of a big data set
 # may finish hours apart (the default, 30 minutes, would abort them)
 BARRIER_TIMEOUT = timedelta(hours=48)
+_CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Context:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = _CPU
 
     @property
     def distributed(self) -> bool:

@@ -24,7 +24,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -165,7 +165,7 @@ class _LegacyReader:
     the `curves` table's deletion/insertion scores the curve of their row, the run columns of result rows
     a `runs` row where the store has none."""
 
-    SCHEMES = {"energy": "eng"}  # schema 1 wrote either name
+    SCHEMES: ClassVar[dict[str, str]] = {"energy": "eng"}  # schema 1 wrote either name
 
     def __init__(self, stores: Stores, path: Path, tables: set[str]) -> None:
         self.db, self.path, self.tables = stores.db, path, tables
@@ -372,8 +372,8 @@ def _runs(db: sqlite3.Connection) -> list[Run]:
     runs = []
     rows = db.execute("SELECT config_hash, config, machine, rank, world_size, created FROM runs "
                       "WHERE config_hash IN ghash ORDER BY config_hash, rank").fetchall()
-    for config_hash, entries in groupby(rows, key=lambda row: row[0]):
-        entries = list(entries)
+    for config_hash, group in groupby(rows, key=lambda row: row[0]):
+        entries = list(group)
         text = next((e[1] for e in entries if e[1]), None)
         if text is None and not any(e[2] for e in entries):
             continue  # a schema-1 store's results without a `runs` row: nothing is known of the run

@@ -29,12 +29,11 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from .. import __version__
+from .. import __version__, metrics
 from ..data.output import atomic_write, probe_folder
 from ..errors import JitterCamError
 from ..maps import upsample
 from ..viz import overlay
-from .. import metrics
 from . import paper, plots
 from .experiments import Experiment, Variant, available_experiments, find_experiment
 from .experiments.base import COMBINED
@@ -437,7 +436,8 @@ def _galleries(stores: Stores, out: Path, limit: int, written: Written) -> list[
         entries = {(method, item): rest for method, item, *rest in rows}
         methods = [m for m, _ in _sort_keys("", {(m, "") for m, _ in entries})]
         coverage = Counter(item for _, item in entries)
-        items, seen = [], set()
+        items: list[str] = []
+        seen: set[tuple[str, int | None]] = set()
         for item in sorted(coverage, key=lambda item: (-coverage[item], item)):
             # `key` and `key#class` (a per-class experiment) explaining the same class are one example
             target = next(entries[(m, item)][0] for m in methods if (m, item) in entries)
@@ -445,7 +445,8 @@ def _galleries(stores: Stores, out: Path, limit: int, written: Written) -> list[
                 seen.add((item.split("#")[0], target))
                 items.append(item)
         folder = Path("gallery") / f"{_slug(model)}-{_slug(dataset)}"
-        gallery_rows, names = [], {}
+        gallery_rows: list[tuple[str, str, list[str | None]]] = []
+        names: dict[str, list[str]] = {}
         for item in items:
             first = next(entries[(m, item)] for m in methods if (m, item) in entries)
             image = _decode_png(first[2], f"gallery image of {item}")
@@ -453,7 +454,7 @@ def _galleries(stores: Stores, out: Path, limit: int, written: Written) -> list[
                 continue
             base = folder / _slug(item)
             _write(out / f"{base}.input.png", _png_bytes(image))
-            overlays = []
+            overlays: list[str | None] = []
             for method in methods:
                 entry = entries.get((method, item))
                 picture = None if entry is None else _overlay(image, *entry[3:])
@@ -473,7 +474,8 @@ def _galleries(stores: Stores, out: Path, limit: int, written: Written) -> list[
 def _class_names(db, config_hash: str, known: dict[str, list[str]]) -> list[str]:
     """The class names a run recorded for its targets (none in a store older than them); `known` caches."""
     if config_hash not in known:
-        row = db.execute("SELECT class_names, config FROM runs WHERE config_hash = ? LIMIT 1", (config_hash,)).fetchone()
+        row = db.execute("SELECT class_names, config FROM runs WHERE config_hash = ? LIMIT 1",
+                         (config_hash,)).fetchone()
         try:  # schema 1 kept them in the configuration
             names = json.loads(row[0]) if row and row[0] else json.loads(row[1]).get("class_names") if row else None
         except (TypeError, ValueError, AttributeError):
@@ -527,8 +529,8 @@ def write_report(paths: list[Path], out: Path, gallery: int = GALLERY_ITEMS) -> 
         total = sum(stores.counts)
         if total == 0:
             skipped = stores.db.execute("SELECT count(*) FROM skips").fetchone()[0]
-            names = ", ".join(str(p) for p in paths)
-            raise JitterCamError(f"no results in {names} ({skipped} skipped items): nothing to report yet; "
+            listed = ", ".join(str(p) for p in paths)
+            raise JitterCamError(f"no results in {listed} ({skipped} skipped items): nothing to report yet; "
                                  "run `jittercam bench ... --db FILE` first")
         try:
             probe_folder(out)

@@ -48,14 +48,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from ..data.output import deferred_interrupt
-from ..data import available_datasets, dataset_needs_model, open_dataset
-from ..errors import JitterCamError
 from .. import frontend, runtime, tuning
+from ..card import attach_card, model_card, model_dtype
+from ..data import available_datasets, dataset_needs_model, open_dataset
+from ..data.output import deferred_interrupt
+from ..errors import JitterCamError
 from ..inputs import parse_device, resolve_batch_size
 from ..methods import CAMMethod, create
 from ..methods.registry import method_list
-from ..card import attach_card, model_card, model_dtype
 from ..models import RANDOM, load_model
 from . import distributed
 from .experiments import Arm, Experiment, Setting, Unit, experiment_class
@@ -276,9 +276,10 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
     arms = experiment.arms(names, build, setting)
     keys = list(dataset.keys())
     described = dataset.config() if hasattr(dataset, "config") else {"dataset": dataset.name}
+    weights = weights_id(_weights_source(settings, model))
     identity = {
         "model": card.name,
-        "weights": weights_id(_weights_source(settings, model)),
+        "weights": weights,
         "input_size": card.input_size, "mean": list(card.mean), "std": list(card.std),
         # paths by their last part: the same data mounted elsewhere (another node) is the same dataset
         "dataset": {**_path_free(described), "seed": settings.seed, "keys": _digest(keys)[:16],
@@ -293,7 +294,7 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
     config = {**hashed, "dataset_config": described, "methods": {a.label: repr(a.explainer) for a in arms},
               "batch_size": batch_size, "device": str(device), "limit": settings.limit,
               "world_size": context.world_size}
-    run_record = Run(_digest(hashed), experiment.name, identity["model"], identity["weights"], dataset.name,
+    run_record = Run(_digest(hashed), experiment.name, card.name, weights, dataset.name,
                      config, context.rank, context.world_size, machine(), settings.seed,
                      tuple(str(n) for n in names) if names else None)
     if settings.limit is not None:
@@ -447,7 +448,8 @@ class _Worker:
         summary.rows += len(rows)
 
     def _gallery(self, arm: Arm, units: list[Unit], maps: torch.Tensor) -> list[GalleryEntry]:
-        entries, seen = [], set()
+        entries: list[GalleryEntry] = []
+        seen: set[str] = set()
         if not arm.gallery:
             return entries
         for index, unit in enumerate(units):

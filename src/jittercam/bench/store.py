@@ -33,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -297,7 +298,7 @@ class _Transaction:
         except sqlite3.Error as exc:
             raise JitterCamError(f"cannot write to {self.path}: {exc}") from None
 
-    def __exit__(self, kind, error, _traceback) -> bool:
+    def __exit__(self, kind, error, _traceback) -> Literal[False]:
         if kind is None:
             try:
                 self.db.execute("COMMIT")

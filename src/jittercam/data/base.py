@@ -89,12 +89,27 @@ class Sample:
 
 @runtime_checkable
 class BenchmarkDataset(Protocol):
-    """What the benchmark reads from a dataset (each dataset module registers one in `registry`)."""
+    """What the benchmark reads from a dataset (each dataset module registers one in `registry`).
 
-    name: str  #: the name results are stored under
-    num_classes: int
-    categories: tuple[str, ...]
-    has: frozenset[str]  #: subset of KINDS
+    The attributes are read-only here (properties), so that a dataset may define them as class attributes,
+    instance attributes or properties.
+    """
+
+    @property
+    def name(self) -> str:
+        """The name results are stored under."""
+        ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def categories(self) -> tuple[str, ...]: ...
+
+    @property
+    def has(self) -> frozenset[str]:
+        """A subset of KINDS."""
+        ...
 
     def keys(self) -> list[str]: ...
 
@@ -139,7 +154,8 @@ def input_boxes(edges: np.ndarray | Sequence[Sequence[float]], frame: tuple[int,
     return torch.from_numpy(out.astype(np.float32))
 
 
-def box_mask(edges: np.ndarray | Sequence[Sequence[float]], frame: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+def box_mask(edges: np.ndarray | Sequence[Sequence[float]], frame: tuple[int, int],
+             size: tuple[int, int]) -> torch.Tensor:
     """`(H0, W0)` bool: pixels of a `size` picture whose centre lies inside any of the boxes (edges in a
     frame of `(H, W)` pixels). With `frame == size` and integer edges this is exact slicing."""
     box = np.asarray(edges, dtype=np.float64).reshape(-1, 4)
@@ -180,7 +196,10 @@ def read_difficult_flags(path: str | Path, member: str, num_classes: int) -> dic
                 names = [m for m in archive.getmembers() if m.isfile() and m.name.endswith("/" + member)]
                 if not names:
                     raise JitterCamError(f"{path} does not contain {member}")
-                text = archive.extractfile(names[0]).read().decode("utf-8")
+                handle = archive.extractfile(names[0])
+                if handle is None:  # cannot happen: `names` holds regular files only
+                    raise JitterCamError(f"{path} does not contain {member}")
+                text = handle.read().decode("utf-8")
         else:
             text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError, tarfile.TarError) as exc:

@@ -19,13 +19,12 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from collections.abc import Mapping
-
 from torch import nn
 
 from ..card import ModelCard
@@ -146,4 +145,7 @@ def _recognises(root: Path, options: Mapping[str, Any]) -> bool:
                                "difficult": "TorchRay's EBP difficult-pairs file (.txt or the sdist .tar.gz)"})
 def _open(root: Path, seed: int, model: nn.Module | None, *, annotations: str | Path | None = None,
           difficult: str | Path | None = None) -> CocoDataset:
-    return CocoDataset(root, find_coco_annotations(root, annotations), difficult=difficult)
+    found = find_coco_annotations(root, annotations)
+    if found is None:  # the registry opens a folder that `_recognises` accepted
+        raise JitterCamError(f"no COCO annotations in {root}: expected annotations/{ANNOTATIONS} (or annotations=FILE)")
+    return CocoDataset(root, found, difficult=difficult)

@@ -101,15 +101,15 @@ class ImageNetDataset:
         else:
             sample.labels = (label,)
         if self.boxes_dir is not None:
-            self._add_boxes(sample, label, card.input_size)
+            self._add_boxes(sample, label, card.input_size, self.boxes_dir)
         return sample
 
-    def _add_boxes(self, sample: Sample, label: int | None, size: int) -> None:
-        path = self.boxes_dir / f"{sample.key}.xml"
+    def _add_boxes(self, sample: Sample, label: int | None, size: int, boxes_dir: Path) -> None:
+        path = boxes_dir / f"{sample.key}.xml"
         try:
             frame, objects = read_box_file(path)
         except FileNotFoundError:
-            reason = f"no box file {path.name} in {self.boxes_dir}"
+            reason = f"no box file {path.name} in {boxes_dir}"
         except (ET.ParseError, ValueError, AttributeError, OSError) as exc:
             reason = f"unreadable box file {path}: {exc}"
         else:
@@ -128,18 +128,34 @@ class ImageNetDataset:
 def read_box_file(path: Path) -> tuple[tuple[int, int], list[tuple[str, tuple[float, float, float, float]]]]:
     """`((H, W), [(wnid, (x0, y0, x1 + 1, y1 + 1)), ...])` from one ILSVRC (PASCAL VOC) XML file."""
     root = ET.parse(path).getroot()
-    size = root.find("size")
-    width, height = int(size.findtext("width")), int(size.findtext("height"))
+    size = _child(root, "size")
+    width, height = int(_text(size, "width")), int(_text(size, "height"))
     if width < 1 or height < 1:
         raise ValueError(f"image size {width}x{height}")
     objects = []
     for obj in root.iter("object"):
-        box = obj.find("bndbox")
-        x0, y0, x1, y1 = (float(box.findtext(tag)) for tag in ("xmin", "ymin", "xmax", "ymax"))
+        box = _child(obj, "bndbox")
+        x0, y0, x1, y1 = (float(_text(box, tag)) for tag in ("xmin", "ymin", "xmax", "ymax"))
         if x1 < x0 or y1 < y0:
             raise ValueError(f"box {x0:g},{y0:g},{x1:g},{y1:g} has max < min")
         objects.append((obj.findtext("name", "").strip(), (x0, y0, x1 + 1, y1 + 1)))
     return (height, width), objects
+
+
+def _child(element: ET.Element, tag: str) -> ET.Element:
+    """The first `tag` child of `element`; a ValueError when there is none."""
+    child = element.find(tag)
+    if child is None:
+        raise ValueError(f"no <{tag}> in <{element.tag}>")
+    return child
+
+
+def _text(element: ET.Element, tag: str) -> str:
+    """The text of the first `tag` child of `element`; a ValueError when there is none."""
+    text = element.findtext(tag)
+    if text is None:
+        raise ValueError(f"no <{tag}> in <{element.tag}>")
+    return text
 
 
 # ------------------------------------------------------------------------------------------- labels

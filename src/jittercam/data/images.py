@@ -65,8 +65,11 @@ def _open(path: Path) -> Image.Image:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(path)
     except Image.DecompressionBombError:
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is None:  # cannot happen: Pillow checks the size against a limit only when there is one
+            raise JitterCamError(f"image too large: {path}") from None
         raise JitterCamError(
-            f"image too large: {path} (more than {2 * Image.MAX_IMAGE_PIXELS} pixels)"
+            f"image too large: {path} (more than {2 * limit} pixels)"
         ) from None
     except _DECODE_ERRORS as exc:
         raise _not_an_image(path, exc) from None

@@ -47,7 +47,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-
 from torch import nn
 
 from ..card import ModelCard, imagenet_categories
@@ -136,7 +135,8 @@ class OfflineDataset:
 
     # ---------------------------------------------------------------------------- generation
     def _singles(self, rng: np.random.Generator, count: int) -> list[Composite]:
-        n, made = len(self.photos), []
+        n = len(self.photos)
+        made: list[Composite] = []
         order: list[int] = []
         while len(made) < count:
             if not order:
@@ -151,9 +151,9 @@ class OfflineDataset:
         return made
 
     def _pairs(self, rng: np.random.Generator, small: int, large: int) -> list[Composite]:
-        made = []
+        made: list[Composite] = []
         for big in [False] * small + [True] * large:
-            best: tuple[float, tuple[Paste, Paste]] | None = None
+            best: tuple[float, tuple[Paste, ...]] | None = None
             for _ in range(200 if big else 1):
                 a, b = (int(v) for v in rng.choice(len(self.photos), size=2, replace=False))
                 regions = _split(self.canvas, int(rng.integers(2)), rng.uniform(0.35, 0.65) if big else 0.5)
@@ -163,6 +163,8 @@ class OfflineDataset:
                     best = (low, pastes)
                 if not big or low >= DIFFICULT_AREA:
                     break
+            if best is None:  # cannot happen: every pair makes at least one attempt
+                raise RuntimeError("no placement was tried for a pair")
             pastes = best[1]
             made.append(Composite(*self._texture(rng, exclude={p.photo for p in pastes}), pastes))
         return made
@@ -222,11 +224,11 @@ class OfflineDataset:
         """The texture crop resized to the canvas, then each object's first box cut out, resized to its
         rectangle (Lanczos) and pasted there, in order."""
         canvas = self._photo(composite.background).crop(composite.crop).resize(
-            (self.canvas, self.canvas), Image.LANCZOS)
+            (self.canvas, self.canvas), Image.Resampling.LANCZOS)
         for paste in composite.pastes:
             x0, y0, x1, y1 = self.photos[paste.photo].boxes[0]
             x, y, w, h = paste.rect
-            cut = self._photo(paste.photo).crop((x0, y0, x1 + 1, y1 + 1)).resize((w, h), Image.LANCZOS)
+            cut = self._photo(paste.photo).crop((x0, y0, x1 + 1, y1 + 1)).resize((w, h), Image.Resampling.LANCZOS)
             canvas.paste(cut, (x, y))
         return canvas
 

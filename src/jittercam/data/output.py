@@ -27,7 +27,7 @@ def _creation_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Create or replace `path` with what `write(stream)` writes, all or nothing. Any exception (a full
     disk's `OSError`, `KeyboardInterrupt`) removes the temporary file and propagates."""
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)

@@ -125,4 +125,7 @@ def _recognises(root: Path, options: Mapping[str, Any]) -> bool:
                   folder="a VOCdevkit root with VOC2007",
                   option_help={"difficult": "TorchRay's EBP difficult-pairs file (.txt or the sdist .tar.gz)"})
 def _open(root: Path, seed: int, model: nn.Module | None, *, difficult: str | Path | None = None) -> VocDataset:
-    return VocDataset(find_voc_root(root), difficult=difficult)
+    found = find_voc_root(root)
+    if found is None:  # the registry opens a folder that `_recognises` accepted
+        raise JitterCamError(f"not a VOC 2007 test set: {root} (no VOCdevkit/VOC2007 in it)")
+    return VocDataset(found, difficult=difficult)

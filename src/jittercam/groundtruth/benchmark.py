@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -64,7 +64,7 @@ class GroundTruthBenchmark:
 
     has = frozenset({"labels", "boxes", "masks", "evidence"})
 
-    def __init__(self, heldout: dict[str, Any], *, seed: int = 0, singles: int = SINGLES,
+    def __init__(self, heldout: Mapping[str, Any], *, seed: int = 0, singles: int = SINGLES,
                  separations: Sequence[int] | None = None, replicates: int = REPLICATES,
                  angle: float = 0.0) -> None:
         if singles < 0 or replicates < 0 or singles + replicates == 0:

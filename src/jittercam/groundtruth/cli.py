@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from .train import train
 
-QUICK = {"steps": 250, "size": 64, "classes": 2, "width": 8, "batch": 16, "lr": 5e-3, "heldout": 128,
-         "patch": (12, 16), "scale": (1.0, 1.0)}  # the test's tiny setting: seconds on one core
+# the test's tiny setting: seconds on one core
+QUICK: dict[str, Any] = {"steps": 250, "size": 64, "classes": 2, "width": 8, "batch": 16, "lr": 5e-3,
+                         "heldout": 128, "patch": (12, 16), "scale": (1.0, 1.0)}
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -31,7 +33,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    options = dict(QUICK) if args.quick else {}
+    options: dict[str, Any] = dict(QUICK) if args.quick else {}
     if args.steps is not None:
         options["steps"] = args.steps
     result = train(args.seed, out_path=args.out, force=args.force,

@@ -51,10 +51,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..card import IMAGENET_MEAN, IMAGENET_STD
 from ..data import load_image
 from ..data.offline import read_photos
 from ..errors import JitterCamError
-from ..card import IMAGENET_MEAN, IMAGENET_STD
 
 NAME = "groundtruth"  # the name of the ground-truth model, of its benchmark dataset and of its cache folder
 HELDOUT_OFFSET = 1_000_003  # a model trained with seed s is evaluated on the images of seed s + HELDOUT_OFFSET
@@ -104,7 +104,8 @@ def _photos(size: int) -> tuple[Image.Image, ...]:
         picture = load_image(photo.file)
         scale = 2 * size / min(picture.size)
         if scale < 1:
-            picture = picture.resize((round(picture.width * scale), round(picture.height * scale)), Image.LANCZOS)
+            picture = picture.resize((round(picture.width * scale), round(picture.height * scale)),
+                                     Image.Resampling.LANCZOS)
         out.append(picture)
     return tuple(out)
 
@@ -151,7 +152,7 @@ class GroundTruthDataset:
         if not 0 <= distractor <= 1 or not 2 <= period[0] <= period[1]:
             raise JitterCamError("distractor must be a probability and the period at least 2 pixels")
         self.seed, self.size, self.count, self.classes = int(seed), int(size), int(count), int(classes)
-        self.patch, self.period, self.distractor = (int(patch[0]), int(patch[1])), tuple(period), distractor
+        self.patch, self.period, self.distractor = (int(patch[0]), int(patch[1])), (period[0], period[1]), distractor
         self.scale = (float(scale[0]), float(scale[1]))
 
     def config(self) -> dict:
@@ -226,8 +227,8 @@ class GroundTruthDataset:
         for k, (x, y) in enumerate(corners):
             pixels[y:y + side, x:x + side] = painted
             masks[k, y:y + side, x:x + side] = True
-        centres = tuple((x + side / 2, y + side / 2) for x, y in corners)
-        return Pair(normalise(pixels), cls, torch.from_numpy(masks), centres, math.hypot(dx, dy), side,
+        first, second = ((x + side / 2, y + side / 2) for x, y in corners)
+        return Pair(normalise(pixels), cls, torch.from_numpy(masks), (first, second), math.hypot(dx, dy), side,
                     pixels, background)
 
     def _background(self, rng: np.random.Generator) -> np.ndarray:
@@ -236,7 +237,7 @@ class GroundTruthDataset:
         w, h = photo.size
         side = max(8, round(min(w, h) * rng.uniform(*CROP_SIDE)))
         x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-        crop = photo.crop((x, y, x + side, y + side)).resize((self.size, self.size), Image.BILINEAR)
+        crop = photo.crop((x, y, x + side, y + side)).resize((self.size, self.size), Image.Resampling.BILINEAR)
         pixels = np.asarray(crop, dtype=np.float32) / 255.0
         return np.ascontiguousarray(pixels[:, ::-1]) if rng.random() < 0.5 else pixels
 
