@@ -133,9 +133,10 @@ def faithfulness(
         softmax: score softmax probabilities (default, as the paper) or raw outputs.
         multiply: 'pixel' (default, the paper: de-normalise to [0, 1] pixels, mask, normalise again)
             or 'input' (mask the input tensor itself, as pytorch-grad-cam).
-        mean, std: the normalisation the images carry, used by 'pixel' only; None (default) takes each
-            from the model's attached card (`jittercam.models.attached_card`). A model without a card
-            needs both passed: there is no ImageNet default (EfficientNet-Lite0's is 0.5/0.5).
+        mean: the per-channel mean the images are normalised with, used by 'pixel' only; None (default)
+            takes it from the model's attached card (`jittercam.models.attached_card`). A model without a
+            card needs `mean` and `std` passed: there is no ImageNet default (EfficientNet-Lite0's is 0.5).
+        std: the per-channel standard deviation, likewise.
     """
     maps = check_maps(maps, images.shape[0] if isinstance(images, torch.Tensor) else None)
     y, o, t = _faithfulness(model, images, [maps], target, mean, std, batch_size, softmax, multiply)

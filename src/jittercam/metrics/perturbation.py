@@ -222,8 +222,9 @@ def deletion_insertion(
         batch_size: perturbed images per forward pass; only this many are materialised at once.
             None: the device's default (4 on CPU, the fastest measured on 2 cores; 64 on CUDA).
         softmax: score the softmax probability (RISE, default) or the raw output of the target.
-        deletion_substrate / insertion_substrate: replace RISE's zeros / blur: a tensor like `images`
-            or a function of the images.
+        deletion_substrate: what deletion puts in place of removed pixels, instead of RISE's zeros: a
+            tensor like `images` or a function of the images.
+        insertion_substrate: what insertion starts from, instead of RISE's blur: the same kinds.
     """
     saliency, batch_size = _prepare(model, images, saliency, batch_size)
     with torch.no_grad():
