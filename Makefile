@@ -1,16 +1,16 @@
-# Entry points: `make demo`, `make test` and `make lint`. Each creates .venv on first use.
+# Entry points: `make demo`, `make test`, `make lint` and `make docs`. Each creates .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch and torchvision first, pinned, so that nothing pulls another build
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[test,lint]'
+	$(BIN)/pip install --quiet -e '.[test,lint,docs]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,5 +29,9 @@ lint: $(STAMP)
 	@if [ -f .importlinter ]; then echo "$(BIN)/lint-imports"; PYTHONPATH=src $(BIN)/lint-imports; \
 	else echo "no .importlinter: import contracts not checked"; fi
 
+# the API reference in build/site/ (open build/site/index.html); strict: a broken reference fails
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-output build .pytest_cache .mypy_cache .ruff_cache
