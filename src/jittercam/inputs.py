@@ -18,7 +18,19 @@ def as_target(target: int | Sequence[int] | torch.Tensor, batch: int, device: to
 @overload
 def as_target(target: Target, batch: int, device: torch.device) -> torch.Tensor | None: ...
 def as_target(target: Target, batch: int, device: torch.device) -> torch.Tensor | None:
-    """None stays None; an int or one class per image becomes `(B,)` long indices on `device`."""
+    """A target as class indices: None stays None; an int or one class per image becomes indices.
+
+    Args:
+        target: None, an int, or one class per image (a sequence or tensor; a single one is repeated).
+        batch: B, the number of images.
+        device: where the indices go.
+
+    Returns:
+        `(B,)` long indices on `device`, or None.
+
+    Raises:
+        JitterCamError: a bool or non-integer target, a count other than 1 or B, or a negative index.
+    """
     if target is None:
         return None
     if isinstance(target, bool):
@@ -40,6 +52,15 @@ def as_target(target: Target, batch: int, device: torch.device) -> torch.Tensor 
 
 
 def check_target_range(indices: torch.Tensor, classes: int) -> None:
+    """Check class indices against the model's number of outputs.
+
+    Args:
+        indices: `(B,)` class indices.
+        classes: the model's number of outputs.
+
+    Raises:
+        JitterCamError: an index is `classes` or above.
+    """
     if (indices >= classes).any():
         raise JitterCamError(
             f"class index {int(indices.max())} is out of range: the model has {classes} outputs (0..{classes - 1})"
@@ -47,7 +68,20 @@ def check_target_range(indices: torch.Tensor, classes: int) -> None:
 
 
 def check_targets(target: Target, batch: int, classes: int, device: torch.device) -> torch.Tensor:
-    """`target` (an int, or one per image) as `(B,)` indices, each checked against the model's outputs."""
+    """`target` as class indices, each checked against the model's outputs.
+
+    Args:
+        target: an int, or one class per image; None is refused.
+        batch: B, the number of images.
+        classes: the model's number of outputs.
+        device: where the indices go.
+
+    Returns:
+        `(B,)` long indices on `device`.
+
+    Raises:
+        JitterCamError: `target` is None, not a valid class index (or one per image), or out of range.
+    """
     if target is None:
         raise JitterCamError("a class index is needed here")
     indices = as_target(target, batch, device)
@@ -56,15 +90,33 @@ def check_targets(target: Target, batch: int, classes: int, device: torch.device
 
 
 def resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
-    """Class indices `(B,)` on the logits' device: None means each image's top-1 class."""
+    """The classes a batch is explained for.
+
+    Args:
+        target: an int, one class per image, or None for each image's top-1 class.
+        logits: `(B, K)` the model's outputs on the batch.
+
+    Returns:
+        `(B,)` long class indices on the logits' device.
+
+    Raises:
+        JitterCamError: `target` is not a valid class index (or one per image), or is out of range.
+    """
     if target is None:
         return logits.argmax(dim=1)
     return check_targets(target, logits.shape[0], logits.shape[1], logits.device)
 
 
 def check_images(images: torch.Tensor, dtype: torch.dtype | None = None) -> None:
-    """A non-empty `(B, 3, H, W)` floating-point batch (of `dtype` when given), or a `JitterCamError` that
-    says what was expected."""
+    """Check that `images` is a non-empty `(B, 3, H, W)` floating-point batch (of `dtype` when given).
+
+    Args:
+        images: the batch to check.
+        dtype: the dtype the model computes in; None: any floating-point dtype.
+
+    Raises:
+        JitterCamError: saying what was expected, when it is not.
+    """
     if not isinstance(images, torch.Tensor):
         raise JitterCamError(f"images must be a torch.Tensor of shape (B, 3, H, W), got {type(images).__name__}")
     if images.dim() != 4 or images.shape[1] != 3:
@@ -81,12 +133,30 @@ def check_images(images: torch.Tensor, dtype: torch.dtype | None = None) -> None
 
 def default_batch_size(device: torch.device) -> int:
     """Images per forward pass. On CPU small batches are faster (cache-sized activations: 64 patches of
-    EfficientNet-Lite0 took 4.1 s in one batch and 0.9 s in batches of 4 on 2 cores); GPUs want many."""
+    EfficientNet-Lite0 took 4.1 s in one batch and 0.9 s in batches of 4 on 2 cores); GPUs want many.
+
+    Args:
+        device: where the forward passes run.
+
+    Returns:
+        64 on CUDA, 4 elsewhere.
+    """
     return 64 if device.type == "cuda" else 4
 
 
 def resolve_batch_size(batch_size: int | None, device: torch.device) -> int:
-    """`batch_size` checked, or the device's default when None."""
+    """`batch_size` checked, or the device's default when None.
+
+    Args:
+        batch_size: a positive integer, or None.
+        device: where the forward passes run (for the default).
+
+    Returns:
+        The batch size.
+
+    Raises:
+        JitterCamError: with `option="batch_size"`, `batch_size` is not a positive integer.
+    """
     if batch_size is None:
         return default_batch_size(device)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -97,6 +167,12 @@ def resolve_batch_size(batch_size: int | None, device: torch.device) -> int:
 
 def parse_device(name: str) -> torch.device:
     """A device name (`cpu`, `cuda`, `cuda:N`) as a torch device that exists here.
+
+    Args:
+        name: the device's name, as torch spells it.
+
+    Returns:
+        The device.
 
     Raises:
         JitterCamError: with `option="device"`, saying why not.

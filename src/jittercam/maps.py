@@ -12,7 +12,15 @@ import torch.nn.functional as F
 
 
 def minmax(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Min–max scale each map of a `(B, H, W)` batch to [0, 1]; a constant map becomes all zeros."""
+    """Min–max scale each map of a batch to [0, 1]; a constant map becomes all zeros.
+
+    Args:
+        maps: `(B, H, W)` maps.
+        eps: the smallest range still scaled; a map whose max − min is at most this is constant.
+
+    Returns:
+        `(B, H, W)` maps in [0, 1].
+    """
     flat = maps.flatten(1)
     low = flat.min(dim=1, keepdim=True).values
     span = flat.max(dim=1, keepdim=True).values - low
@@ -21,8 +29,15 @@ def minmax(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 def resize(maps: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
-    """Bilinear (align_corners=False) resize of `(B, h, w)` maps to `size` (`(H, W)`, or an int for a square),
-    values not rescaled."""
+    """Bilinear (align_corners=False) resize of maps, values not rescaled.
+
+    Args:
+        maps: `(B, h, w)` maps.
+        size: `(H, W)`, or an int for a square.
+
+    Returns:
+        `(B, H, W)` maps (`maps` itself when already of that size).
+    """
     if isinstance(size, int):
         size = (size, size)
     if tuple(maps.shape[-2:]) == tuple(size):
@@ -31,9 +46,19 @@ def resize(maps: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
 
 
 def upsample(maps: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
-    """Raw maps `(B, h, w)` to `(B, H, W)` in [0, 1]: bilinear resize, then min–max per map.
+    """Raw maps to image size in [0, 1]: bilinear resize, then min–max per map.
 
     An all-zero (or constant) map gives all zeros, never NaN.
+
+    Args:
+        maps: raw `(B, h, w)` maps.
+        size: `(H, W)`, or an int for a square.
+
+    Returns:
+        `(B, H, W)` float32 maps in [0, 1].
+
+    Raises:
+        ValueError: `maps` is not 3-D.
     """
     if maps.dim() != 3:
         raise ValueError(f"maps must be (B, h, w), got shape {tuple(maps.shape)}")

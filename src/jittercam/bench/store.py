@@ -66,17 +66,47 @@ ALL_METHODS = ""  # `skips.method` of an item skipped for every method (an unrea
 
 
 def column_names(table: str) -> tuple[str, ...]:
+    """The columns of one of `TABLES`, in order.
+
+    Args:
+        table: the table's name.
+
+    Returns:
+        The column names.
+    """
     return tuple(c.split()[0] for c in TABLES[table] if not c.startswith("PRIMARY KEY"))
 
 
 def key_columns(table: str) -> tuple[str, ...]:
+    """The primary key's columns of one of `TABLES`.
+
+    Args:
+        table: the table's name.
+
+    Returns:
+        The key's column names, in order.
+    """
     key = next(c for c in TABLES[table] if c.startswith("PRIMARY KEY"))
     return tuple(part.strip() for part in key[key.index("(") + 1 : key.rindex(")")].split(","))
 
 
 @dataclass(frozen=True)
 class Run:
-    """What `runs` records about one configuration."""
+    """What `runs` records about one configuration.
+
+    Attributes:
+        config_hash: the configuration's hash, which the other tables' rows name their run by.
+        experiment: the experiment's name.
+        model: the model's name.
+        weights: the weights used.
+        dataset: the dataset.
+        config: the whole configuration (stored as JSON).
+        rank: this process's rank.
+        world_size: the number of processes.
+        machine: the machine it ran on.
+        seed: the run's seed.
+        class_names: the names the targets index; None when unknown.
+    """
 
     config_hash: str
     experiment: str
@@ -93,7 +123,20 @@ class Run:
 
 @dataclass(frozen=True)
 class Row:
-    """One row of `results`."""
+    """One row of `results`.
+
+    Attributes:
+        method: the method's registry name.
+        variant: the variant's label (`size=9`; "" for none).
+        parameter: the variant's parameter (`size`, `alpha`, `layer`, `fused`; "" for none).
+        at: the variant's numeric value; None when it has none.
+        item: the stored item.
+        target: the class explained.
+        metric: the metric's name.
+        value: the value; None when missing.
+        curve: the values along a sweep, for a metric that has them.
+        seconds: the time the explanation took.
+    """
 
     method: str
     variant: str  # the label
@@ -109,6 +152,16 @@ class Row:
 
 @dataclass(frozen=True)
 class GalleryEntry:
+    """One example map of the report's gallery.
+
+    Attributes:
+        method: the method's registry name.
+        item: the stored item.
+        target: the class explained.
+        image: the input picture, PNG bytes.
+        map: the raw `(h, w)` map.
+    """
+
     method: str
     item: str
     target: int | None
@@ -118,7 +171,14 @@ class GalleryEntry:
 
 @dataclass
 class Batch:
-    """Everything one (method, batch of samples) produced: committed in one transaction."""
+    """Everything one (method, batch of samples) produced: committed in one transaction.
+
+    Attributes:
+        rows: the `results` rows.
+        gallery: the gallery entries.
+        done: `(method, variant, item)` whose rows are all stored.
+        skips: `(method, item, reason)` not evaluated.
+    """
 
     rows: list[Row]
     gallery: list[GalleryEntry]
@@ -127,23 +187,54 @@ class Batch:
 
 
 def now() -> str:
+    """The current UTC time.
+
+    Returns:
+        ISO 8601, to the second.
+    """
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def float32_blob(values: np.ndarray | torch.Tensor) -> bytes:
-    """Little-endian float32 bytes, as `results.curve`, `gallery.map` and `explanations.map` hold them."""
+    """Little-endian float32 bytes, as `results.curve`, `gallery.map` and `explanations.map` hold them.
+
+    Args:
+        values: an array or a tensor (on any device), converted to float32.
+
+    Returns:
+        The values' bytes, in C order.
+    """
     if isinstance(values, torch.Tensor):
         values = values.detach().to("cpu", torch.float32).numpy()
     return np.ascontiguousarray(values, dtype="<f4").tobytes()
 
 
 def from_blob(blob: bytes, shape: Sequence[int] | None = None) -> np.ndarray:
+    """The values of a `float32_blob`.
+
+    Args:
+        blob: the bytes.
+        shape: the array's shape; None: 1-D.
+
+    Returns:
+        A read-only float32 view of the bytes.
+    """
     values = np.frombuffer(blob, dtype="<f4")
     return values.reshape(shape) if shape is not None else values
 
 
 class Store:
-    """An open results store. Use as a context manager, or call `close()`."""
+    """An open results store. Use as a context manager, or call `close()`.
+
+    A new file gets the schema; an existing store of this schema is opened as it is.
+
+    Args:
+        path: the SQLite file, created if missing; its folder must exist.
+
+    Raises:
+        JitterCamError: `path` is a folder, its folder does not exist, it is not a results store, or it
+            holds another schema.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -176,11 +267,19 @@ class Store:
         self.close()
 
     def close(self) -> None:
+        """Close the connection."""
         self.db.close()
 
     # ------------------------------------------------------------------------------------------ writing
     def register(self, run: Run) -> None:
-        """Record the configuration (once: a resumed run leaves the first record as it was)."""
+        """Record the configuration (once: a resumed run leaves the first record as it was).
+
+        Args:
+            run: the configuration.
+
+        Raises:
+            JitterCamError: the store cannot be written.
+        """
         with self._transaction():
             self.db.execute(
                 "INSERT OR IGNORE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -190,7 +289,15 @@ class Store:
             )
 
     def commit(self, run: Run, batch: Batch) -> None:
-        """Store one batch's rows, gallery entries, skips and done markers, all or nothing."""
+        """Store one batch's rows, gallery entries, skips and done markers, all or nothing.
+
+        Args:
+            run: the configuration they belong to.
+            batch: what the batch produced.
+
+        Raises:
+            JitterCamError: the store cannot be written (nothing of the batch is).
+        """
         key = run.config_hash
         with self._transaction():
             self.db.executemany(
@@ -214,15 +321,32 @@ class Store:
             )
 
     def forget_skips(self, config_hash: str) -> int:
-        """Delete the configuration's skips, so that `--retry-skipped` computes those items again."""
+        """Delete the configuration's skips, so that `--retry-skipped` computes those items again.
+
+        Args:
+            config_hash: the configuration.
+
+        Returns:
+            The number of skips deleted.
+
+        Raises:
+            JitterCamError: the store cannot be written.
+        """
         with self._transaction():
             return self.db.execute("DELETE FROM skips WHERE config_hash = ?", (config_hash,)).rowcount
 
     def record_arms(self, config_hash: str, arms: Sequence[tuple[str, str, str, str]]) -> None:
-        """Record `(method, variant, description, repr)`. An arm stored with another description is refused
-        (`JitterCamError`, before anything is written) while it has results, since they would mix two
-        settings under one name; one without results (a run stopped before its first batch) takes the new
-        description."""
+        """Record the arms' options. An arm without results (a run stopped before its first batch) stored
+        with another description takes the new description.
+
+        Args:
+            config_hash: the configuration.
+            arms: `(method, variant, description, repr)` per arm.
+
+        Raises:
+            JitterCamError: before anything is written, an arm stored with another description has results,
+                since they would mix two settings under one name; or the store cannot be written.
+        """
         for method, variant, description, _ in arms:
             stored = self.db.execute(
                 "SELECT description FROM arms WHERE config_hash=? AND method=? AND variant=?",
@@ -245,7 +369,14 @@ class Store:
             )
 
     def cache_maps(self, entries: Iterable[tuple[str, str, str, int | None, np.ndarray, float]]) -> None:
-        """Store raw maps `(key, method, item, target, map, seconds)` in the explanation cache."""
+        """Store raw maps in the explanation cache (a key already there keeps its map).
+
+        Args:
+            entries: `(key, method, item, target, map, seconds)`, each map `(h, w)`.
+
+        Raises:
+            JitterCamError: the store cannot be written.
+        """
         created = now()
         with self._transaction():
             self.db.executemany(
@@ -256,16 +387,37 @@ class Store:
 
     # ------------------------------------------------------------------------------------------ reading
     def done(self, config_hash: str) -> set[tuple[str, str, str]]:
-        """(method, variant, item) already stored for this configuration."""
+        """What is already stored for this configuration.
+
+        Args:
+            config_hash: the configuration.
+
+        Returns:
+            `(method, variant, item)` whose rows are all stored.
+        """
         rows = self.db.execute("SELECT method, variant, item FROM done WHERE config_hash = ?", (config_hash,))
         return set(rows)
 
     def skipped(self, config_hash: str) -> set[tuple[str, str]]:
-        """(method, item) skipped for this configuration; method `ALL_METHODS` for every method."""
+        """What was skipped for this configuration.
+
+        Args:
+            config_hash: the configuration.
+
+        Returns:
+            `(method, item)` skipped; method `ALL_METHODS` for every method.
+        """
         return set(self.db.execute("SELECT method, item FROM skips WHERE config_hash = ?", (config_hash,)))
 
     def cached_maps(self, keys: Sequence[str]) -> dict[str, tuple[np.ndarray, float | None]]:
-        """The cached `(map, seconds)` of those `keys` that are in the cache."""
+        """The cached maps of those `keys` that are in the cache.
+
+        Args:
+            keys: explanation keys.
+
+        Returns:
+            key -> `(map, seconds)`, the map `(h, w)` float32.
+        """
         found: dict[str, tuple[np.ndarray, float | None]] = {}
         for start in range(0, len(keys), 500):  # SQLite's limit on bound parameters
             part = list(keys[start : start + 500])
@@ -277,6 +429,18 @@ class Store:
         return found
 
     def count(self, table: str, config_hash: str) -> int:
+        """The number of a configuration's rows in a table.
+
+        Args:
+            table: "results", "skips", "gallery", "done" or "arms".
+            config_hash: the configuration.
+
+        Returns:
+            The count.
+
+        Raises:
+            ValueError: another table.
+        """
         if table not in ("results", "skips", "gallery", "done", "arms"):
             raise ValueError(table)
         return self.db.execute(f"SELECT COUNT(*) FROM {table} WHERE config_hash = ?", (config_hash,)).fetchone()[0]

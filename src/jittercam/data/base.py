@@ -47,7 +47,21 @@ _ORIENTATION = 0x0112  # EXIF tag
 
 @dataclass
 class Sample:
-    """One benchmark item (see the module's docstring for the frames and conventions)."""
+    """One benchmark item (see the module's docstring for the frames and conventions).
+
+    Attributes:
+        key: unique, stable id in the dataset (a file stem, "single-003", ...).
+        image: `(3, S, S)` float32 model input; None when skipped.
+        labels: ground-truth classes present (ImageNet: one).
+        boxes: class -> `(N, 4)` float32 boxes in input pixels.
+        masks: class -> `(H0, W0)` bool mask at the original picture size.
+        difficult: class -> whether the pair is in the difficult subset.
+        original_size: `(H0, W0)` of the picture.
+        skip: why the item cannot be used at all; None when it can.
+        missing: annotation kind ("labels", "boxes") -> why it is absent for this item.
+        excluded: class -> why the pair is not evaluated.
+        meta: what else a dataset knows of the item (ground truth).
+    """
 
     key: str  #: unique, stable id in the dataset (a file stem, "single-003", ...)
     image: torch.Tensor | None  #: (3, S, S) float32 model input; None when skipped
@@ -63,11 +77,28 @@ class Sample:
 
     @classmethod
     def skipped(cls, key: str, reason: str) -> Sample:
+        """An unusable item.
+
+        Args:
+            key: the item's key.
+            reason: why it cannot be used, on one line.
+
+        Returns:
+            A sample with `skip` set and no image.
+        """
         return cls(key=key, image=None, skip=reason)
 
     def reason_to_skip(self, needs: Iterable[str] = (), target: int | None = None) -> str | None:
-        """Why this item (or its pair with class `target`) cannot serve an experiment that needs the
-        annotation kinds `needs` ("labels", "boxes", "masks", "difficult"); None when it can."""
+        """Why this item (or its pair with class `target`) cannot serve an experiment.
+
+        Args:
+            needs: the annotation kinds the experiment needs ("labels", "boxes", "masks", "difficult").
+            target: the class of the pair; None: the item alone.
+
+        Returns:
+            A one-line reason (`skip`, a `missing` or `excluded` entry, or the class lacking what is
+                needed); None when it can serve.
+        """
         if self.skip:
             return self.skip
         needs = set(needs)
@@ -93,6 +124,12 @@ class BenchmarkDataset(Protocol):
 
     The attributes are read-only here (properties), so that a dataset may define them as class attributes,
     instance attributes or properties.
+
+    Attributes:
+        name: the name results are stored under.
+        num_classes: the number of classes its labels index.
+        categories: the class names, by index.
+        has: the annotation kinds it has, a subset of `KINDS`.
     """
 
     @property
@@ -101,27 +138,61 @@ class BenchmarkDataset(Protocol):
         ...
 
     @property
-    def num_classes(self) -> int: ...
+    def num_classes(self) -> int:
+        """The number of classes its labels index."""
+        ...
 
     @property
-    def categories(self) -> tuple[str, ...]: ...
+    def categories(self) -> tuple[str, ...]:
+        """The class names, by index."""
+        ...
 
     @property
     def has(self) -> frozenset[str]:
         """A subset of KINDS."""
         ...
 
-    def keys(self) -> list[str]: ...
+    def keys(self) -> list[str]:
+        """The items' keys, in the order the benchmark reads them.
 
-    def load(self, key: str, card: ModelCard) -> Sample: ...
+        Returns:
+            The keys.
+        """
+        ...
 
-    def config(self) -> dict[str, Any]: ...
+    def load(self, key: str, card: ModelCard) -> Sample:
+        """One item, its input made for a model.
+
+        Args:
+            key: one of `keys()`.
+            card: the model's card (input size, mean and std).
+
+        Returns:
+            The sample; an unusable picture is a skipped sample, never an exception.
+        """
+        ...
+
+    def config(self) -> dict[str, Any]:
+        """What the dataset is, as it enters a run's configuration.
+
+        Returns:
+            A JSON-serialisable dict.
+        """
+        ...
 
 
 # ------------------------------------------------------------------------------------------ helpers
 def read_picture(path: str | Path, *, stored_layout: bool = True) -> Image.Image | str:
     """The picture at `path` as 8-bit RGB, or a one-line reason it cannot be used. `load_image` checks
-    and decodes it; with `stored_layout` an EXIF orientation is not applied (see the module docstring)."""
+    and decodes it.
+
+    Args:
+        path: the picture's file.
+        stored_layout: True (default) does not apply an EXIF orientation (see the module docstring).
+
+    Returns:
+        The RGB picture, or the reason as a string.
+    """
     try:
         picture = load_image(path)
         if stored_layout:
@@ -137,13 +208,29 @@ def read_picture(path: str | Path, *, stored_layout: bool = True) -> Image.Image
 
 
 def model_input(picture: Image.Image, card: ModelCard) -> torch.Tensor:
-    """`(3, S, S)` float32: `to_input` without its batch dimension."""
+    """`to_input` without its batch dimension.
+
+    Args:
+        picture: an RGB picture.
+        card: the model's card (input size S, mean and std).
+
+    Returns:
+        `(3, S, S)` float32 model input.
+    """
     return to_input(picture, card)[0].to(torch.float32)
 
 
 def input_boxes(edges: np.ndarray | Sequence[Sequence[float]], frame: tuple[int, int], size: int) -> torch.Tensor:
-    """Boxes given by continuous edges `(e0x, e0y, e1x, e1y)` in a frame of `(H, W)` pixels, as `(N, 4)`
-    float32 inclusive pixel boxes of the `size` x `size` input (module docstring)."""
+    """Boxes given by continuous edges as inclusive pixel boxes of the input (module docstring).
+
+    Args:
+        edges: `(N, 4)` continuous edges `(e0x, e0y, e1x, e1y)` in the frame.
+        frame: `(H, W)` of the frame, in pixels.
+        size: S, the input's side.
+
+    Returns:
+        `(N, 4)` float32 inclusive boxes of the `size` x `size` input, clipped to it.
+    """
     box = np.asarray(edges, dtype=np.float64).reshape(-1, 4)
     h, w = frame
     scale = np.array([size / w, size / h, size / w, size / h])
@@ -156,8 +243,17 @@ def input_boxes(edges: np.ndarray | Sequence[Sequence[float]], frame: tuple[int,
 
 def box_mask(edges: np.ndarray | Sequence[Sequence[float]], frame: tuple[int, int],
              size: tuple[int, int]) -> torch.Tensor:
-    """`(H0, W0)` bool: pixels of a `size` picture whose centre lies inside any of the boxes (edges in a
-    frame of `(H, W)` pixels). With `frame == size` and integer edges this is exact slicing."""
+    """Pixels of a `size` picture whose centre lies inside any of the boxes. With `frame == size` and
+    integer edges this is exact slicing.
+
+    Args:
+        edges: `(N, 4)` continuous edges `(e0x, e0y, e1x, e1y)` in the frame.
+        frame: `(H, W)` of the frame, in pixels.
+        size: `(H0, W0)` of the picture.
+
+    Returns:
+        `(H0, W0)` bool mask.
+    """
     box = np.asarray(edges, dtype=np.float64).reshape(-1, 4)
     h0, w0 = size
     ys = (np.arange(h0) + 0.5) * (frame[0] / h0)
@@ -171,7 +267,18 @@ def box_mask(edges: np.ndarray | Sequence[Sequence[float]], frame: tuple[int, in
 def class_tables(
     objects: Iterable[tuple[int, Sequence[float]]], frame: tuple[int, int], original: tuple[int, int], size: int
 ) -> tuple[dict[int, torch.Tensor], dict[int, torch.Tensor]]:
-    """`boxes` and box-union `masks` per class from `(class, edges)` pairs in a `frame` of pixels."""
+    """`boxes` and box-union `masks` per class from `(class, edges)` pairs in a `frame` of pixels.
+
+    Args:
+        objects: `(class, edges)` pairs, edges `(e0x, e0y, e1x, e1y)` in the frame.
+        frame: `(H, W)` of the frame, in pixels.
+        original: `(H0, W0)` of the picture (the masks' size).
+        size: S, the input's side (the boxes' frame).
+
+    Returns:
+        `(boxes, masks)`: class -> `(N, 4)` float32 input boxes, and class -> `(H0, W0)` bool mask, by
+            class.
+    """
     grouped: dict[int, list[Sequence[float]]] = {}
     for cls, edges in objects:
         grouped.setdefault(int(cls), []).append(edges)
@@ -184,7 +291,20 @@ def class_tables(
 def read_difficult_flags(path: str | Path, member: str, num_classes: int) -> dict[str, np.ndarray]:
     """TorchRay's EBP flag file (`member`, e.g. pointing_game_ebp_coco_difficult.txt), given as the text
     file itself or as the torchray sdist (.tar.gz / .tgz / .tar) that contains it: one line per image,
-    tab-separated, the image name then one 0/1 flag per class. Returns name -> `(num_classes,)` bool."""
+    tab-separated, the image name then one 0/1 flag per class.
+
+    Args:
+        path: the text file, or the sdist.
+        member: the flag file's name inside the sdist.
+        num_classes: the number of flags per line.
+
+    Returns:
+        image name -> `(num_classes,)` bool flags.
+
+    Raises:
+        JitterCamError: the file is missing, unreadable, lacks `member`, has a malformed line, or holds
+            no flags.
+    """
     import tarfile
 
     path = Path(path).expanduser()
@@ -222,6 +342,15 @@ def read_difficult_flags(path: str | Path, member: str, num_classes: int) -> dic
 
 def difficult_pairs(flags: dict[str, np.ndarray], name: str, classes: Iterable[int]) -> dict[int, bool]:
     """Whether each (image, class) pair is in TorchRay's difficult run: every pair except those of a
-    LISTED image whose flag is 0 (`PointingGameBenchmark.evaluate`: an unlisted image is evaluated)."""
+    LISTED image whose flag is 0 (`PointingGameBenchmark.evaluate`: an unlisted image is evaluated).
+
+    Args:
+        flags: `read_difficult_flags`'s table.
+        name: the image's name in it.
+        classes: the classes of the image's pairs.
+
+    Returns:
+        class -> whether the pair is in the difficult run.
+    """
     row = flags.get(name)
     return {int(c): True if row is None else bool(row[c]) for c in classes}

@@ -39,6 +39,25 @@ class CAMMethod(ABC):
     * `uses_layer` — the method reads a layer's activations, so the model is probed for its target layer
       (`self.layer`); False for methods that only look at the input and the output (RISE, baselines).
     * `layer_map` — the map has the target layer's resolution, so Jitter-CAM and Upscale-CAM can wrap it.
+    * `precisions` — which `precision` values the method implements.
+
+    Args:
+        model: the classifier to explain, used as given.
+        target_layer: the layer whose activations the method reads: a submodule of `model` or its name in
+            `model.named_modules()`; None (default) finds it by probing the model (`find_target_layer`).
+            Refused by a method that uses no layer (`uses_layer` False).
+        batch_size: images per forward pass; None takes the measured plan for this model and device
+            (`jittercam.tuning`) where one was made, else the device's default.
+        input_size: the square input size, in pixels, the target layer is probed at; None: the model
+            card's.
+        layer: an already probed target layer (a wrapper hands its base's on), skipping the probe.
+        precision: "fp32" (default); "bf16"/"fp16" runs the network's forward under autocast where the
+            method supports it (the gradient CAMs); maps are float32 either way.
+
+    Raises:
+        JitterCamError: the probe refuses the model or `target_layer` (see `find_target_layer`); a target
+            layer is given to a method that uses none; `batch_size` is not a positive integer; the method does
+            not support `precision`.
     """
 
     uses_layer: bool = True
@@ -55,11 +74,6 @@ class CAMMethod(ABC):
         layer: TargetLayer | None = None,
         precision: str = "fp32",
     ) -> None:
-        """`layer`: an already probed target layer (a wrapper hands its base's on), skipping the probe.
-
-        `batch_size` None takes the measured plan for this model and device (`jittercam.tuning`) where one
-        was made, else the device's default. `precision` "bf16"/"fp16" runs the network's forward under
-        autocast where the method supports it (the gradient CAMs); maps are float32 either way."""
         self.model = model
         if layer is None and self.uses_layer:
             layer = find_target_layer(model, target_layer, input_size)
@@ -78,7 +92,20 @@ class CAMMethod(ABC):
         return self.attribute(images, target)
 
     def attribute(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
-        """Raw maps `(B, h, w)` for `target` (an int, one per image, or None for each image's top-1)."""
+        """Raw maps for `target`, the batch explained in chunks of `chunk_size(images)` images.
+
+        Args:
+            images: `(B, 3, H, W)` floating-point model inputs (normalised with the model's card), in the
+                model's dtype.
+            target: the class explained: an int, one per image, or None for each image's top-1.
+
+        Returns:
+            `(B, h, w)` raw maps on the images' device: not min–max scaled, not resized.
+
+        Raises:
+            JitterCamError: `images` is not a non-empty `(B, 3, H, W)` floating-point batch of the model's
+                dtype, or `target` is not a valid class index (or one per image).
+        """
         model = getattr(self, "model", None)
         check_images(images, None if model is None else model_dtype(model))
         plan = self.plan(images)
@@ -92,11 +119,25 @@ class CAMMethod(ABC):
         return torch.cat(chunks)
 
     def chunk_size(self, images: torch.Tensor) -> int:
-        """Images per forward pass: `batch_size`, else the measured plan's, else the device's default."""
+        """Images per forward pass: `batch_size`, else the measured plan's, else the device's default.
+
+        Args:
+            images: the `(B, 3, H, W)` batch about to be explained (its device and size pick the plan).
+
+        Returns:
+            The number of images per forward pass.
+        """
         return forward_batch(getattr(self, "model", None), images, self.batch_size)
 
     def plan(self, images: torch.Tensor) -> Plan | None:
-        """The measured forward plan (batch size, layout) for this model at these images' size, if any."""
+        """The measured forward plan (batch size, layout) for this model at these images' size, if any.
+
+        Args:
+            images: the `(B, 3, H, W)` batch about to be explained.
+
+        Returns:
+            The plan `jittercam.tuning.tune` measured, or None (no model, or nothing measured).
+        """
         model = getattr(self, "model", None)
         return None if model is None else cached_plan(model, images.device, images.shape[-1])
 
@@ -105,7 +146,14 @@ class CAMMethod(ABC):
         """Maps for one chunk; `target` is `(B,)` class indices or None (top-1), not yet range-checked."""
 
     def passes(self, input_size: int | None = None) -> int:
-        """Forward passes of the network that one explanation costs (the paper's Table 5 counts these)."""
+        """Forward passes of the network that one explanation costs (the paper's Table 5 counts these).
+
+        Args:
+            input_size: the square input size in pixels; None: the probe's (the model card's by default).
+
+        Returns:
+            The number of forward passes for one image.
+        """
         return 1
 
     def options(self) -> dict[str, Any]:
@@ -131,8 +179,22 @@ def activations_and_gradients(
 
     The trunk up to the target layer runs without autograd; the graph starts at the activations, and
     gradients flow to them only (`torch.autograd.grad`), never into the parameters' `.grad`. The hook is
-    removed before returning, so the model is left as it was. Under `precision` "bf16"/"fp16" the forward
-    runs under autocast and both tensors come back as float32.
+    removed before returning, so the model is left as it was.
+
+    Args:
+        model: the classifier.
+        layer: its probed target layer (`find_target_layer`); rectified where `layer.rectify` says so.
+        images: `(B, 3, H, W)` model inputs.
+        target: an int, one class per image, or None for each image's top-1 class.
+        precision: "fp32" (default); under "bf16"/"fp16" the forward runs under autocast and both tensors
+            come back as float32.
+
+    Returns:
+        `(A, gradients, classes)`: the activations and their gradient, both `(B, C, h, w)`, and the `(B,)`
+            long class indices explained.
+
+    Raises:
+        JitterCamError: a class index is out of range, or the target layer did not run for this input.
     """
     with torch.inference_mode(False):  # callers may be inside inference_mode; gradients are needed here
         with LayerCapture.of(layer, "graph") as capture, torch.no_grad(), autocast(images.device, precision):
@@ -152,7 +214,19 @@ def activations_and_gradients(
 
 def layer_activations(model: nn.Module, layer: TargetLayer, images: torch.Tensor) -> torch.Tensor:
     """The target layer's activations alone (rectified where the layer asks for it): the forward stops
-    at the layer, so the rest of the network is not computed."""
+    at the layer, so the rest of the network is not computed.
+
+    Args:
+        model: the classifier.
+        layer: its probed target layer (`find_target_layer`).
+        images: `(B, 3, H, W)` model inputs.
+
+    Returns:
+        `(B, C, h, w)` activations of the target layer.
+
+    Raises:
+        JitterCamError: the target layer did not run for this input.
+    """
     with torch.no_grad(), LayerCapture.of(layer, "record", stop=True) as capture:
         model(images)
     assert capture.output is not None  # leaving the capture raised if the layer did not run

@@ -35,9 +35,18 @@ from .registry import register_method
 
 
 def radial_map(height: int, width: int, points: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """`(B, H, W)` cones `1 − d / d_max` around `points` `(B, 2)` (row, column; pixel coordinates, may be
-    fractional), on `points`' device. Computed in float64 on the CPU, so every device gets the same
-    values. A 1 × 1 image gives 1."""
+    """Cones `1 − d / d_max` around `points`. Computed in float64 on the CPU, so every device gets the
+    same values. A 1 × 1 image gives 1.
+
+    Args:
+        height: H, in pixels.
+        width: W, in pixels.
+        points: `(B, 2)` (row, column) of each cone's top, in pixel coordinates (may be fractional).
+        dtype: the maps' dtype (float32 by default).
+
+    Returns:
+        `(B, H, W)` maps on `points`' device.
+    """
     device = points.device
     points = points.to("cpu", torch.float64)
     rows = torch.arange(height, dtype=torch.float64)
@@ -52,8 +61,16 @@ def radial_map(height: int, width: int, points: torch.Tensor, dtype: torch.dtype
 def image_generators(images: torch.Tensor, seed: int | None = 0) -> list[torch.Generator]:
     """One CPU `torch.Generator` per image, seeded from `seed` and a hash (BLAKE2b) of the image's
     values, dtype and shape: an image gets the same draws whichever batch, chunk or position it is in,
-    and on any device; two images differ (unless they are identical). `seed=None` salts the hash with a
-    fresh random number instead, so every call draws anew."""
+    and on any device; two images differ (unless they are identical).
+
+    Args:
+        images: `(B, 3, H, W)` images.
+        seed: the seed (0 by default); None salts the hash with a fresh random number instead, so every
+            call draws anew.
+
+    Returns:
+        B generators, in the images' order.
+    """
     salt = secrets.randbits(64) if seed is None else seed
     generators = []
     for image in images.detach():
@@ -70,8 +87,16 @@ def _draw(generator: torch.Generator, high: int) -> int:
 
 
 def random_points(images: torch.Tensor, seed: int | None = 0) -> torch.Tensor:
-    """`(B, 2)` (row, column) of the pixels `RandomBaseline(seed=seed)` radiates from for `images`
-    `(B, 3, H, W)`: one uniform draw over the H·W pixels per image."""
+    """The pixels `RandomBaseline(seed=seed)` radiates from: one uniform draw over the H·W pixels per
+    image.
+
+    Args:
+        images: `(B, 3, H, W)` images.
+        seed: as `RandomBaseline` takes it (0 by default; None draws anew).
+
+    Returns:
+        `(B, 2)` long (row, column) per image, on the CPU.
+    """
     width = images.shape[-1]
     draws = [_draw(generator, images.shape[-2] * width) for generator in image_generators(images, seed)]
     flat = torch.tensor(draws, dtype=torch.long)
@@ -79,8 +104,19 @@ def random_points(images: torch.Tensor, seed: int | None = 0) -> torch.Tensor:
 
 
 def constant_pixels(images: torch.Tensor, seed: int | None = 0) -> torch.Tensor:
-    """`(B, 2)` row-major indices of the pixel at 1 and the pixel at 0 in `ConstantBaseline(seed=seed)`'s
-    maps for `images`: the first uniform over the H·W pixels, the second uniform over the others."""
+    """The pixel at 1 and the pixel at 0 in `ConstantBaseline(seed=seed)`'s maps for `images`: the first
+    uniform over the H·W pixels, the second uniform over the others.
+
+    Args:
+        images: `(B, 3, H, W)` images.
+        seed: as `ConstantBaseline` takes it (0 by default; None draws anew).
+
+    Returns:
+        `(B, 2)` long row-major pixel indices (the one at 1, the one at 0), on the CPU.
+
+    Raises:
+        JitterCamError: the images have fewer than 2 pixels.
+    """
     pixels = images.shape[-2] * images.shape[-1]
     if pixels < 2:
         raise JitterCamError("the constant baseline needs an image of at least 2 pixels")
@@ -111,7 +147,14 @@ class _Baseline(CAMMethod):
         return self.maps(images).to(device=images.device, dtype=images.dtype)
 
     def maps(self, images: torch.Tensor) -> torch.Tensor:
-        """`(B, H, W)` float32 maps for `images`, on any device."""
+        """The baseline's maps for `images`, on any device.
+
+        Args:
+            images: `(B, 3, H, W)` images (their size, and for a seeded baseline their values, count).
+
+        Returns:
+            `(B, H, W)` float32 maps.
+        """
         raise NotImplementedError
 
 
@@ -143,7 +186,20 @@ class _SeededBaseline(_Baseline):
 class CentreBaseline(_Baseline):
     """A cone radiating from the image's centre ((H − 1) / 2, (W − 1) / 2): 1 there, falling linearly to
     0 at the corners. On an even side the centre falls between pixels, and the 2 (or 4) pixels around
-    it share the maximum; the first in row-major order is the one `argmax` points at."""
+    it share the maximum; the first in row-major order is the one `argmax` points at.
+
+    Args:
+        model: the classifier (not run: a baseline costs no forward pass).
+        target_layer: must be None: a baseline uses no layer.
+        batch_size: images per chunk; None: the measured plan's, else the device's default.
+        input_size: not used (no layer is probed); accepted as every method takes it.
+        layer: not used.
+        precision: "fp32" only.
+
+    Raises:
+        JitterCamError: a `target_layer` is given; `batch_size` is not a positive integer; another
+            `precision`.
+    """
 
     def maps(self, images: torch.Tensor) -> torch.Tensor:
         height, width = images.shape[-2:]
@@ -154,7 +210,19 @@ class CentreBaseline(_Baseline):
 @register_method("random")
 class RandomBaseline(_SeededBaseline):
     """A cone radiating from a random pixel, drawn uniformly over the image for each image
-    (`random_points` tells which): 1 at that pixel, falling linearly to 0 at the pixel farthest from it."""
+    (`random_points` tells which): 1 at that pixel, falling linearly to 0 at the pixel farthest from it.
+
+    Args:
+        model: the classifier (not run: a baseline costs no forward pass).
+        target_layer: must be None: a baseline uses no layer.
+        seed: the seed of the per-image draws (0 by default); None draws anew at every call.
+        batch_size: images per chunk; None: the measured plan's, else the device's default.
+        input_size: not used (no layer is probed); accepted as every method takes it.
+
+    Raises:
+        JitterCamError: a `target_layer` is given; `seed` is neither an integer nor None; `batch_size` is
+            not a positive integer.
+    """
 
     def maps(self, images: torch.Tensor) -> torch.Tensor:
         return radial_map(images.shape[-2], images.shape[-1], random_points(images, self.seed))
@@ -165,7 +233,20 @@ class ConstantBaseline(_SeededBaseline):
     """§4.3's 'Constant': 0.9 everywhere, except one pixel at 1 and another at 0. The paper puts these
     two at "random pixels"; here they are drawn uniformly for each image (`constant_pixels` tells which),
     always two distinct pixels, so min–max scaling at the same size leaves every other pixel at exactly
-    0.9 (after a resize the plateau stays constant, near 0.9). Needs at least two pixels."""
+    0.9 (after a resize the plateau stays constant, near 0.9). Needs at least two pixels (a
+    `JitterCamError` otherwise, when called).
+
+    Args:
+        model: the classifier (not run: a baseline costs no forward pass).
+        target_layer: must be None: a baseline uses no layer.
+        seed: the seed of the per-image draws (0 by default); None draws anew at every call.
+        batch_size: images per chunk; None: the measured plan's, else the device's default.
+        input_size: not used (no layer is probed); accepted as every method takes it.
+
+    Raises:
+        JitterCamError: a `target_layer` is given; `seed` is neither an integer nor None; `batch_size` is
+            not a positive integer.
+    """
 
     value = 0.9
 

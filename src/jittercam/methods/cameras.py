@@ -24,7 +24,14 @@ _BLOCK = 1 << 24
 
 
 def default_sizes(pixels: int) -> list[int]:
-    """The authors' 8 sizes (224, 324, ..., 924) for a 224 px input, scaled with the input otherwise."""
+    """The authors' 8 sizes (224, 324, ..., 924) for a 224 px input, scaled with the input otherwise.
+
+    Args:
+        pixels: the input's side p, in pixels.
+
+    Returns:
+        The 8 sizes `round(size · p / 224)`, in pixels.
+    """
     return [round(size * pixels / REFERENCE_INPUT) for size in REFERENCE_SIZES]
 
 
@@ -55,18 +62,31 @@ class CAMERAS(CAMMethod):
     4. the map is ReLU(Σ_c mean_s(A_s)_c ⊙ mean_s(G_s)_c), at the input's resolution (`layer_map` False).
 
     The authors' common size is their first resolution, which is the input's size (224) by default; here
-    it is always the input's size p. `sizes` None is their range(224, 1000, 100) — 8 sizes, 224 to 924 —
-    for a 224 px input, and the same sizes scaled by p / 224 otherwise (`default_sizes`); a list gives the
-    sizes in pixels as they are. Square inputs only.
+    it is always the input's size p. Square inputs only.
 
     One class at every size: the target, or each image's top-1 class on the input as given (from the
     forward at p when p is among the sizes, otherwise from one more forward). The authors' code does the
     same when a class is given; with no class it takes each size's own top-1 and leaves out the sizes
-    whose top-1 differs from the first size's: `same_top1=True` does that (per image; with no target
-    only), an image left with no size getting an all-zero map.
+    whose top-1 differs from the first size's: `same_top1=True` does that.
 
     The authors' code runs one image on CUDA; this runs every image of a chunk together at each size, on
     the input's device. `passes()` is the number of sizes (a forward and a backward each).
+
+    Args:
+        model: the classifier to explain.
+        target_layer (nn.Module | str | None): the layer whose activations and gradients are taken: a
+            submodule of `model` or its name; None (default) finds it by probing the model.
+        sizes: the input sizes, in pixels as they are; None (default) is the authors' range(224, 1000, 100)
+            — 8 sizes, 224 to 924 — for a 224 px input, and the same sizes scaled by p / 224 otherwise
+            (`default_sizes`).
+        same_top1: with no target only, leave out per image the sizes whose own top-1 class differs from
+            the first size's (the authors' code without a class); an image left with no size gets an
+            all-zero map. False by default.
+        **options (Any): `batch_size`, `input_size`, `layer` and `precision`, as `CAMMethod` takes them.
+
+    Raises:
+        JitterCamError: `sizes` is not a non-empty list of positive integers, or as `CAMMethod` raises it;
+            when called, the images are not square.
     """
 
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
@@ -87,7 +107,14 @@ class CAMERAS(CAMMethod):
         self.same_top1 = bool(same_top1)
 
     def sizes_for(self, pixels: int) -> list[int]:
-        """The input sizes explained for a p × p input."""
+        """The input sizes explained for a p × p input.
+
+        Args:
+            pixels: the input's side p, in pixels.
+
+        Returns:
+            The sizes in pixels: `sizes` as given, else `default_sizes(pixels)`.
+        """
         return self.sizes if self.sizes is not None else default_sizes(pixels)
 
     def passes(self, input_size: int | None = None) -> int:

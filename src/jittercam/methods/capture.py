@@ -36,7 +36,22 @@ class LayerCapture:
       only — never into the parameters.
 
     The call counter restarts at every model call (`reset()` is called on entering; call it again between
-    two forwards inside one block). A layer that did not run raises `JitterCamError` on leaving.
+    two forwards inside one block).
+
+    Args:
+        module: the module whose output is captured.
+        call: which call of `module` in one forward is hooked, 0-based (default: the first).
+        mode: "record" (default), "replace" or "graph", as above.
+        replacement: what "replace" hands downstream: a tensor, or a function of the original output;
+            given with mode "replace", and only then.
+        stop: end the forward right after the layer (mode "record" only).
+        name: the layer's name in messages; None: the module's class name.
+
+    Raises:
+        ValueError: an unknown `mode`, a `replacement` without mode "replace" (or that mode without one),
+            or `stop` with another mode than "record".
+        JitterCamError: on leaving, the layer did not run; during the forward, the hooked call returned
+            something other than a tensor.
     """
 
     def __init__(
@@ -64,10 +79,20 @@ class LayerCapture:
 
     @classmethod
     def of(cls, layer, mode: str = "record", **options) -> LayerCapture:
-        """A capture of a `TargetLayer` (its module and call)."""
+        """A capture of a `TargetLayer` (its module and call).
+
+        Args:
+            layer (TargetLayer): the probed target layer (`find_target_layer`).
+            mode: "record" (default), "replace" or "graph".
+            **options (Any): `replacement` and `stop`, as the class takes them.
+
+        Returns:
+            The capture, to be entered with `with`.
+        """
         return cls(layer.module, layer.call, mode, name=layer.name, **options)
 
     def reset(self) -> None:
+        """Restart the call counter and forget the output (between two forwards inside one block)."""
         self._calls, self.output = 0, None
 
     def _hook(self, _module: nn.Module, _inputs, output):

@@ -19,7 +19,17 @@ Activations = type[nn.Module] | tuple[type[nn.Module], ...]
 
 
 def as_activations(activations: Activations) -> tuple[type[nn.Module], ...]:
-    """One activation class or several, as a tuple of `nn.Module` classes."""
+    """One activation class or several, as a tuple of `nn.Module` classes.
+
+    Args:
+        activations: an `nn.Module` class (`nn.ReLU`) or a sequence of them.
+
+    Returns:
+        The classes as a tuple.
+
+    Raises:
+        JitterCamError: `activations` is empty or holds something other than `nn.Module` classes.
+    """
     kinds = (activations,) if isinstance(activations, type) else tuple(activations)
     if not kinds or not all(isinstance(kind, type) and issubclass(kind, nn.Module) for kind in kinds):
         raise JitterCamError(f"activations must be nn.Module classes such as nn.ReLU, got {activations!r}")
@@ -27,8 +37,19 @@ def as_activations(activations: Activations) -> tuple[type[nn.Module], ...]:
 
 
 def guided_modules(model: nn.Module, activations: Activations) -> list[nn.Module]:
-    """The modules of `model` that are instances of `activations`; a `JitterCamError` when there are
-    none, since guided backpropagation would then be the plain gradient without saying so."""
+    """The modules of `model` that are instances of `activations`.
+
+    Args:
+        model: the classifier.
+        activations: the activation classes to guide (`as_activations`).
+
+    Returns:
+        The matching modules, in `model.modules()` order.
+
+    Raises:
+        JitterCamError: there are none, since guided backpropagation would then be the plain gradient
+            without saying so (or `activations` is not a valid set of classes).
+    """
     activations = as_activations(activations)
     modules = [module for module in model.modules() if isinstance(module, activations)]
     if not modules:
@@ -72,11 +93,23 @@ def guided_gradients(
     model: nn.Module, activations: Activations, images: torch.Tensor, target: Target
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward and one backward: the guided gradient of the target's logit with respect to the
-    images `(B, 3, H, W)`, and the class indices explained (None → each image's top-1).
+    images, and the class indices explained.
 
     Gradients are taken with `torch.autograd.grad` with respect to a copy of the images only: no
     parameter gets a `.grad`, and the caller's images are untouched. Works under `no_grad` and
     `inference_mode`.
+
+    Args:
+        model: the classifier.
+        activations: the activation classes whose backward is guided (`as_activations`).
+        images: `(B, 3, H, W)` model inputs.
+        target: an int, one class per image, or None for each image's top-1.
+
+    Returns:
+        `(gradients, classes)`: the `(B, 3, H, W)` guided gradient and the `(B,)` class indices.
+
+    Raises:
+        JitterCamError: the model has no module of `activations`, or a class index is out of range.
     """
     modules = guided_modules(model, activations)
     with torch.inference_mode(False), torch.enable_grad():
@@ -90,8 +123,15 @@ def guided_gradients(
 
 
 def reduce_channels(gradients: torch.Tensor) -> torch.Tensor:
-    """`(B, C, H, W)` → `(B, H, W)`: the largest absolute value over the channels, as in Simonyan et
-    al.'s saliency maps (the sign of an input gradient says nothing about where the evidence is)."""
+    """The largest absolute value over the channels, as in Simonyan et al.'s saliency maps (the sign of
+    an input gradient says nothing about where the evidence is).
+
+    Args:
+        gradients: `(B, C, H, W)` input gradients.
+
+    Returns:
+        `(B, H, W)` maps.
+    """
     return gradients.abs().amax(dim=1)
 
 
@@ -103,11 +143,27 @@ class _PixelMethod(CAMMethod):
     layer_map = False
 
     def attribute(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
-        """`(B, H, W)` at the input's resolution: `reduce_channels(attribute_channels(...))`."""
+        """Maps at the input's resolution: `reduce_channels(attribute_channels(...))`.
+
+        Args:
+            images: `(B, 3, H, W)` model inputs.
+            target: an int, one class per image, or None for each image's top-1.
+
+        Returns:
+            `(B, H, W)` maps on the images' device.
+        """
         return reduce_channels(self.attribute_channels(images, target))
 
     def attribute_channels(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
-        """The result before reducing the channels, `(B, 3, H, W)`."""
+        """The result before reducing the channels.
+
+        Args:
+            images: `(B, 3, H, W)` model inputs.
+            target: an int, one class per image, or None for each image's top-1.
+
+        Returns:
+            `(B, 3, H, W)` on the images' device.
+        """
         return super().attribute(images, target)  # chunks of `_explain`, which keeps the channels
 
 
@@ -136,6 +192,17 @@ class GuidedBackprop(_PixelMethod):
     `attribute_channels` returns the gradient itself, `(B, 3, H, W)`. One forward and one backward.
     The model is left as it was: the hooks live only during the forward (`_guiding`), gradients go to the
     input only.
+
+    Args:
+        model: the classifier to explain.
+        target_layer: must be None: guided backpropagation uses no layer.
+        activations: the activation classes whose backward is guided: `(nn.ReLU, nn.ReLU6)` by default,
+            `(nn.ReLU,)` as Captum.
+        **options (Any): `batch_size` and `input_size`, as `CAMMethod` takes them.
+
+    Raises:
+        JitterCamError: the model has no module of `activations`; a `target_layer` is given; or as
+            `CAMMethod` raises it.
     """
 
     def __init__(
@@ -175,6 +242,20 @@ class Guided(_PixelMethod):
     says "upsampled") makes the product independent of the base map's scale, which differs between
     methods and images (a raw Grad-CAM is in logit units, a Jitter-CAM an average of them); the
     subtraction of the minimum zeroes the least relevant region. Costs 1 + the base's passes.
+
+    Args:
+        model: the classifier to explain.
+        base: the base method, a class (built here for `model` with `target_layer`, `batch_size` and
+            `input_size`) or a built instance; Grad-CAM by default.
+        target_layer: the base method's target layer, when `base` is a class; None finds it by probing.
+        batch_size: images per forward pass, for the guided pass and the base it builds; None: the
+            measured plan's, else the device's default.
+        input_size: the square input size the base's target layer is probed at; None: the model card's.
+        activations: the activation classes whose backward is guided, as `GuidedBackprop` takes them.
+
+    Raises:
+        JitterCamError: the model has no module of `activations`; `target_layer` is given with a built
+            base; or as the base's constructor raises it.
     """
 
     uses_layer = True  # as its default base does; each instance follows its own base

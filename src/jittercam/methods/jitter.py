@@ -66,8 +66,27 @@ def as_base(model: nn.Module, base, target_layer, batch_size, input_size, precis
 
 class EnlargingMethod(CAMMethod):
     """What Jitter-CAM and Upscale-CAM share: a base method of the contract, a final map size
-    `size` = m + d (None doubles m, below m is refused), and the input enlarged by d·k pixels with the
-    probe's stride k. Their maps are (m + d) × (m + d), not the layer's, so they wrap no further."""
+    `size` = m + d, and the input enlarged by d·k pixels with the probe's stride k. Their maps are
+    (m + d) × (m + d), not the layer's, so they wrap no further.
+
+    Args:
+        model: the classifier to explain.
+        base: the base method, a class (built here for `model` with `target_layer`, `batch_size`,
+            `input_size` and `precision`) or a built instance; its maps must have its target layer's
+            resolution (`layer_map`). Grad-CAM by default.
+        size: the final map size m + d; None doubles m; below m is refused.
+        target_layer: the base method's target layer (a submodule of `model` or its name), when `base` is
+            a class; None (default) finds it by probing the model.
+        batch_size: images per forward pass, for this method and the base it builds; None: the measured
+            plan's, else the device's default.
+        input_size: the square input size the base's target layer is probed at; None: the model card's.
+        interpolation: how the input is enlarged: "bilinear" (default; half-pixel centres) or "nearest".
+        precision: "fp32" (default), or "bf16"/"fp16" where the base supports it.
+
+    Raises:
+        JitterCamError: an unknown `interpolation`; `target_layer` given with a built base; a base whose
+            maps do not have a target layer's resolution; `size` below m; or as `CAMMethod` raises it.
+    """
 
     layer: TargetLayer  # the base's, which as_base checks: never None here
 
@@ -104,7 +123,15 @@ class EnlargingMethod(CAMMethod):
         return size
 
     def geometry(self, pixels: int, device: torch.device) -> tuple[int, int]:
-        """(m, m + d) for a p × p input."""
+        """The base map's size m and the final size m + d for a p × p input.
+
+        Args:
+            pixels: the input's side p, in pixels.
+            device: where to run the forward that measures m at a size the probe did not see.
+
+        Returns:
+            `(m, m + d)`.
+        """
         m = self._map_size(pixels, device)
         return m, self._final_size(m)
 
@@ -137,11 +164,26 @@ class JitterCAM(EnlargingMethod):
 
     The rounding of k is the rule for a non-integer stride: Inception v3 at 299 px has m = 8, so
     k = round(37.375) = 37 and the 16 × 16 map comes from 81 patches of a 595 px image, as in the authors'
-    code. `size` is m + d; None doubles m (14 for ResNet50/DenseNet121, 16 for Inception v3). `size == m`
-    returns exactly the base method's map. `batch_size` is the number of patches per forward pass.
+    code.
 
     The authors' code differs from the paper in two ways, offered as options: `interpolation="nearest"`
     and `count_start=1` (their count matrix starts at 1).
+
+    Args:
+        model: the classifier to explain.
+        base: the base method, a class or a built instance (Grad-CAM by default), as `EnlargingMethod`
+            takes it.
+        size: m + d; None doubles m (14 for ResNet50/DenseNet121, 16 for Inception v3). `size == m` returns
+            exactly the base method's map.
+        target_layer: the base method's target layer, when `base` is a class; None finds it by probing.
+        count_start: the value the count matrix C starts at: 0 by default (the paper's eqs. 1–2); the
+            authors' code starts it at 1.
+        **options (Any): `batch_size` (the number of patches per forward pass), `input_size`,
+            `interpolation` ("bilinear" by default, "nearest" as the authors' code) and `precision`, as
+            `EnlargingMethod` takes them.
+
+    Raises:
+        JitterCamError: as `EnlargingMethod` raises it; when called, the images are not square.
     """
 
     def __init__(
@@ -154,7 +196,6 @@ class JitterCAM(EnlargingMethod):
         count_start: int = 0,
         **options,
     ) -> None:
-        """`options`: `batch_size`, `input_size` and `interpolation`, as `EnlargingMethod` takes them."""
         super().__init__(model, base, size, target_layer, **options)
         self.count_start = count_start
 

@@ -27,11 +27,22 @@ class HiResCAM(CAMMethod):
     The authors' code computes the signed sum (rachellea/hirescam `cams.proposed_hirescam`) and applies a
     ReLU before min–max scaling it (`run_attn_analysis.clip_and_norm_volume`); pytorch-grad-cam rectifies it
     too (`BaseCAM.compute_cam_per_layer`: `np.maximum(cam, 0)`), as every other map of this library is
-    rectified. So `relu=True` is the default; `relu=False` returns the signed sum (negative where the
-    evidence is against the class).
+    rectified; hence the default `relu=True`.
 
     After global average pooling and one linear layer the gradient is constant over space, so HiResCAM
     equals Grad-CAM there (and CAM): Σ_c W_tc / hw · A_c.
+
+    Args:
+        model (nn.Module): the classifier to explain.
+        target_layer (nn.Module | str | None): the layer whose activations are taken: a submodule of
+            `model` or its name; None (default) finds it by probing the model.
+        relu: True (default) rectifies the map; False returns the signed sum (negative where the evidence
+            is against the class).
+        **options (Any): `batch_size`, `input_size`, `layer` and `precision` ("fp32", "bf16" or "fp16"),
+            as `CAMMethod` takes them.
+
+    Raises:
+        JitterCamError: as `CAMMethod` raises it.
     """
 
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
@@ -67,6 +78,20 @@ def layer_gradients(
     so this uses "replace" with a function that keeps the output and hands a clone downstream (an in-place
     op after the layer then cannot change what was kept). Gradients go to the kept outputs only
     (`torch.autograd.grad`), never into the parameters' `.grad`; the hooks are removed before returning.
+
+    Args:
+        model: the classifier.
+        layers: the probed layers (`find_target_layer`), in any order.
+        images: `(B, 3, H, W)` model inputs.
+        target: `(B,)` class indices, or None for each image's top-1 class.
+
+    Returns:
+        `(activations, gradients, classes)`: one `(B, C_l, h_l, w_l)` tensor per layer in each list (in the
+            order of `layers`; an all-zero gradient for a layer the score does not depend on), and the
+            `(B,)` class indices explained.
+
+    Raises:
+        JitterCamError: a class index is out of range, or a layer did not run for this input.
     """
     kept: dict[int, torch.Tensor] = {}
 
@@ -128,6 +153,20 @@ class LayerCAM(CAMMethod):
 
     The authors' code (PengtaoJiang/LayerCAM-jittor `cam/layercam.py`) makes one layer's map per call,
     from the gradient of the raw logit (its softmax is commented out), as the single-layer form here.
+
+    Args:
+        model: the classifier to explain.
+        target_layer: one layer or a list of layers (submodules of `model` or their names); None (default)
+            finds one by probing the model.
+        fusion: how several layers' maps are fused: "paper" (default) or "pytorch-grad-cam", as above.
+        gamma: γ of the "paper" fusion's tanh scaling (2 by default).
+        batch_size: images per forward and backward pass; None: the measured plan's, else the device's
+            default.
+        input_size: the square input size the layers are probed at; None: the model card's.
+        layer: an already probed target layer (one layer only), skipping the probe.
+
+    Raises:
+        JitterCamError: an unknown `fusion`; `target_layer` is an empty list; or as `CAMMethod` raises it.
     """
 
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here

@@ -39,6 +39,16 @@ def sample_grids(
 
     As the reference: a cell is kept where a uniform draw is < `keep`; the shift of each mask is drawn
     uniformly in [0, cell) for the rows, then for the columns, cell = ceil(H / s) (resp. W).
+
+    Args:
+        count: N, the number of masks.
+        grid: s, the side of the grids.
+        keep: the probability that a cell is kept.
+        size: `(H, W)` of the full-size masks.
+        generator: the CPU generator to draw from; None: torch's default generator.
+
+    Returns:
+        The grids `(N, s, s)`, shifts `(N, 2)` and size, as `MaskGrids`.
     """
     height, width = size
     grids = (torch.rand(count, grid, grid, generator=generator) < keep).float()
@@ -114,7 +124,18 @@ def grid_masks(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Masks `start:stop` of `grids` at full size, `(n, H, W)` on `device` (see `MaskMaker`)."""
+    """Masks `start:stop` of `grids` at full size (see `MaskMaker`).
+
+    Args:
+        grids: the drawn grids and shifts (`sample_grids`).
+        start: the first mask made.
+        stop: one past the last mask made; None: to the end.
+        device: where the masks are made; None: the CPU.
+        dtype: their dtype (float32 by default).
+
+    Returns:
+        `(n, H, W)` masks on `device`.
+    """
     return MaskMaker(grids, device, dtype)(start, stop)
 
 
@@ -127,9 +148,21 @@ def rise_masks(
     *,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """All `masks` RISE masks of `size` at once, `(N, H, W)` — the ones `RISE(masks=..., grid=...,
-    keep=..., seed=...)` uses for inputs of that size. For inspection and tests: 8000 masks at 224 px
-    take 1.6 GB in float32; the method itself makes them a chunk at a time."""
+    """All `masks` RISE masks of `size` at once — the ones `RISE(masks=..., grid=..., keep=..., seed=...)`
+    uses for inputs of that size. For inspection and tests: 8000 masks at 224 px take 1.6 GB in float32;
+    the method itself makes them a chunk at a time.
+
+    Args:
+        size: `(H, W)` of the inputs, or an int for a square.
+        masks: N, the number of masks (8000).
+        grid: s, the side of the binary grids (7).
+        keep: p, the probability that a cell is kept (0.5).
+        seed: the seed of the draw (0).
+        device: where the masks are made; None: the CPU.
+
+    Returns:
+        `(N, H, W)` float32 masks.
+    """
     height, width = (size, size) if isinstance(size, int) else size
     generator = torch.Generator().manual_seed(seed)
     return grid_masks(sample_grids(masks, grid, keep, (height, width), generator), device=device)
@@ -158,10 +191,6 @@ class RISE(CAMMethod):
     with the masks as given, i.e. the *normalised* tensor, so a masked-out pixel is 0 there (the mean
     colour), as in the reference.
 
-    Options: `masks` = N (8000), `grid` = s (7), `keep` = p (0.5), `seed` (0; None draws fresh masks for
-    every chunk of `batch_size` images), `batch_size` (masked inputs per forward pass, images × masks;
-    the device's default when None), `progress` (a tqdm bar over the masks on stderr, off by default).
-
     Determinism: the grids and shifts are drawn on the CPU from a `torch.Generator` seeded with `seed`
     on every call, so the same seed gives the same masks on every call, for every image of the batch
     and on any device; full-size masks are then made on the input's device, a chunk at a time (never
@@ -170,6 +199,24 @@ class RISE(CAMMethod):
     Unlike the reference (which returns the maps of all classes), the map of the target alone is
     returned. With `target=None` one more forward pass on the unmasked images finds their top-1 class;
     `passes()` counts the N masked passes only. The target is range-checked against the logits.
+
+    Args:
+        model: the classifier to explain.
+        target_layer: must be None: RISE uses no layer.
+        masks: N, the number of masks (8000).
+        grid: s, the side of the binary grids (7).
+        keep: p, the probability that a cell is kept, in (0, 1] (0.5).
+        seed: the seed of the masks' draw (0); None draws fresh masks for every chunk of `batch_size`
+            images.
+        progress: a tqdm bar over the masks on stderr (off by default).
+        batch_size: masked inputs per forward pass, images × masks; when None, the measured plan's, else
+            the device's default.
+        input_size: not used (no layer is probed); accepted as every method takes it.
+
+    Raises:
+        JitterCamError: a `target_layer` is given; `masks` or `grid` is not a positive integer; `keep` is
+            not a probability in (0, 1]; `seed` is neither an integer nor None; `batch_size` is not a
+            positive integer.
     """
 
     uses_layer = False
@@ -212,7 +259,14 @@ class RISE(CAMMethod):
         }
 
     def grids(self, size: tuple[int, int]) -> MaskGrids:
-        """The grids and shifts of this method's masks for inputs of `size` (H, W)."""
+        """The grids and shifts of this method's masks for inputs of `size` (H, W).
+
+        Args:
+            size: `(H, W)` of the inputs.
+
+        Returns:
+            The `MaskGrids` drawn from `seed` (fresh ones when `seed` is None).
+        """
         generator = torch.Generator()
         if self.seed is None:
             generator.seed()

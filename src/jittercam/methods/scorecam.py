@@ -51,11 +51,22 @@ class ScoreCAM(CAMMethod):
     Jitter-CAM base) — the same up to where the ReLU sits. pytorch-grad-cam's output is this map, resized
     and min–max scaled.
 
-    `batch_size` is the number of masked inputs per forward pass (and of images per chunk); the
-    (image, channel) pairs of a chunk are batched together, and only one batch of masks exists at a
+    The (image, channel) pairs of a chunk are batched together, and only one batch of masks exists at a
     time. `passes()` is the number of channels C (2048 for ResNet50), plus nothing for the activations,
     which come from a forward that stops at the layer (a full forward only when the target is None, for
-    the top-1 class). `progress=True` shows a tqdm bar over the masked passes.
+    the top-1 class).
+
+    Args:
+        model (nn.Module): the classifier to explain.
+        target_layer (nn.Module | str | None): the layer whose channels are weighted: a submodule of
+            `model` or its name; None (default) finds it by probing the model.
+        variant: "paper" (default) or "pytorch-grad-cam", as above.
+        progress: True shows a tqdm bar over the masked passes (off by default).
+        **options (Any): `batch_size` (the number of masked inputs per forward pass, and of images per
+            chunk), `input_size`, `layer` and `precision`, as `CAMMethod` takes them.
+
+    Raises:
+        JitterCamError: an unknown `variant`, or as `CAMMethod` raises it.
     """
 
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
@@ -72,7 +83,11 @@ class ScoreCAM(CAMMethod):
         return {**super().options(), "variant": self.variant}
 
     def channels(self) -> int:
-        """C, the number of channels of the target layer (one forward to the layer, once)."""
+        """C, the number of channels of the target layer (one forward to the layer, once).
+
+        Returns:
+            The number of channels C.
+        """
         if self._channels is None:
             size = self.layer.input_size
             probe = torch.zeros(1, 3, size, size, device=model_device(self.model), dtype=model_dtype(self.model))

@@ -23,12 +23,26 @@ class UpscaleCAM(EnlargingMethod):
     p² pixels for Jitter-CAM (64 on a 7 × 7 network). Like Jitter-CAM, a `target` of None costs one more
     forward at p pixels (no backward) to find the class, not counted in `passes()`.
 
-    `size` None doubles m; `size == m` returns exactly the base method's map of the original input. When
-    the network's geometry does not scale exactly — Inception v3: m = 8 at 299 px, k = 37, but 17 × 17
+    When the network's geometry does not scale exactly — Inception v3: m = 8 at 299 px, k = 37, but 17 × 17
     at 595 px instead of 16 × 16 — the base map is resized bilinearly (align_corners=False) to m + d.
     Resizing, not cropping: both maps span the whole enlarged image, as Jitter-CAM's does, so a cell keeps
     its place in the image; a crop would shift the map by half a cell and drop a border row.
-    `batch_size` is the number of images per forward (the base gets it too).
+
+    Args:
+        model: the classifier to explain.
+        base: the base method, a class or a built instance (Grad-CAM by default), as `EnlargingMethod`
+            takes it.
+        size: m + d; None doubles m; `size == m` returns exactly the base method's map of the original
+            input.
+        target_layer: the base method's target layer, when `base` is a class; None finds it by probing.
+        batch_size: the number of images per forward (the base gets it too); None: the measured plan's,
+            else the device's default.
+        input_size: the square input size the base's target layer is probed at; None: the model card's.
+        interpolation: how the input is enlarged: "bilinear" (default, align_corners=False) or "nearest".
+        precision: "fp32" (default), or "bf16"/"fp16" where the base supports it.
+
+    Raises:
+        JitterCamError: as `EnlargingMethod` raises it; when called, the images are not square.
     """
 
     def passes(self, input_size: int | None = None) -> int:

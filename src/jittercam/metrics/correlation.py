@@ -15,12 +15,24 @@ from ._common import check_maps
 def rank_correlation(
     maps_a: torch.Tensor, maps_b: torch.Tensor, size: int | Sequence[int] | None = None
 ) -> torch.Tensor:
-    """Spearman's rho `(B,)` between paired maps over their pixels (§4.2 reports its mean).
+    """Spearman's rho between paired maps over their pixels (§4.2 reports its mean).
 
-    Both maps are resized (bilinear) to `size`, by default the size of `maps_a`, so that a 7×7
-    Grad-CAM can be compared with a 7×7 Jitter-CAM as in §4.2, or maps of different sizes at a common
-    one. Ties get average ranks (scipy.stats.rankdata), which makes this equal to
-    scipy.stats.spearmanr row by row; a constant map has no ranking and gives NaN.
+    Both maps are resized (bilinear) to `size`, so that a 7×7 Grad-CAM can be compared with a 7×7
+    Jitter-CAM as in §4.2, or maps of different sizes at a common one. Ties get average ranks
+    (scipy.stats.rankdata), which makes this equal to scipy.stats.spearmanr row by row; a constant map
+    has no ranking and gives NaN.
+
+    Args:
+        maps_a: raw `(B, h, w)` maps.
+        maps_b: raw `(B, h', w')` maps, one per map of `maps_a`.
+        size: `(H, W)` both are compared at, or an int for a square; None (default): the size of `maps_a`.
+
+    Returns:
+        `(B,)` rho on `maps_a`'s device, in its dtype.
+
+    Raises:
+        JitterCamError: `maps_a` or `maps_b` is not a valid batch (one finite map per image of `maps_a`),
+            or `size` has fewer than two pixels.
     """
     maps_a = check_maps(maps_a, name="maps_a")
     maps_b = check_maps(maps_b, maps_a.shape[0], name="maps_b")

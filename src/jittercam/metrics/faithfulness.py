@@ -40,6 +40,8 @@ class Faithfulness(NamedTuple):
 
 
 class Improvement(NamedTuple):
+    """§4.3's extra figures (`improvement`)."""
+
     # a field named like tuple.count shadows it, as NamedTuple allows; mypy flags the override
     count: int  # type: ignore[assignment]  #: images whose score rose (O > Y)
     mean: float  #: mean O − Y over those images (0 when none)
@@ -50,6 +52,17 @@ def expand_explanation(maps: torch.Tensor, alpha: float, margin: float = 1e-4) -
 
     The paper clips at "the maximum value of the original explanation minus 1e-4" of pytorch-grad-cam's
     [0, 1] maps; min–max scaling the raw map first makes the margin independent of the map's units.
+
+    Args:
+        maps: raw `(B, h, w)` explanations.
+        alpha: the expansion factor.
+        margin: how far below the scaled map's maximum the result is clipped (1e-4, the paper's).
+
+    Returns:
+        `(B, h, w)` expanded maps.
+
+    Raises:
+        JitterCamError: `maps` is not a non-empty `(B, h, w)` tensor of finite values.
     """
     maps = minmax(check_maps(maps))
     ceiling = maps.flatten(1).max(dim=1).values.view(-1, 1, 1) - margin
@@ -59,7 +72,20 @@ def expand_explanation(maps: torch.Tensor, alpha: float, margin: float = 1e-4) -
 def constant_baseline(
     batch: int, size: int | tuple[int, int], value: float = 0.9, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """Table 1's 'Constant' explanation: every pixel `value`, one random pixel 1 and another 0."""
+    """Table 1's 'Constant' explanation: every pixel `value`, one random pixel 1 and another 0.
+
+    Args:
+        batch: B, the number of maps.
+        size: `(h, w)` of the maps, or an int for a square.
+        value: the value of every other pixel (0.9).
+        generator: where the two pixels are drawn from; None: torch's default generator.
+
+    Returns:
+        `(B, h, w)` float32 maps.
+
+    Raises:
+        JitterCamError: the maps would have fewer than two pixels.
+    """
     h, w = (size, size) if isinstance(size, int) else size
     if h * w < 2:
         raise JitterCamError("the constant baseline needs at least two pixels")
@@ -129,7 +155,8 @@ def faithfulness(
             the same as for `deletion`/`insertion`.
         maps: raw `(B, h, w)` explanations; resized to `(H, W)` and min–max scaled to [0, 1].
         target: None (the model's top-1 on the image), an int, or one class per image.
-        batch_size: images per forward pass (each chunk costs two passes); None: the device's default.
+        batch_size: images per forward pass (each chunk costs two passes); None: the measured plan's
+            (`jittercam.tuning`) where one was made, else the device's default.
         softmax: score softmax probabilities (default, as the paper) or raw outputs.
         multiply: 'pixel' (default, the paper: de-normalise to [0, 1] pixels, mask, normalise again)
             or 'input' (mask the input tensor itself, as pytorch-grad-cam).
@@ -137,6 +164,14 @@ def faithfulness(
             takes it from the model's attached card (`jittercam.models.attached_card`). A model without a
             card needs `mean` and `std` passed: there is no ImageNet default (EfficientNet-Lite0's is 0.5).
         std: the per-channel standard deviation, likewise.
+
+    Returns:
+        Y (`original`), O (`masked`) and the class scored (`target`), each `(B,)` on the images' device.
+
+    Raises:
+        JitterCamError: `images` or `maps` is not a valid batch (one finite `(h, w)` map per image); an
+            unknown `multiply`; 'pixel' with neither `mean`/`std` nor a card on the model, or a `std` with
+            zeros; `target` is not a valid class index (or one per image).
     """
     maps = check_maps(maps, images.shape[0] if isinstance(images, torch.Tensor) else None)
     y, o, t = _faithfulness(model, images, [maps], target, mean, std, batch_size, softmax, multiply)
@@ -156,9 +191,33 @@ def expansion_faithfulness(
     softmax: bool = True,
     multiply: str = "pixel",
 ) -> Faithfulness:
-    """Fig. 5: faithfulness of `expand_explanation(maps, alpha)` for each alpha; `masked` is `(B, A)`.
+    """Fig. 5: faithfulness of `expand_explanation(maps, alpha)` for each alpha.
 
-    Y is computed once per image. Other arguments as `faithfulness`.
+    Y is computed once per image.
+
+    Args:
+        model: the classifier, used as given; it is not modified.
+        images: `(B, C, H, W)` tensors exactly as the model takes them (normalised with its card).
+        maps: raw `(B, h, w)` explanations, expanded by each alpha (`expand_explanation`), then resized to
+            `(H, W)`.
+        target: None (the model's top-1 on the image), an int, or one class per image.
+        alphas: the A expansion factors (Fig. 5's 0, 0.5, ..., 10 by default: `EXPANSION_ALPHAS`).
+        mean: the per-channel mean the images are normalised with, as `faithfulness` takes it.
+        std: the per-channel standard deviation, likewise.
+        batch_size: images per forward pass (each chunk costs two passes); None: the measured plan's
+            (`jittercam.tuning`) where one was made, else the device's default.
+        softmax: score softmax probabilities (default, as the paper) or raw outputs.
+        multiply: 'pixel' (default, the paper: de-normalise to [0, 1] pixels, mask, normalise again)
+            or 'input' (mask the input tensor itself, as pytorch-grad-cam).
+
+    Returns:
+        Y (`original`, `(B,)`), O (`masked`, `(B, A)`: one column per alpha) and the class scored
+            (`target`, `(B,)`), on the images' device.
+
+    Raises:
+        JitterCamError: `images` or `maps` is not a valid batch (one finite `(h, w)` map per image); an
+            unknown `multiply`; 'pixel' with neither `mean`/`std` nor a card on the model, or a `std` with
+            zeros; `alphas` is empty; `target` is not a valid class index (or one per image).
     """
     maps = check_maps(maps, images.shape[0] if isinstance(images, torch.Tensor) else None)
     expanded = [expand_explanation(maps, float(a)) for a in alphas]
@@ -190,9 +249,20 @@ def _complete(y: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
 
 
 def average_drop(original: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-    """AD (%) = 100 · mean(max(0, Y − O) / Y); a scalar, or `(A,)` for `(N, A)` O. Lower is 'better'.
+    """AD (%) = 100 · mean(max(0, Y − O) / Y). Lower is 'better'.
 
-    Pairs with a NaN score or Y ≤ 0 (no confidence to drop) are left out; none left gives NaN."""
+    Pairs with a NaN score or Y ≤ 0 (no confidence to drop) are left out; none left gives NaN.
+
+    Args:
+        original: `(N,)` Y, the scores on the images (`Faithfulness.original`).
+        masked: `(N,)` O, or `(N, A)` for an expansion sweep (`Faithfulness.masked`).
+
+    Returns:
+        A 0-d float64 tensor, or `(A,)` for `(N, A)` O.
+
+    Raises:
+        JitterCamError: the shapes do not pair up, or there are no images.
+    """
     y, o = _pair(original, masked)
     y, o = torch.broadcast_tensors(y.double(), o.double())
     keep = _complete(y, o) & (y > 0)
@@ -201,9 +271,20 @@ def average_drop(original: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
 
 
 def increase_in_confidence(original: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-    """IIC (%) = 100 · mean(1[Y < O]); a scalar, or `(A,)` for `(N, A)` O. Higher is 'better'.
+    """IIC (%) = 100 · mean(1[Y < O]). Higher is 'better'.
 
-    Pairs with a NaN score are left out; none left gives NaN."""
+    Pairs with a NaN score are left out; none left gives NaN.
+
+    Args:
+        original: `(N,)` Y, the scores on the images (`Faithfulness.original`).
+        masked: `(N,)` O, or `(N, A)` for an expansion sweep (`Faithfulness.masked`).
+
+    Returns:
+        A 0-d float64 tensor, or `(A,)` for `(N, A)` O.
+
+    Raises:
+        JitterCamError: the shapes do not pair up, or there are no images.
+    """
     y, o = _pair(original, masked)
     y, o = torch.broadcast_tensors(y.double(), o.double())
     return 100 * torch.where(_complete(y, o), (y < o).double(), torch.nan).nanmean(dim=0)
@@ -211,7 +292,18 @@ def increase_in_confidence(original: torch.Tensor, masked: torch.Tensor) -> torc
 
 def improvement(original: torch.Tensor, masked: torch.Tensor) -> Improvement:
     """§4.3's extra figures: how many images gained confidence (O > Y) and their mean gain O − Y (0 when
-    none did). Pairs with a NaN score are left out."""
+    none did). Pairs with a NaN score are left out.
+
+    Args:
+        original: `(N,)` Y, the scores on the images.
+        masked: `(N,)` O, one per image.
+
+    Returns:
+        The count and the mean gain, as `Improvement`.
+
+    Raises:
+        JitterCamError: the shapes do not pair up, there are no images, or O is `(N, A)`.
+    """
     y, o = _pair(original, masked)
     if o.dim() != 1:
         raise JitterCamError("improvement takes one O per image")

@@ -22,12 +22,16 @@ __all__ = ["Profile", "TwoPeaks", "evidence_auc", "profile", "resolves", "resolv
 
 
 class Profile(NamedTuple):
+    """A map sampled along the line through two centres (`profile`)."""
+
     t: torch.Tensor  #: (n,) positions along the segment: 0 at c1, 1 at c2
     values: torch.Tensor  #: (B, n) the min–max scaled map sampled at those positions
     points: torch.Tensor  #: (B, n, 2) the sampled points, (x, y) image pixels
 
 
 class TwoPeaks(NamedTuple):
+    """The two-peak criterion's per-map results (`two_peaks`)."""
+
     resolved: torch.Tensor  #: (B,) bool
     peaks: torch.Tensor  #: (B, 2) p1, p2 (min–max scaled map)
     valley: torch.Tensor  #: (B,) v, the profile's minimum between the two peaks
@@ -43,7 +47,17 @@ def evidence_auc(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     statistic and R1 the sum of the mask pixels' ranks among all pixels, ties given their average rank.
     That is the probability that an evidence pixel scores above a background pixel, ties counting
     one half (equal to sklearn's `roc_auc_score`). It is invariant to any increasing rescaling of the
-    map, so min–max scaling or not does not matter. NaN where the mask is empty or full.
+    map, so min–max scaling or not does not matter.
+
+    Args:
+        maps: raw `(B, h, w)` maps.
+        masks: `(B, H, W)` evidence masks at image size.
+
+    Returns:
+        `(B,)` AUCs in the maps' dtype; NaN where the mask is empty or full.
+
+    Raises:
+        JitterCamError: `maps` or `masks` is not a valid batch of one per map.
     """
     maps = check_maps(maps)
     masks = _check_masks(masks, maps.shape[0]).to(maps.device)
@@ -86,14 +100,27 @@ def profile(
 ) -> Profile:
     """The min–max scaled map sampled along the line through two evidence centres.
 
-    `centres` `(B, 2, 2)` holds c1, c2 per map as (x, y) pixels of an image of `size` (H, W). The map
-    is min–max scaled over all its values (`jittercam.maps.minmax`, as the library displays it; this
+    The map is min–max scaled over all its values (`jittercam.maps.minmax`, as the library displays it; this
     makes the criterion independent of a map's offset, e.g. RISE's baseline) and read as the bilinear
     surface that `resize(maps, size)` samples at pixel centres (grid_sample, align_corners=False,
     border clamping): at whole pixels the profile equals the resized map, in between it interpolates
     the raw map directly. It is sampled at `samples` evenly spaced points c1 + t·(c2 − c1),
     t ∈ [−extend, 1 + extend], so that a peak lying a little beyond a centre is still seen; the spacing
     is (1 + 2·extend)·|c2 − c1| / (samples − 1) pixels.
+
+    Args:
+        maps: raw `(B, h, w)` maps.
+        centres: `(B, 2, 2)`: c1, c2 per map as (x, y) pixels of an image of `size`.
+        size: `(H, W)` of the image, or an int for a square.
+        samples: n, the number of points sampled (256), at least 3.
+        extend: how far beyond each centre the line goes, as a fraction of |c2 − c1| (0.25), at least 0.
+
+    Returns:
+        The positions t `(n,)`, the values `(B, n)` and the points `(B, n, 2)`, as `Profile`.
+
+    Raises:
+        JitterCamError: `maps` is not a valid batch; `centres` is not `(B, 2, 2)` of finite values;
+            `samples` below 3, `extend` below 0, or a size below 1.
     """
     maps = check_maps(maps)
     h, w = _size(size)
@@ -138,6 +165,22 @@ def two_peaks(
     default dip of 0.2 lies between the dip that Rayleigh's limit leaves between two equal images of a
     slit (1 − 8/π² ≈ 19 %) and of a circular aperture (≈ 26.5 %), so a pair counts as resolved about
     where Rayleigh would call two point sources resolved.
+
+    Args:
+        maps: raw `(B, h, w)` maps.
+        centres: `(B, 2, 2)`: c1, c2 per map as (x, y) pixels of an image of `size`.
+        size: `(H, W)` of the image, or an int for a square.
+        dip: the relative depth the valley needs, in [0, 1] (0.2).
+        floor: the height both peaks need, in [0, 1] of the map's range (0.5).
+        window: how far along the line each peak is looked for, in (0, 1] (0.5).
+        samples: points sampled along the line, as `profile` takes it (256).
+        extend: as `profile` takes it (0.25).
+
+    Returns:
+        Per map whether it resolves the pair, the peaks, valley, depth and their positions, as `TwoPeaks`.
+
+    Raises:
+        JitterCamError: `dip`, `floor` or `window` out of range, or as `profile` raises it.
     """
     if not 0 <= dip <= 1:
         raise JitterCamError(f"dip must be in [0, 1], got {dip}")
@@ -173,7 +216,21 @@ def _nearest(f: torch.Tensor, window: torch.Tensor, t: torch.Tensor, centre: flo
 def resolves(
     maps: torch.Tensor, centres: torch.Tensor | Sequence, size: int | Sequence[int], **options
 ) -> torch.Tensor:
-    """`(B,)` bool: `two_peaks(maps, centres, size, **options).resolved`, the criterion defined there."""
+    """Whether each map resolves its pair: `two_peaks(maps, centres, size, **options).resolved`, the
+    criterion defined there.
+
+    Args:
+        maps: raw `(B, h, w)` maps.
+        centres: `(B, 2, 2)`: c1, c2 per map as (x, y) pixels of an image of `size`.
+        size: `(H, W)` of the image, or an int for a square.
+        **options (Any): `dip`, `floor`, `window`, `samples` and `extend`, as `two_peaks` takes them.
+
+    Returns:
+        `(B,)` bool.
+
+    Raises:
+        JitterCamError: as `two_peaks` raises it.
+    """
     return two_peaks(maps, centres, size, **options).resolved
 
 
@@ -188,7 +245,19 @@ def resolving_power(
     Pairs may repeat a separation (several images each): a separation counts as resolved when at
     least `fraction` of its pairs are (default all of them). Going down from the largest separation,
     the answer is the last one before the first unresolved one, so a lucky small separation below a
-    failure does not count. NaN when the largest separation is not resolved. Lower is better.
+    failure does not count. Lower is better.
+
+    Args:
+        separations: the separation of each pair.
+        resolved: whether each pair is resolved (`resolves`), one per separation.
+        fraction: the share of a separation's pairs that must be resolved, in (0, 1] (1: all of them).
+
+    Returns:
+        The separation; NaN when the largest separation is not resolved.
+
+    Raises:
+        JitterCamError: `separations` and `resolved` are empty or of different lengths, or `fraction` is
+            out of range.
     """
     s = torch.as_tensor(separations, dtype=torch.float64).flatten().cpu()
     r = torch.as_tensor(resolved).flatten().cpu().to(torch.float64)

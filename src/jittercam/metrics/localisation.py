@@ -36,6 +36,8 @@ class Localisation(NamedTuple):
 
 
 class LocalisationError(NamedTuple):
+    """Table 3's figure over a set (`localisation_error`)."""
+
     error: float  #: % of images not localised at the best threshold
     # a field named like tuple.index shadows it, as NamedTuple allows; mypy flags the override
     index: int  # type: ignore[assignment]  #: index of the best threshold (the first one on ties)
@@ -43,11 +45,15 @@ class LocalisationError(NamedTuple):
 
 
 class Pointing(NamedTuple):
+    """Per-image pointing-game results (`pointing_game`)."""
+
     hit: torch.Tensor  #: (B,) bool
     point: torch.Tensor  #: (B, 2) the maximum as (x, y) = (column, row)
 
 
 class PointingAccuracy(NamedTuple):
+    """Set-level pointing-game accuracies (`pointing_accuracy`)."""
+
     overall: float  #: % hits / (hits + misses) over all pairs
     class_mean: float  #: % mean of the per-class accuracies (TorchRay's reported figure)
     per_class: torch.Tensor  #: (C,) % per class
@@ -85,7 +91,18 @@ def _padded_boxes(boxes: Boxes, batch: int, device: torch.device) -> tuple[torch
 
 
 def boxes_to_mask(boxes: Boxes, size: int | Sequence[int]) -> torch.Tensor:
-    """`(B, H, W)` bool: the union of each image's boxes (inclusive pixel indices), clipped to the image."""
+    """The union of each image's boxes (inclusive pixel indices), clipped to the image.
+
+    Args:
+        boxes: per image a `(K, 4)` tensor or list of `(x0, y0, x1, y1)`, or a `(B, K, 4)` tensor.
+        size: `(H, W)` of the image, or an int for a square.
+
+    Returns:
+        `(B, H, W)` bool masks, on the boxes' device (the CPU for lists).
+
+    Raises:
+        JitterCamError: an image without a box, a box with x1 < x0 or y1 < y0, or a size below 1.
+    """
     h, w = _size(size)
     device = boxes.device if isinstance(boxes, torch.Tensor) else torch.device("cpu")
     gt, valid = _padded_boxes(boxes, len(boxes), device)
@@ -171,8 +188,24 @@ def weak_localisation(
     be > 0. `box='all'` (default, Fong & Vedaldi) boxes all kept pixels; `box='largest'` boxes the
     largest 8-connected component (scipy.ndimage; the issue's suggestion, close to wsolevaluation's
     largest contour). When no pixel is kept the box is the whole image. A hit is IoU >= 0.5 with any
-    box of the class (ILSVRC convention, inclusive pixel sizes). `boxes` must hold only the boxes of
-    the evaluated class. Returns `{scheme: Localisation}`; aggregate with `localisation_error`.
+    box of the class (ILSVRC convention, inclusive pixel sizes). Aggregate with `localisation_error`.
+
+    Args:
+        maps: raw `(B, h, w)` maps, resized to `size`.
+        boxes: the ground-truth boxes of the evaluated class only, per image a `(K, 4)` tensor or list,
+            or a `(B, K, 4)` tensor (module conventions).
+        size: `(H, W)` of the image the boxes belong to, or an int for a square.
+        schemes: which of 'val', 'mean' and 'energy' to run (all by default).
+        thresholds: the thresholds a (`THRESHOLDS`, 0 to 0.95 by 0.05, by default).
+        box: 'all' (default) or 'largest', as above.
+        iou_threshold: the IoU a hit needs (0.5).
+
+    Returns:
+        `{scheme: Localisation}`: per scheme, `(B, A)` hits and IoUs and `(B, A, 4)` predicted boxes.
+
+    Raises:
+        JitterCamError: `maps` is not a valid batch; an unknown or empty `schemes`; an unknown `box`;
+            empty `thresholds`; boxes that are not one non-empty, well-ordered set per image.
     """
     maps = check_maps(maps)
     h, w = _size(size)
@@ -201,8 +234,18 @@ def weak_localisation(
 
 
 def localisation_error(hits: torch.Tensor | Localisation) -> LocalisationError:
-    """Table 3's figure: % error over the set at the single best threshold (rows: images, cols: thresholds;
-    the first best threshold on a tie). Rows with a NaN (a missing item) are left out."""
+    """Table 3's figure: % error over the set at the single best threshold (the first best threshold on
+    a tie). Rows with a NaN (a missing item) are left out.
+
+    Args:
+        hits: `(N, A)` hits (rows: images, cols: thresholds), or one scheme's `Localisation`.
+
+    Returns:
+        The error at the best threshold, its index, and the `(A,)` errors at every threshold.
+
+    Raises:
+        JitterCamError: `hits` is not 2-D, or no row is left.
+    """
     hits = hits.hit if isinstance(hits, Localisation) else torch.as_tensor(hits)
     if hits.dim() != 2:
         raise JitterCamError(f"hits must be (N images, A thresholds), got {tuple(hits.shape)}")
@@ -229,8 +272,20 @@ def pointing_game(maps: torch.Tensor, masks: torch.Tensor, tolerance: float = 15
     The map is resized to the mask's size; the point is its **first** maximum in row-major order
     (torch.argmax on the flattened map, as TorchRay's `_saliency_to_point`). A hit when a ground-truth
     pixel lies strictly within `tolerance` pixels: du² + dv² < tolerance² (TorchRay's code; its docs
-    say <=). `masks` `(B, H, W)` is the class's region (the union of its boxes: `boxes_to_mask`, or
-    COCO's instance masks). Pairs without ground truth are not evaluated: leave them out.
+    say <=). Pairs without ground truth are not evaluated: leave them out.
+
+    Args:
+        maps: raw `(B, h, w)` maps, resized to the masks' size.
+        masks: `(B, H, W)` the class's region (the union of its boxes: `boxes_to_mask`, or COCO's
+            instance masks).
+        tolerance: in pixels (15, TorchRay's).
+
+    Returns:
+        `(B,)` bool hits and the `(B, 2)` points, as `Pointing`.
+
+    Raises:
+        JitterCamError: `maps` or `masks` is not a valid batch of one per image, a mask is empty, or
+            `tolerance` is negative.
     """
     maps = check_maps(maps)
     masks = _check_masks(masks, maps.shape[0]).to(maps.device)
@@ -258,6 +313,18 @@ def pointing_accuracy(
     has trials and the two agree; on a subset (`--limit`, 8 of ImageNet's 1000 classes) it stays a mean of
     accuracies instead of being pulled towards 0 by classes never asked about. The benchmark reports it.
     Trials whose hit is NaN (missing) are left out.
+
+    Args:
+        hits: one hit per trial (bool, or float with NaN for a missing one).
+        classes: one non-negative class index per trial; None treats all trials as one class.
+        num_classes: the number of classes (20 for VOC, 80 for COCO); None: the classes that occur.
+
+    Returns:
+        The percentages as `PointingAccuracy`.
+
+    Raises:
+        JitterCamError: no trial is left; `classes` is not one non-negative index per trial; a class is
+            out of range for `num_classes`.
     """
     hits = torch.as_tensor(hits).flatten().cpu()
     kept = ~torch.isnan(hits) if hits.is_floating_point() else torch.ones_like(hits, dtype=torch.bool)
@@ -291,8 +358,18 @@ def energy_in_mask(maps: torch.Tensor, masks: torch.Tensor, *, minmax: bool = Fa
     """`(B,)` fraction of each map's mass inside its ground-truth region (a box-based pointing game).
 
     The map is resized to the mask's size and negatives are clipped to 0; an all-zero map gives 0.
-    `minmax=True` min–max scales it first (`jittercam.maps.minmax`), as Score-CAM's energy-based
-    pointing game.
+
+    Args:
+        maps: raw `(B, h, w)` maps.
+        masks: `(B, H, W)` ground-truth regions.
+        minmax: min–max scale each map first (`jittercam.maps.minmax`), as Score-CAM's energy-based
+            pointing game. False by default.
+
+    Returns:
+        `(B,)` fractions in [0, 1].
+
+    Raises:
+        JitterCamError: `maps` or `masks` is not a valid batch of one per image.
     """
     maps = check_maps(maps)
     masks = _check_masks(masks, maps.shape[0]).to(maps.device)
@@ -306,5 +383,18 @@ def energy_in_mask(maps: torch.Tensor, masks: torch.Tensor, *, minmax: bool = Fa
 def energy_in_boxes(
     maps: torch.Tensor, boxes: Boxes, size: int | Sequence[int], *, minmax: bool = False
 ) -> torch.Tensor:
-    """`energy_in_mask` with the union of each image's boxes at image `size`."""
+    """`energy_in_mask` with the union of each image's boxes at image `size`.
+
+    Args:
+        maps: raw `(B, h, w)` maps.
+        boxes: per image a `(K, 4)` tensor or list of inclusive `(x0, y0, x1, y1)`, or a `(B, K, 4)` tensor.
+        size: `(H, W)` of the image, or an int for a square.
+        minmax: as `energy_in_mask` takes it.
+
+    Returns:
+        `(B,)` fractions in [0, 1].
+
+    Raises:
+        JitterCamError: as `boxes_to_mask` and `energy_in_mask` raise it.
+    """
     return energy_in_mask(maps, boxes_to_mask(boxes, size).to(maps.device), minmax=minmax)

@@ -57,8 +57,10 @@ class PerturbationCurves(NamedTuple):
 
 
 class DeletionInsertion(NamedTuple):
-    deletion: PerturbationCurves
-    insertion: PerturbationCurves
+    """Both games' per-image results (`deletion_insertion`)."""
+
+    deletion: PerturbationCurves  #: deletion's curves and AUCs
+    insertion: PerturbationCurves  #: insertion's curves and AUCs
 
 
 @lru_cache(maxsize=8)
@@ -69,9 +71,19 @@ def _kernel_2d(size: int, sigma: float) -> np.ndarray:
 
 
 def blur_kernel(size: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """RISE's `(size, size)` blur kernel: an impulse filtered by `scipy.ndimage.gaussian_filter`.
+    """RISE's blur kernel: an impulse filtered by `scipy.ndimage.gaussian_filter`.
 
     Its reflected tails make it nearly flat (1-D factor: edges 0.088, centre 0.094 for 11 and 5); it sums to 1.
+
+    Args:
+        size: the kernel's side, odd (11, RISE's).
+        sigma: the Gaussian's standard deviation in pixels (5, RISE's).
+
+    Returns:
+        `(size, size)` float32 weights.
+
+    Raises:
+        JitterCamError: `size` is not odd and positive.
     """
     if size < 1 or size % 2 == 0:
         raise JitterCamError(f"blur kernel size must be odd and positive, got {size}")
@@ -79,7 +91,20 @@ def blur_kernel(size: int = 11, sigma: float = 5.0) -> torch.Tensor:
 
 
 def gaussian_blur(images: torch.Tensor, size: int = 11, sigma: float = 5.0) -> torch.Tensor:
-    """Insertion's substrate: each channel convolved with `blur_kernel`, zero padding, as RISE."""
+    """Insertion's substrate: each channel convolved with `blur_kernel`, zero padding, as RISE.
+
+    Args:
+        images: `(B, C, H, W)` floating-point images (model inputs).
+        size: the kernel's side, odd (11).
+        sigma: the Gaussian's standard deviation in pixels (5).
+
+    Returns:
+        `(B, C, H, W)` blurred images.
+
+    Raises:
+        JitterCamError: `images` is not a non-empty floating-point `(B, C, H, W)` batch, or `size` is not
+            odd and positive.
+    """
     check_images(images)
     channels = images.shape[1]
     kernel = blur_kernel(size, sigma).to(images.device, images.dtype)
@@ -89,7 +114,17 @@ def gaussian_blur(images: torch.Tensor, size: int = 11, sigma: float = 5.0) -> t
 
 
 def auc(scores: torch.Tensor) -> torch.Tensor:
-    """RISE's normalised AUC of curves `(..., n + 1)`: (sum - first/2 - last/2) / n."""
+    """RISE's normalised AUC: (sum - first/2 - last/2) / n, the trapezoid rule over [0, 1].
+
+    Args:
+        scores: curves `(..., n + 1)`, the last dimension the points.
+
+    Returns:
+        `(...)` areas.
+
+    Raises:
+        JitterCamError: a curve has fewer than two points.
+    """
     if scores.shape[-1] < 2:
         raise JitterCamError("a curve needs at least two points")
     return (scores.sum(-1) - scores[..., 0] / 2 - scores[..., -1] / 2) / (scores.shape[-1] - 1)
@@ -220,11 +255,21 @@ def deletion_insertion(
         target: None (the model's top-1 on the original image, as RISE), an int, or one class per image.
         step: pixels changed per iteration; default 8·W (1792 at 224: the paper's 28 iterations).
         batch_size: perturbed images per forward pass; only this many are materialised at once.
-            None: the device's default (4 on CPU, the fastest measured on 2 cores; 64 on CUDA).
+            None: the measured plan's (`jittercam.tuning`) where one was made, else the device's default
+            (4 on CPU, the fastest measured on 2 cores; 64 on CUDA).
         softmax: score the softmax probability (RISE, default) or the raw output of the target.
         deletion_substrate: what deletion puts in place of removed pixels, instead of RISE's zeros: a
             tensor like `images` or a function of the images.
         insertion_substrate: what insertion starts from, instead of RISE's blur: the same kinds.
+
+    Returns:
+        Deletion's and insertion's `PerturbationCurves`, all tensors on the images' device.
+
+    Raises:
+        JitterCamError: `images` is not a non-empty floating-point `(B, C, H, W)` batch; `saliency` is not
+            `(B, h, w)` with one finite map per image; `step` is not a positive integer; a substrate has
+            the wrong shape; `target` is not a valid class index (or one per image); `model` is not
+            callable or does not return `(N, classes)` scores.
     """
     saliency, batch_size = _prepare(model, images, saliency, batch_size)
     with torch.no_grad():
@@ -249,10 +294,32 @@ def deletion(
     substrate: Substrate = None,
     return_curves: bool = False,
 ) -> torch.Tensor | PerturbationCurves:
-    """RISE deletion AUC per image `(B,)` (lower is better); `PerturbationCurves` if `return_curves`.
+    """RISE deletion AUC per image (lower is better).
 
     The most salient pixels are set to zero in the normalised tensor, `step` at a time.
-    Arguments as `deletion_insertion`.
+
+    Args:
+        model: the classifier, used as given (put it in eval mode yourself); it is not modified.
+        images: `(B, C, H, W)` tensors exactly as the model takes them (already normalised).
+        saliency: raw `(B, h, w)` maps of any size; resized to `(H, W)`, only their order matters.
+        target: None (the model's top-1 on the original image, as RISE), an int, or one class per image.
+        step: pixels changed per iteration; default 8·W (1792 at 224: the paper's 28 iterations).
+        batch_size: perturbed images per forward pass; only this many are materialised at once.
+            None: the measured plan's (`jittercam.tuning`) where one was made, else the device's default
+            (4 on CPU, the fastest measured on 2 cores; 64 on CUDA).
+        softmax: score the softmax probability (RISE, default) or the raw output of the target.
+        substrate: what is put in place of removed pixels, instead of RISE's zeros: a tensor like `images`
+            or a function of the images.
+        return_curves: return the whole `PerturbationCurves` instead of the AUCs.
+
+    Returns:
+        `(B,)` AUCs on the images' device, or `PerturbationCurves` if `return_curves`.
+
+    Raises:
+        JitterCamError: `images` is not a non-empty floating-point `(B, C, H, W)` batch; `saliency` is not
+            `(B, h, w)` with one finite map per image; `step` is not a positive integer; a substrate has
+            the wrong shape; `target` is not a valid class index (or one per image); `model` is not
+            callable or does not return `(N, classes)` scores.
     """
     saliency, batch_size = _prepare(model, images, saliency, batch_size)
     with torch.no_grad():
@@ -273,10 +340,32 @@ def insertion(
     substrate: Substrate = None,
     return_curves: bool = False,
 ) -> torch.Tensor | PerturbationCurves:
-    """RISE insertion AUC per image `(B,)` (higher is better); `PerturbationCurves` if `return_curves`.
+    """RISE insertion AUC per image (higher is better).
 
     Starts from the blurred image and restores the most salient pixels, `step` at a time.
-    Arguments as `deletion_insertion`.
+
+    Args:
+        model: the classifier, used as given (put it in eval mode yourself); it is not modified.
+        images: `(B, C, H, W)` tensors exactly as the model takes them (already normalised).
+        saliency: raw `(B, h, w)` maps of any size; resized to `(H, W)`, only their order matters.
+        target: None (the model's top-1 on the original image, as RISE), an int, or one class per image.
+        step: pixels changed per iteration; default 8·W (1792 at 224: the paper's 28 iterations).
+        batch_size: perturbed images per forward pass; only this many are materialised at once.
+            None: the measured plan's (`jittercam.tuning`) where one was made, else the device's default
+            (4 on CPU, the fastest measured on 2 cores; 64 on CUDA).
+        softmax: score the softmax probability (RISE, default) or the raw output of the target.
+        substrate: what insertion starts from, instead of RISE's blur: a tensor like `images` or a
+            function of the images.
+        return_curves: return the whole `PerturbationCurves` instead of the AUCs.
+
+    Returns:
+        `(B,)` AUCs on the images' device, or `PerturbationCurves` if `return_curves`.
+
+    Raises:
+        JitterCamError: `images` is not a non-empty floating-point `(B, C, H, W)` batch; `saliency` is not
+            `(B, h, w)` with one finite map per image; `step` is not a positive integer; a substrate has
+            the wrong shape; `target` is not a valid class index (or one per image); `model` is not
+            callable or does not return `(N, classes)` scores.
     """
     saliency, batch_size = _prepare(model, images, saliency, batch_size)
     with torch.no_grad():
