@@ -71,6 +71,9 @@ def register_dataset(
         num_classes: the class count, when it is fixed.
         option_help: what each option takes, in words (the command line's help).
 
+    Returns:
+        The decorator; it returns the opener unchanged.
+
     Raises:
         ValueError: `name` is taken, or a folder dataset does not say what its folder holds.
     """
@@ -90,12 +93,22 @@ def register_dataset(
 
 
 def available_datasets() -> list[str]:
-    """The registered datasets' names, in registration order."""
+    """The registered datasets' names.
+
+    Returns:
+        The names in registration order (the order folders are recognised in).
+    """
     return list(_SOURCES)
 
 
 def dataset_source(name: str) -> DatasetSource:
     """The registered dataset `name`.
+
+    Args:
+        name: a registered dataset's name.
+
+    Returns:
+        What the library knows of the dataset before opening it.
 
     Raises:
         JitterCamError: no dataset is registered under `name`.
@@ -106,21 +119,39 @@ def dataset_source(name: str) -> DatasetSource:
 
 
 def dataset_num_classes(name: str) -> int | None:
-    """The class count of the registered dataset `name` when it is fixed; None when it is not, or when
-    no dataset is registered under `name` (a dataset's stored name may carry a variant)."""
+    """The class count of the registered dataset `name`, when it is fixed.
+
+    Args:
+        name: a dataset's name as results store it.
+
+    Returns:
+        The count; None when it depends on the files or the model, or when no dataset is registered under
+        `name` (a dataset's stored name may carry a variant, `groundtruth-45deg`).
+    """
     source = _SOURCES.get(name)
     return None if source is None else source.num_classes
 
 
 def dataset_needs_model(spec: str | Path) -> bool:
     """Whether `spec` names a dataset drawn from its model, to be opened once the model is loaded.
-    Nothing is read: a spec that names no dataset gives False (`open_dataset` then says why)."""
+
+    Args:
+        spec: a dataset's name or a folder, as `open_dataset` takes it. Nothing is read.
+
+    Returns:
+        True for a registered `from_model` dataset; False otherwise, also for a spec that names no dataset
+        (`open_dataset` then says why).
+    """
     source = _SOURCES.get(spec) if isinstance(spec, str) else None
     return source is not None and source.from_model
 
 
 def describe_datasets() -> str:
-    """The datasets in words: the named ones, then what a folder may hold."""
+    """The datasets in words, for messages.
+
+    Returns:
+        The named datasets, then what a dataset folder may hold: `'offline', ..., or a folder of ...`.
+    """
     named = [s.expected for s in _SOURCES.values() if s.recognises is None]
     folders = [s.expected for s in _SOURCES.values() if s.recognises is not None]
     choices = named + folders
@@ -133,6 +164,9 @@ def find_dataset(spec: str | Path, options: Mapping[str, Any] | None = None) -> 
     Args:
         spec: a registered name (a `str`), else a folder.
         options: the options given (with their values), which a folder's recognition may use.
+
+    Returns:
+        The registered dataset.
 
     Raises:
         JitterCamError: the path does not exist, is not a folder, or no dataset recognises it.
@@ -159,7 +193,11 @@ def open_dataset(
         spec: see `find_dataset`. (A folder that happens to bear a dataset's name is `./name`.)
         seed: the seed of a generated dataset.
         model: the model a dataset drawn from its model is made for (`dataset_needs_model`).
-        options: the dataset's options; None means not given.
+        **options (Any): the dataset's options (its opener's keyword-only parameters); None means not
+            given.
+
+    Returns:
+        The opened dataset: `keys()`, then `load(key, card)` gives each `Sample`.
 
     Raises:
         JitterCamError: in one line, for an unknown spec, an option the dataset does not take, a missing
