@@ -50,8 +50,9 @@ def _rows(db) -> dict[tuple, float]:
 def test_dataset_items_match_the_ground_truth(quick_groundtruth):
     model = quick_groundtruth.model
     data = for_model(model, singles=3, replicates=2, separations=[14, 30])
-    assert data.keys() == ["single-0000", "single-0001", "single-0002",
-                           "pair-s014-r00", "pair-s030-r00", "pair-s014-r01", "pair-s030-r01"]
+    # singles and pairs interleaved, the widest separation of a replicate first: any prefix covers both parts
+    assert data.keys() == ["pair-s030-r00", "single-0000", "pair-s014-r00", "single-0001",
+                           "pair-s030-r01", "single-0002", "pair-s014-r01"]
     assert data.num_classes == 2 and data.side == 14 and data.size == 64
     card = jittercam.model_card(model)
     single = data.load("single-0001", card)
