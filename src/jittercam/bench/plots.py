@@ -103,7 +103,7 @@ def cost_plot(title: str, xlabel: str, ylabel: str, methods: CostPoints) -> Figu
     joined by a line and each marker labelled (`methods`: method -> [(x, y, point label[, flagged])]).
 
     A flagged point (e.g. a resolving power that holds only below the widest separations) is drawn with a
-    red ring, its label ends in "†", and a line under the axes says what the mark means."""
+    black ring, its label ends in "†", and a line under the axes says what the mark means."""
     figure = Figure(figsize=(10.0, 5.5))
     figure.subplots_adjust(left=0.08, right=0.76, bottom=0.11, top=0.9)
     figure.suptitle(title)
@@ -125,7 +125,7 @@ def cost_plot(title: str, xlabel: str, ylabel: str, methods: CostPoints) -> Figu
         marked = [p for p in points if p[3]]
         if marked:
             axes.plot([p[0] for p in marked], [p[1] for p in marked], marker="o", markersize=15, linestyle="none",
-                      markerfacecolor="none", markeredgecolor="red", markeredgewidth=1.0)
+                      markerfacecolor="none", markeredgecolor="black", markeredgewidth=1.0)
         labels: dict[tuple[float, float], list[str]] = {}
         for px, py, text, mark in points:
             text = f"{text}†" if mark else text
@@ -140,7 +140,7 @@ def cost_plot(title: str, xlabel: str, ylabel: str, methods: CostPoints) -> Figu
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     if any_flagged:
-        figure.text(0.78, 0.11, "† red ring: not resolved at every\nlarger separation (— in the table);\n"
-                    "plotted where it resolves below\nthe separations that failed", fontsize="small", color="red",
+        figure.text(0.78, 0.11, "† ringed: not resolved at every\nlarger separation (— in the table);\n"
+                    "plotted where it resolves below\nthe separations that failed", fontsize="small",
                     va="bottom")
     return figure

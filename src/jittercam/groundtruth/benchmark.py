@@ -20,9 +20,11 @@ keeps each orientation's resolution curve apart.
 Keys are ordered so that the first N of them (`--limit N`) are a small run of the whole benchmark: the
 singles and the pairs are interleaved in proportion to their numbers, the pairs replicate by replicate,
 and within a replicate the separations go from coarse to fine (`spread`: the widest, the closest, then
-the middle of the widest gaps left), so any prefix covers the sweep's range evenly. A sample's `meta` carries what the experiment needs:
-`kind` ('single' or 'pair'), and for a pair `centres` ((x, y), (x, y)) in continuous pixel coordinates
-(pixel i covers [i, i + 1)), `separation`, `side` and `replicate`.
+the middle of the widest gaps left), so any prefix covers the sweep's range evenly.
+
+A sample's `meta` carries what the experiment needs: `kind` ('single' or 'pair'), and for a pair
+`centres` ((x, y), (x, y)) in continuous pixel coordinates (pixel i covers [i, i + 1)), `separation`,
+`side` and `replicate`.
 """
 from __future__ import annotations
 

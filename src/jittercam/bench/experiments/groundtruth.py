@@ -65,6 +65,10 @@ def _px(values) -> str:
     return (text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]) + " px"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def _planned(group) -> tuple[int, list[float], int] | None:
     """(singles, separations, replicates) the group's runs asked for (their largest), None if unrecorded."""
     configs = [run.config.get("dataset_config") for run in group.runs]
@@ -236,7 +240,7 @@ class GroundTruth(Experiment):
             return []
         return [f"{label}: resolving power — ({', '.join(missing)}): fewer than {RESOLVED_SHARE:.0%} of the pairs "
                 "at the widest separation were resolved, so no separation is resolved at it and at every larger "
-                "one; the table of pairs resolved by separation says where each of them resolves"]
+                "one; the table of pairs resolved by separation below says where each resolves"]
 
     @classmethod
     def extra_report(cls, group, writer) -> None:
@@ -254,27 +258,32 @@ class GroundTruth(Experiment):
             rows.append((writer.label(key), [(f"{100 * curve[s].value:.0f}" if s in curve else "—", None)
                                              for s in separations]))
         pairs = {group.series[k][s].n for k in keys for s in group.series[k]}
-        each = f"{pairs.pop()} pairs per separation" if len(pairs) == 1 else "pairs per separation vary"
+        each = f"{_count(pairs.pop(), 'pair')} per separation" if len(pairs) == 1 else "pairs per separation vary"
         notes = [f"{group.label}: % of the pairs resolved at each centre separation (px); {each}",
                  f"resolving power: the smallest separation from which on at least {RESOLVED_SHARE:.0%} of the "
                  "pairs are resolved at it and at every larger separation (`jittercam.metrics.resolving_power`)"]
         reached: dict[tuple[str, str], float] = {}  # arms whose power is "—" but that resolve below the failures
+        reasons: dict[str, list[str]] = {}  # why the power is "—" -> the arms it is so for
         for key in keys:
             curve = group.series[key]
             power, failed = reach(curve)
             if not failed:
                 continue
-            widest = max(curve)
-            why = (f"{100 * curve[widest].value:.0f} % of its pairs at {_px([widest])}, the widest separation"
-                   if failed == [widest] else f"fewer than {RESOLVED_SHARE:.0%} of its pairs at {_px(failed)}")
             if math.isnan(power):
-                notes.append(f"resolving power — for {writer.label(key)}: it resolves at least "
-                             f"{RESOLVED_SHARE:.0%} of the pairs at no separation (absent from the cost plot)")
-                continue
-            reached[key] = power
-            notes.append(f"resolving power — for {writer.label(key)}: it resolved {why}; below, it resolves at "
-                         f"every separation from {_px([power])} to {_px([max(s for s in curve if s < failed[0])])} "
-                         f"(plotted there in the cost plot, marked †)")
+                why = (f"resolved at least {RESOLVED_SHARE:.0%} of the pairs at no separation (absent from the "
+                       "cost plot)")
+            else:
+                reached[key] = power
+                share = f"{RESOLVED_SHARE:.0%}"
+                broke = (f"{100 * curve[failed[0]].value:.0f}% of the pairs at {_px(failed)}, the widest separation "
+                         f"({share} needed)" if len(failed) == 1
+                         else f"under {share} of the pairs at {_px(failed)}, the widest separations")
+                top = max(s for s in curve if s < failed[0])
+                why = (f"resolved {broke}; below, at least {share} at every separation from "
+                       f"{format(round(power, 1), 'g')} to {_px([top])} (plotted at {_px([power])} in the cost plot, "
+                       "marked †)")
+            reasons.setdefault(why, []).append(writer.label(key))
+        notes += [f"resolving power — for {', '.join(arms)}: {why}" for why, arms in reasons.items()]
         if partial:
             notes.append(partial)
         writer.table(f"{cls.name} on {group.dataset}, {group.label}: pairs resolved (%) by separation", "Method",
@@ -327,7 +336,7 @@ class GroundTruth(Experiment):
         else:
             most = max(per)
             pairs = (f"pairs at {len(tested)} of {len(separations)} separations, "
-                     + (f"{most}" if min(per) == most else f"{min(per)}-{most}") + f" of {replicates} at each")
+                     + (f"{most}" if min(per) == most else f"{min(per)}-{most}") + f" of {replicates} pairs at each")
         return (f"{group.label}: a partial run: {done_singles} of {singles} single-patch images, {pairs}; the numbers "
                 "above come from these only (the same command without its limit completes the run in the same "
                 "store)")
