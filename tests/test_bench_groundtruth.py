@@ -7,12 +7,14 @@ import re
 import shutil
 import sqlite3
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 import jittercam
+from jittercam.bench import plots
 from jittercam.bench.experiments import Column
 from jittercam.bench.experiments.groundtruth import (
     GroundTruth,
@@ -50,8 +52,9 @@ def _rows(db) -> dict[tuple, float]:
 def test_dataset_items_match_the_ground_truth(quick_groundtruth):
     model = quick_groundtruth.model
     data = for_model(model, singles=3, replicates=2, separations=[14, 30])
-    assert data.keys() == ["single-0000", "single-0001", "single-0002",
-                           "pair-s014-r00", "pair-s030-r00", "pair-s014-r01", "pair-s030-r01"]
+    # singles and pairs interleaved, the widest separation of a replicate first: any prefix covers both parts
+    assert data.keys() == ["pair-s030-r00", "single-0000", "pair-s014-r00", "single-0001",
+                           "pair-s030-r01", "single-0002", "pair-s014-r01"]
     assert data.num_classes == 2 and data.side == 14 and data.size == 64
     card = jittercam.model_card(model)
     single = data.load("single-0001", card)
@@ -178,6 +181,129 @@ def test_default_model_comes_from_the_cache_and_its_file_is_the_identity(tmp_pat
     with sqlite3.connect(db) as connection:
         (stored,) = connection.execute("SELECT DISTINCT weights FROM runs").fetchone()
     assert stored.startswith(f"{target.name} sha256:")
+
+
+def test_the_benchmark_finds_the_quick_model_that_was_trained(tmp_path, monkeypatch, capsys):
+    # issue 21.12: `groundtruth train --quick` then `bench groundtruth` (no --weights) runs on that model
+    monkeypatch.setenv("JITTERCAM_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["groundtruth", "train", "--quick", "--steps", "3"]) == 0
+    quick = default_path(0, 3, 64, 2, 8)
+    assert quick.is_file() and "benchmark it: jittercam bench groundtruth --db gt.db\n" in capsys.readouterr().out
+    db = tmp_path / "gt.db"
+    assert main(["bench", "groundtruth", "--db", str(db), *SMALL, "--methods", "gradcam"]) == 0
+    with sqlite3.connect(db) as connection:
+        (stored,) = connection.execute("SELECT DISTINCT weights FROM runs").fetchone()
+    assert stored.startswith(f"{quick.name} sha256:")
+
+    # a second training of another configuration: which one is meant is not clear, so the command says how
+    assert main(["groundtruth", "train", "--quick", "--steps", "4"]) == 0
+    other = default_path(0, 4, 64, 2, 8)
+    assert f"benchmark it: jittercam bench groundtruth --weights {other} --db gt.db" in capsys.readouterr().out
+    assert main(["bench", "groundtruth", "--db", str(tmp_path / "two.db"), *SMALL, "--methods", "gradcam"]) == 2
+    error = capsys.readouterr().err
+    assert "pass one as --weights" in error and quick.name in error and other.name in error
+    assert len(error.strip().splitlines()) == 1 and not (tmp_path / "two.db").exists()
+
+    # the default training, once there, is the benchmark's model again
+    shutil.copy(quick, default_path(0, 1200, 128, 4, 8))
+    assert main(["bench", "groundtruth", "--db", str(tmp_path / "default.db"), *SMALL, "--methods", "gradcam"]) == 0
+
+
+def test_a_limited_run_covers_the_whole_benchmark(tmp_path, weights, quick_groundtruth):
+    # issue 21.13: the first N items mix singles and pairs spread over the whole sweep
+    keys = for_model(quick_groundtruth.model).keys()  # 64 singles, 8 replicates of 14-50 px every 2 px
+    first = keys[:10]
+    separations = sorted(int(key[6:9]) for key in first if key.startswith("pair-"))
+    assert sum(key.startswith("single-") for key in first) == 3 and len(separations) == 7
+    assert separations[0] == 14 and separations[-1] == 50 and len(set(separations)) == 7
+    assert sorted(keys) == sorted([f"single-{i:04d}" for i in range(64)]
+                                  + [f"pair-s{s:03d}-r{r:02d}" for r in range(8) for s in range(14, 51, 2)])
+    assert {key for key in keys[:27] if key.startswith("pair-")} == {
+        f"pair-s{s:03d}-r00" for s in range(14, 51, 2)}  # a whole replicate of the sweep in the first 27 items
+
+    db = tmp_path / "limit.db"
+    assert main(["bench", "groundtruth", "--weights", weights, "--db", str(db), "--limit", "10",
+                 "--methods", "gradcam", "--quiet"]) == 0
+    metrics = {metric for *_, metric in _rows(db)}
+    assert {"energy", "auc", "separation", "resolved"} <= metrics
+    out = tmp_path / "report"
+    write_report([db], out)
+    text = (out / "groundtruth.md").read_text()
+    assert "Resolving power (px)" in text
+    assert ("a partial run: 3 of 64 single-patch images, pairs at 7 of 19 separations, 1 of 8 pairs at each"
+            in text)
+    # the complete small run of the other tests is not called partial
+    full = tmp_path / "full.db"
+    assert _bench(full, weights, "--methods", "gradcam") == 0
+    write_report([full], tmp_path / "full")
+    assert "partial" not in (tmp_path / "full" / "groundtruth.md").read_text()
+
+
+class _Writer:
+    """What `extra_report` may call on `jittercam.bench.report.SectionWriter`, recorded."""
+
+    def __init__(self) -> None:
+        self.section = SimpleNamespace(notes=[])
+        self.tables: list[tuple] = []
+        self.costs: list[tuple] = []
+
+    @staticmethod
+    def sorted_keys(keys):
+        return sorted(keys)
+
+    @staticmethod
+    def label(key):
+        return f"{key[0]}[{key[1]}]" if key[1] else key[0]
+
+    def table(self, title, corner, columns, rows, notes):
+        self.tables.append((title, columns, rows, notes))
+
+    def sweep_figure(self, *args) -> None:
+        pass
+
+    def cost_figure(self, suffix, title, xlabel, ylabel, methods, caption):
+        self.costs.append((methods, caption))
+
+
+def test_a_dash_is_explained_and_the_method_still_plotted():
+    # issue 21.14: 2 pairs per separation, 100 % from 18 px but 50 % at the widest: power "—"
+    separations = [14, 14, 18, 18, 30, 30, 50, 50]
+    sharp = [0, 0, 1, 1, 1, 1, 1, 0]
+    blurred = [0, 0, 0, 0, 1, 1, 1, 1]
+    never = [0, 0, 0, 0, 0, 1, 0, 1]
+    columns = {name: {"separation": Column(np.array(separations, float)), "resolved": Column(np.array(r, float)),
+                      "auc": Column(np.array([0.9, 0.95]))} for name, r in
+               (("jittercam", sharp), ("gradcam", blurred), ("rise", never))}
+    variants = {"jittercam": "size=16", "gradcam": "", "rise": ""}
+    group = SimpleNamespace(label="gt-w8", dataset="groundtruth", runs=[], series={}, stats={})
+    for name, arm in columns.items():
+        key = (name, variants[name])
+        group.series[key] = GroundTruth.series(arm)
+        group.stats[key] = {**GroundTruth.summarise(arm, {}), "passes": Stat(81.0 if name == "jittercam" else 1.0, 2)}
+    assert math.isnan(group.stats[("jittercam", "size=16")]["resolving_power"].value)
+    assert group.stats[("gradcam", "")]["resolving_power"].value == 30
+
+    writer = _Writer()
+    GroundTruth.extra_report(group, writer)
+    (_, columns_shown, rows, notes), = writer.tables
+    assert columns_shown == ["14", "18", "30", "50"] and ("jittercam[size=16]", [
+        ("0", None), ("100", None), ("100", None), ("50", None)]) in rows
+    assert ("resolving power — for jittercam[size=16]: resolved 50% of the pairs at 50 px, the widest separation "
+            "(75% needed); below, at least 75% at every separation from 18 to 30 px") in " ".join(notes)
+    assert "resolving power — for rise: resolved at least 75% of the pairs at no separation" in " ".join(notes)
+    (methods, caption), = writer.costs
+    assert methods["jittercam"] == [(81.0, 18.0, "16", True)]  # plotted where it resolves, flagged
+    assert methods["gradcam"] == [(1.0, 30.0, "", False)] and "rise" not in methods
+    assert "† not resolved at the widest separations" in caption and "never resolved, absent: rise" in caption
+    labels = {"jittercam[size=16]": group.stats[("jittercam", "size=16")], "gradcam": group.stats[("gradcam", "")]}
+    (note,) = GroundTruth.notes("gt-w8", labels, {}, {})
+    assert note.startswith("gt-w8: resolving power — (jittercam[size=16]): fewer than 75% of the pairs at the widest")
+
+    figure = plots.cost_plot("t", "x", "y", methods)
+    legend = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert sorted(legend) == ["gradcam", "jittercam †"]
+    assert any("not resolved at every" in text.get_text() for text in figure.texts)
+    assert "16†" in [text.get_text() for text in figure.axes[0].texts]
 
 
 @pytest.mark.parametrize("arguments,message", [

@@ -131,3 +131,49 @@ def test_chromium_shows_every_table_and_image(report, tmp_path):
     ink = (pixels < 200).any(axis=2)
     assert ink.mean() > 0.02  # text, tables and plots, not a blank page
     assert ink[:, :300].any(axis=1).mean() > 0.3  # something on most stretches of the left column
+
+
+def _wide_page(folder: Path, methods: int = 15) -> Path:
+    """A page whose gallery has `methods` + 2 columns (the ground truth's 17) of real pictures."""
+    Image.fromarray(np.tile(np.arange(64, dtype=np.uint8)[:, None, None] * 4, (1, 64, 3))).save(folder / "p.png")
+    names = [f"method-{i}[size=16]" for i in range(methods)]
+    gallery = Gallery("groundtruth-w8 on groundtruth", names,
+                      [(f"pair-s{s:03d}-r00 (class 0, hgrating)", "p.png", ["p.png"] * methods) for s in (16, 40, 64)])
+    table = Table("wide", "Method", [str(s) for s in range(16, 66, 2)], [("jittercam[size=32]", [("100", None)] * 25)])
+    path = folder / "index.html"
+    path.write_text(page("r", [], [Section("s", "S", [table])], [gallery]), encoding="utf-8")
+    return path
+
+
+def test_wide_gallery_and_tables_sit_in_boxes_that_scroll(tmp_path):
+    # issue 21.15: the ground truth's 17-column gallery must not widen the page
+    text = _wide_page(tmp_path).read_text(encoding="utf-8")
+    assert '<div class=wide>\n<table class="gallery compact">' in text and "<div class=wide>\n<table>" in text
+    assert text.count("<div class=wide>") == text.count("<table") == 2
+    assert "div.wide { overflow-x: auto; max-width: 100%;" in text
+
+
+_WIDTHS = """<script>
+window.addEventListener('load', function () {
+  var box = document.querySelector('table.gallery').parentElement;
+  var result = document.createElement('pre');
+  result.id = 'jittercam-check';
+  result.textContent = JSON.stringify({page: document.documentElement.scrollWidth, window: window.innerWidth,
+                                       box: box.clientWidth, content: box.scrollWidth});
+  document.body.appendChild(result);
+});
+</script>
+"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
+def test_chromium_keeps_a_wide_gallery_inside_a_1400_px_window(tmp_path):
+    path = _wide_page(tmp_path)
+    path.write_text(path.read_text(encoding="utf-8").replace("</body>", _WIDTHS + "</body>"), encoding="utf-8")
+    dom = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+                          "--window-size=1400,900", "--dump-dom", path.as_uri()],
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    found = json.loads(html.unescape(dom.split('<pre id="jittercam-check">', 1)[1].split("</pre>", 1)[0]))
+    assert found["window"] == 1400 and found["page"] <= 1400  # the page does not scroll sideways
+    assert found["content"] > found["box"]  # the gallery scrolls in its own box

@@ -75,7 +75,7 @@ def test_only_a_dataset_drawn_from_its_model_needs_the_model(tmp_path):
         open_dataset("groundtruth")
     model = jittercam.load_model("groundtruth", weights="random")
     data = open_dataset("groundtruth", model=model, singles=2, replicates=1, separations=[20], angle=None)
-    assert data.name == "groundtruth" and data.keys() == ["single-0000", "single-0001", "pair-s020-r00"]
+    assert data.name == "groundtruth" and data.keys() == ["single-0000", "pair-s020-r00", "single-0001"]  # interleaved
 
 
 def test_a_registered_folder_dataset_is_recognised_listed_and_checked(tmp_path, toy):

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import jittercam
+from jittercam.cli import main
 from jittercam.errors import JitterCamError
 from jittercam.groundtruth import MEAN, STD, GroundTruthDataset, build, default_path, load, train
 from jittercam.groundtruth import cli as gt_cli
@@ -90,3 +91,20 @@ def test_command_prints_both_rates(tmp_path, capsys):
     assert "held-out accuracy" in out and "occluding the evidence" in out and "elsewhere" in out
     assert (tmp_path / "m.pt").exists()
     assert gt_cli.run(args) == 0 and "loaded from" in capsys.readouterr().out
+
+
+def test_rates_and_drops_read_as_numbers(trained, tmp_path, capsys):
+    # issue 21.15: "changes it in 0.8% (drop -0.000)": no negative zero, a rise said as a rise
+    assert gt_cli.change(-0.00004) == "the true-class probability moves by less than 0.001 on average"
+    assert gt_cli.change(0.361) == "the true-class probability drops by 0.361 on average"
+    assert gt_cli.change(-0.012) == "the true-class probability rises by 0.012 on average"
+    assert gt_cli.percent(0.0078125) == "0.8 %"
+    copy = tmp_path / "quick.pt"
+    copy.write_bytes(trained.path.read_bytes())
+    assert main(["groundtruth", "train", "--quick", "--out", str(copy)]) == 0
+    out = capsys.readouterr().out
+    m = trained.metrics
+    assert f"held-out accuracy: {100 * m['accuracy']:.1f} % of 128 images" in out
+    assert f"changes the decision in {100 * m['flip_evidence']:.1f} % of them" in out
+    assert "-0.0" not in out and "drop " not in out and "(drop" not in out
+    assert f"benchmark it: jittercam bench groundtruth --weights {copy} --db gt.db" in out

@@ -19,7 +19,10 @@ p.notes, ul.notes { font-size: 0.85em; color: #444; } code { font-size: 0.95em; 
 figure { display: inline-block; margin: 0.6em 1em 0.6em 0; vertical-align: top; }
 figure img.plot { max-width: 100%; width: 900px; border: 1px solid #ddd; }
 figcaption { font-size: 0.85em; color: #444; max-width: 900px; }
+div.wide { overflow-x: auto; max-width: 100%; margin: 0.8em 0; } div.wide > table { margin: 0; }
 table.gallery td { padding: 2px; text-align: center; vertical-align: top; }
+table.gallery td:first-child, table.gallery th:first-child { position: sticky; left: 0; z-index: 1; }
+table.gallery td:first-child { background: #fff; }
 table.gallery img { width: 160px; height: auto; display: block; }
 table.gallery.compact img { width: 104px; }
 nav a { margin-right: 1em; } .paper { color: #777; }
@@ -101,7 +104,7 @@ def _cell(cell: Cell) -> str:
 
 
 def table_html(table: Table) -> str:
-    parts = [f"<table>\n<caption>{escape(table.title)}</caption>\n<thead>"]
+    parts = [f"<div class=wide>\n<table>\n<caption>{escape(table.title)}</caption>\n<thead>"]
     if table.groups:
         spans = "".join(f"<th colspan={span}>{escape(label)}</th>" for label, span in table.groups)
         parts.append(f"<tr><th rowspan=2>{escape(table.corner)}</th>{spans}</tr>")
@@ -111,7 +114,7 @@ def table_html(table: Table) -> str:
     parts.append("</thead>\n<tbody>")
     for label, cells in table.rows:
         parts.append(f"<tr><td>{escape(label)}</td>" + "".join(f"<td>{_cell(c)}</td>" for c in cells) + "</tr>")
-    parts.append("</tbody>\n</table>")
+    parts.append("</tbody>\n</table>\n</div>")  # a wide table scrolls in its own box, not the page
     if table.notes:
         parts.append("<ul class=notes>" + "".join(f"<li>{escape(n)}</li>" for n in table.notes) + "</ul>")
     return "\n".join(parts)
@@ -127,8 +130,9 @@ def _gallery_html(gallery: Gallery) -> str:
                          f"<td><img src=\"{escape(path)}\" alt=\"{escape(f'{label} {method}')}\"></td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     size = " compact" if len(gallery.methods) > 8 else ""  # many methods: smaller pictures, fewer to scroll
-    return (f"<h3>{escape(gallery.title)}</h3>\n<table class=\"gallery{size}\">\n<thead><tr>{header}</tr></thead>\n"
-            f"<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>")
+    # a box of its own that scrolls sideways when the methods outnumber the page's width (the item stays put)
+    return (f"<h3>{escape(gallery.title)}</h3>\n<div class=wide>\n<table class=\"gallery{size}\">\n"
+            f"<thead><tr>{header}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody>\n</table>\n</div>")
 
 
 def _run_html(line: str, link: str | None) -> str:

@@ -4,7 +4,8 @@
   deletion + (1 − insertion) against the Jitter-CAM size; Fig. 5: AD and IIC against the expansion factor),
   a line per method, and optionally a dashed red reference line per panel (Fig. 5's plain Grad-CAM).
 - `curves_figure`: mean deletion and insertion curves against the fraction of pixels changed.
-- `cost_figure`: a value against the cost in passes (log scale), e.g. the ground truth's resolving power.
+- `cost_figure` (`cost_plot` as PNG): a value against the cost in passes (log scale), e.g. the ground
+  truth's resolving power, with flagged points marked (a power that holds only below failed separations).
 """
 from __future__ import annotations
 
@@ -89,26 +90,45 @@ def curves_figure(title: str, curves: Mapping[str, Mapping[str, np.ndarray]],
     return _png(figure)
 
 
-def cost_figure(title: str, xlabel: str, ylabel: str,
-                methods: Mapping[str, Sequence[tuple[float, float, str]]]) -> bytes:
+CostPoints = Mapping[str, Sequence[tuple[float, float, str] | tuple[float, float, str, bool]]]
+
+
+def cost_figure(title: str, xlabel: str, ylabel: str, methods: CostPoints) -> bytes:
+    """`cost_plot` as PNG bytes."""
+    return _png(cost_plot(title, xlabel, ylabel, methods))
+
+
+def cost_plot(title: str, xlabel: str, ylabel: str, methods: CostPoints) -> Figure:
     """One marker per arm at (cost, value) on a logarithmic cost axis; the arms of one method (its sizes)
-    joined by a line and each marker labelled (`methods`: method -> [(x, y, point label)])."""
+    joined by a line and each marker labelled (`methods`: method -> [(x, y, point label[, flagged])]).
+
+    A flagged point (e.g. a resolving power that holds only below the widest separations) is drawn with a
+    black ring, its label ends in "†", and a line under the axes says what the mark means."""
     figure = Figure(figsize=(10.0, 5.5))
     figure.subplots_adjust(left=0.08, right=0.76, bottom=0.11, top=0.9)
     figure.suptitle(title)
     axes = figure.add_subplot(1, 1, 1)
     colours = _colours(len(methods))
-    for index, (method, points) in enumerate(methods.items()):
-        points = sorted(p for p in points if np.isfinite(p[0]) and np.isfinite(p[1]))
+    any_flagged = False
+    for index, (method, given) in enumerate(methods.items()):
+        points = sorted((float(p[0]), float(p[1]), str(p[2]), bool(p[3]) if len(p) > 3 else False) for p in given
+                        if np.isfinite(p[0]) and np.isfinite(p[1]))
         if not points:
             continue
         x, y = [p[0] for p in points], [p[1] for p in points]
+        flagged = any(p[3] for p in points)
+        any_flagged |= flagged
         # hollow markers of different shapes: arms with equal numbers stay visible on top of each other
         axes.plot(x, y, marker=_MARKERS[index % len(_MARKERS)], markersize=8, markerfacecolor="none",
                   markeredgewidth=1.5, color=colours[index], linestyle="-" if len(points) > 1 else "none",
-                  label=method)
+                  label=method + (" †" if flagged else ""))
+        marked = [p for p in points if p[3]]
+        if marked:
+            axes.plot([p[0] for p in marked], [p[1] for p in marked], marker="o", markersize=15, linestyle="none",
+                      markerfacecolor="none", markeredgecolor="black", markeredgewidth=1.0)
         labels: dict[tuple[float, float], list[str]] = {}
-        for px, py, text in points:
+        for px, py, text, mark in points:
+            text = f"{text}†" if mark else text
             if text:
                 labels.setdefault((px, py), []).append(text)
         for (px, py), texts in labels.items():  # coincident points share one label: "18, 20"
@@ -119,4 +139,8 @@ def cost_figure(title: str, xlabel: str, ylabel: str,
     axes.set_ylabel(ylabel)
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    return _png(figure)
+    if any_flagged:
+        figure.text(0.78, 0.11, "† ringed: not resolved at every\nlarger separation (— in the table);\n"
+                    "plotted where it resolves below\nthe separations that failed", fontsize="small",
+                    va="bottom")
+    return figure

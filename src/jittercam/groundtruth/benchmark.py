@@ -17,17 +17,22 @@ positions, colours and scales than its training images), so the data always matc
 The dataset is called "groundtruth", or "groundtruth-<angle>deg" for another angle, so that the report
 keeps each orientation's resolution curve apart.
 
-Keys are in that order (singles, then the pairs replicate by replicate), so `--limit` keeps whole
-replicates of the sweep after the singles. A sample's `meta` carries what the experiment needs:
-`kind` ('single' or 'pair'), and for a pair `centres` ((x, y), (x, y)) in continuous pixel coordinates
-(pixel i covers [i, i + 1)), `separation`, `side` and `replicate`.
+Keys are ordered so that the first N of them (`--limit N`) are a small run of the whole benchmark: the
+singles and the pairs are interleaved in proportion to their numbers, the pairs replicate by replicate,
+and within a replicate the separations go from coarse to fine (`spread`: the widest, the closest, then
+the middle of the widest gaps left), so any prefix covers the sweep's range evenly.
+
+A sample's `meta` carries what the experiment needs: `kind` ('single' or 'pair'), and for a pair
+`centres` ((x, y), (x, y)) in continuous pixel coordinates (pixel i covers [i, i + 1)), `separation`,
+`side` and `replicate`.
 """
 from __future__ import annotations
 
 import math
 import re
+from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -40,6 +45,7 @@ from .dataset import NAME, PATTERNS, GroundTruthDataset
 
 SINGLES = 64
 REPLICATES = 8
+T = TypeVar("T")
 _KEY = re.compile(r"^(?:single-(\d+)|pair-s(\d+)-r(\d+))$")
 
 
@@ -57,6 +63,38 @@ def default_separations(side: int, size: int, angle: float = 0.0) -> list[int]:
     if start is None:
         return []
     return [s for s in range(start, 4 * side + 1, 2) if fits(s, side, size, angle)]
+
+
+def spread(values: Sequence[T]) -> list[T]:
+    """`values` (sorted) reordered from coarse to fine: the last, the first, then the middle of each gap,
+    the widest gaps first, so that every prefix spreads over the whole range (e.g. 1..9 -> 9, 1, 5, 7, 3, 8,
+    6, 4, 2)."""
+    n = len(values)
+    if n <= 1:
+        return list(values)
+    order, gaps = [n - 1, 0], deque([(0, n - 1)])
+    while gaps:
+        low, high = gaps.popleft()
+        if high - low > 1:
+            middle = (low + high + 1) // 2
+            order.append(middle)
+            gaps += [(middle, high), (low, middle)]
+    return [values[i] for i in order]
+
+
+def interleave(first: Sequence[T], second: Sequence[T]) -> list[T]:
+    """Both sequences merged in proportion to their lengths, each in its own order: the next item comes from
+    the one whose share so far is behind (Sainte-Laguë's rule; `first` on ties)."""
+    merged: list[T] = []
+    i = j = 0
+    while i < len(first) or j < len(second):
+        if j == len(second) or (i < len(first) and (i + 0.5) * len(second) <= (j + 0.5) * len(first)):
+            merged.append(first[i])
+            i += 1
+        else:
+            merged.append(second[j])
+            j += 1
+    return merged
 
 
 class GroundTruthBenchmark:
@@ -102,9 +140,11 @@ class GroundTruthBenchmark:
         return self.data.size
 
     def keys(self) -> list[str]:
+        """Every item, singles and pairs interleaved (see the module: any prefix is a small run of all)."""
         singles = [f"single-{i:04d}" for i in range(self.singles)]
-        pairs = [f"pair-s{s:03d}-r{r:02d}" for r in range(self.replicates) for s in self.separations]
-        return singles + pairs
+        sweep = spread(self.separations)
+        pairs = [f"pair-s{s:03d}-r{r:02d}" for r in range(self.replicates) for s in sweep]
+        return interleave(pairs, singles)
 
     def config(self) -> dict[str, Any]:
         return {"dataset": self.name, "heldout": self.heldout, "singles": self.singles,

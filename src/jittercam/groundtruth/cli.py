@@ -3,11 +3,13 @@ from the cache) the ground-truth model and print its held-out accuracy and occlu
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-from .train import train
+from ..errors import JitterCamError
+from .train import train, trained_path
 
 # the test's tiny setting: seconds on one core
 QUICK: dict[str, Any] = {"steps": 250, "size": 64, "classes": 2, "width": 8, "batch": 16, "lr": 5e-3,
@@ -41,9 +43,35 @@ def run(args: argparse.Namespace) -> int:
     m = result.metrics
     source = "loaded from" if result.cached else "saved to"
     print(f"model {source} {result.path} (trained in {m['train_seconds']} s on {m['threads']} threads)")
-    print(f"held-out accuracy: {m['accuracy']:.1%} of {m['heldout']} images")
-    print(f"occluding the evidence changes the decision in {m['flip_evidence']:.1%} "
-          f"(true-class probability drops by {m['drop_evidence']:.3f} on average)")
-    print(f"occluding an equal square elsewhere changes it in {m['flip_elsewhere']:.1%} "
-          f"(drop {m['drop_elsewhere']:.3f})")
+    print(f"held-out accuracy: {percent(m['accuracy'])} of {m['heldout']} images")
+    print(f"occluding the evidence changes the decision in {percent(m['flip_evidence'])} of them "
+          f"({change(m['drop_evidence'])})")
+    print(f"occluding an equal square elsewhere changes it in {percent(m['flip_elsewhere'])} "
+          f"({change(m['drop_elsewhere'])})")
+    print(f"benchmark it: {benchmark_command(result.path)}")
     return 0
+
+
+def percent(share: float) -> str:
+    """`0.367` -> `36.7 %`."""
+    return f"{100 * share:.1f} %"
+
+
+def change(drop: float) -> str:
+    """The mean drop of the true class's probability in words: a negative drop is a rise, and one that
+    rounds to 0.000 is said to be below 0.001, never `-0.000`."""
+    if abs(drop) < 0.0005:
+        return "the true-class probability moves by less than 0.001 on average"
+    return f"the true-class probability {'drops' if drop > 0 else 'rises'} by {abs(drop):.3f} on average"
+
+
+def benchmark_command(path: Path | None) -> str:
+    """`jittercam bench groundtruth --db gt.db`, with `--weights PATH` unless the benchmark's default model
+    (`trained_path`) is the file at `path`."""
+    try:
+        found = trained_path()
+    except JitterCamError:
+        found = None
+    same = path is not None and found is not None and found.resolve() == Path(path).resolve()
+    weights = "" if same else f" --weights {shlex.quote(str(path))}"
+    return f"jittercam bench groundtruth{weights} --db gt.db"

@@ -156,23 +156,47 @@ def load(path: str | Path) -> GroundTruthNet:
     return model
 
 
-def trained_model(weights: str | Path | None) -> GroundTruthNet:
-    """The model `load_model(NAME, weights)` builds: the file `weights`, `"random"` for an
-    untrained one (tests), or (None) the default training's file in the cache, which `train()` (the
-    command `jittercam groundtruth train`) writes."""
-    if weights == RANDOM:
-        return build()
-    if weights is not None:
-        return load(weights)
+def cached_models() -> list[Path]:
+    """The model files `train()` wrote to the cache folder (any configuration), sorted by name; none when
+    the cache is off."""
+    root = cache_root()
+    return [] if root is None or not root.is_dir() else sorted(p for p in root.glob("gt-*.pt") if p.is_file())
+
+
+def trained_path() -> Path:
+    """The file `load_model(NAME)` reads when no weights are given: the default training's file in the
+    cache, else the only model the cache holds (e.g. `train --quick`'s), so that the benchmark runs on the
+    model that was trained.
+
+    Raises:
+        JitterCamError: the cache is off, holds no model, or holds several but not the default one.
+    """
     try:
         path = default_path(0, DEFAULT_STEPS, *DEFAULT_SHAPE)
     except JitterCamError:
-        raise JitterCamError("JITTERCAM_CACHE_DIR=off: pass the trained model's file as weights") from None
-    if not path.is_file():
-        raise JitterCamError(f"no trained ground-truth model at {path}: train it first with "
-                             "`jittercam groundtruth train` or jittercam.groundtruth.train() (about 2 minutes on "
-                             "2 CPU cores), or pass its file as weights")
-    return load(path)
+        raise JitterCamError("JITTERCAM_CACHE_DIR=off: pass the trained model's file as weights",
+                             option="weights") from None
+    if path.is_file():
+        return path
+    others = cached_models()
+    if len(others) == 1:
+        return others[0]
+    if others:
+        raise JitterCamError(f"no model of the default training at {path}, and {len(others)} other trainings "
+                             f"in {path.parent}: pass one as weights ({', '.join(p.name for p in others)})",
+                             option="weights")
+    raise JitterCamError(f"no trained ground-truth model in {path.parent}: train it first with "
+                         "`jittercam groundtruth train` or jittercam.groundtruth.train() (about 2 minutes on "
+                         "2 CPU cores), or pass its file as weights", option="weights")
+
+
+def trained_model(weights: str | Path | None) -> GroundTruthNet:
+    """The model `load_model(NAME, weights)` builds: the file `weights`, `"random"` for an
+    untrained one (tests), or (None) the cached training `trained_path()` finds, which `train()` (the
+    command `jittercam groundtruth train`) writes."""
+    if weights == RANDOM:
+        return build()
+    return load(weights if weights is not None else trained_path())
 
 
 @register_model(NAME, summary="the ground-truth benchmark's model, made by `jittercam groundtruth train`")

@@ -39,6 +39,47 @@ def resolution_curve(separations, resolved) -> dict[float, Stat]:
     return {float(value): Stat(float(r[s == value].mean()), int((s == value).sum())) for value in np.unique(s)}
 
 
+def reach(curve: Mapping[float, Stat], fraction: float = RESOLVED_SHARE) -> tuple[float, list[float]]:
+    """Where a resolution curve (separation -> share resolved) resolves when its widest separations fail:
+    the resolving power over the separations up to the widest one with at least `fraction` resolved, and
+    the wider ones (all failed). The power itself is NaN as soon as that list is not empty; both NaN and
+    every separation when none reaches `fraction`.
+
+    Returns:
+        (power up to the failures, the failed separations above it, ascending).
+    """
+    ordered = sorted(curve)
+    ok = [curve[s].value >= fraction for s in ordered]
+    if not any(ok):
+        return math.nan, ordered
+    top = max(i for i, good in enumerate(ok) if good)
+    low = top
+    while low > 0 and ok[low - 1]:
+        low -= 1
+    return ordered[low], ordered[top + 1:]
+
+
+def _px(values) -> str:
+    """`50 px`, `46, 48 and 50 px`."""
+    text = [format(round(v, 1), "g") for v in values]
+    return (text[0] if len(text) == 1 else ", ".join(text[:-1]) + " and " + text[-1]) + " px"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def _planned(group) -> tuple[int, list[float], int] | None:
+    """(singles, separations, replicates) the group's runs asked for (their largest), None if unrecorded."""
+    configs = [run.config.get("dataset_config") for run in group.runs]
+    configs = [c for c in configs if isinstance(c, dict) and "separations" in c]
+    if not configs:
+        return None
+    return (max(int(c.get("singles", 0)) for c in configs),
+            sorted({float(s) for c in configs for s in c["separations"]}),
+            max(int(c.get("replicates", 0)) for c in configs))
+
+
 def resolving_power(separations, resolved, fraction: float = RESOLVED_SHARE) -> Stat:
     """`metrics.resolving_power` of the pairs (NaN values left out), with the number of pairs."""
     s, r = _pairs({"separation": Column(np.asarray(separations, float)),
@@ -114,7 +155,7 @@ class GroundTruth(Experiment):
 
     def showcase(self, keys, count):
         """Pairs of the first replicate at `count` separations, evenly spread from the closest to the widest."""
-        first = [key for key in keys if key.startswith("pair-") and key.endswith("-r00")]
+        first = sorted(key for key in keys if key.startswith("pair-") and key.endswith("-r00"))  # by separation
         if not first or count <= 0:
             return keys[:count]
         if count == 1:
@@ -191,11 +232,24 @@ class GroundTruth(Experiment):
         return resolution_curve(columns["separation"].values, columns["resolved"].values)
 
     @classmethod
+    def notes(cls, label, stats, items, config) -> list[str]:
+        """Why a resolving power is "—": the widest separation failed (the table by separation shows more)."""
+        missing = [arm for arm, values in stats.items()
+                   if (power := values.get("resolving_power")) is not None and power.n and math.isnan(power.value)]
+        if not missing:
+            return []
+        return [f"{label}: resolving power — ({', '.join(missing)}): fewer than {RESOLVED_SHARE:.0%} of the pairs "
+                "at the widest separation were resolved, so no separation is resolved at it and at every larger "
+                "one; the table of pairs resolved by separation below says where each resolves"]
+
+    @classmethod
     def extra_report(cls, group, writer) -> None:
         """The resolution curve (share of pairs resolved per separation) as a table and a figure, and the
-        resolving power against the passes per explanation."""
+        resolving power against the passes per explanation; a note when the run is partial."""
         keys = writer.sorted_keys(group.series)
+        partial = cls._partial_note(group, keys)
         if not keys:
+            writer.section.notes.append(partial or f"{group.label}: no pairs computed: no resolving power")
             return
         separations = sorted({s for key in keys for s in group.series[key]})
         rows = []
@@ -204,10 +258,34 @@ class GroundTruth(Experiment):
             rows.append((writer.label(key), [(f"{100 * curve[s].value:.0f}" if s in curve else "—", None)
                                              for s in separations]))
         pairs = {group.series[k][s].n for k in keys for s in group.series[k]}
-        each = f"{pairs.pop()} pairs per separation" if len(pairs) == 1 else "pairs per separation vary"
+        each = f"{_count(pairs.pop(), 'pair')} per separation" if len(pairs) == 1 else "pairs per separation vary"
         notes = [f"{group.label}: % of the pairs resolved at each centre separation (px); {each}",
                  f"resolving power: the smallest separation from which on at least {RESOLVED_SHARE:.0%} of the "
                  "pairs are resolved at it and at every larger separation (`jittercam.metrics.resolving_power`)"]
+        reached: dict[tuple[str, str], float] = {}  # arms whose power is "—" but that resolve below the failures
+        reasons: dict[str, list[str]] = {}  # why the power is "—" -> the arms it is so for
+        for key in keys:
+            curve = group.series[key]
+            power, failed = reach(curve)
+            if not failed:
+                continue
+            if math.isnan(power):
+                why = (f"resolved at least {RESOLVED_SHARE:.0%} of the pairs at no separation (absent from the "
+                       "cost plot)")
+            else:
+                reached[key] = power
+                share = f"{RESOLVED_SHARE:.0%}"
+                broke = (f"{100 * curve[failed[0]].value:.0f}% of the pairs at {_px(failed)}, the widest separation "
+                         f"({share} needed)" if len(failed) == 1
+                         else f"under {share} of the pairs at {_px(failed)}, the widest separations")
+                top = max(s for s in curve if s < failed[0])
+                why = (f"resolved {broke}; below, at least {share} at every separation from "
+                       f"{format(round(power, 1), 'g')} to {_px([top])} (plotted at {_px([power])} in the cost plot, "
+                       "marked †)")
+            reasons.setdefault(why, []).append(writer.label(key))
+        notes += [f"resolving power — for {', '.join(arms)}: {why}" for why, arms in reasons.items()]
+        if partial:
+            notes.append(partial)
         writer.table(f"{cls.name} on {group.dataset}, {group.label}: pairs resolved (%) by separation", "Method",
                      [format(round(s, 1), "g") for s in separations], rows, notes)
         lines = {}
@@ -217,15 +295,48 @@ class GroundTruth(Experiment):
         writer.sweep_figure("resolution", f"Pairs resolved against their separation: {group.label} on "
                             f"{group.dataset}", "centre separation (px)", {"pairs resolved (%)": lines},
                             f"Pairs resolved (%) by separation: {group.label}")
-        methods: dict[str, list[tuple[float, float, str]]] = {}
+        methods: dict[str, list[tuple[float, float, str, bool]]] = {}
+        never = []
         for method, variant in keys:
             stats = group.stats.get((method, variant), {})
-            if "passes" in stats and "resolving_power" in stats:
-                sized = Variant.of(variant).number is not None
-                label = f"{method} [{variant}]" if variant and not sized else method
-                methods.setdefault(label, []).append((stats["passes"].value, stats["resolving_power"].value,
-                                                      variant.split("=")[-1] if sized else ""))
+            if "passes" not in stats or "resolving_power" not in stats:
+                continue
+            sized = Variant.of(variant).number is not None
+            label = f"{method} [{variant}]" if variant and not sized else method
+            power = stats["resolving_power"].value
+            flagged = math.isnan(power) and (method, variant) in reached
+            if math.isnan(power) and not flagged:
+                never.append(writer.label((method, variant)))
+                continue
+            methods.setdefault(label, []).append((stats["passes"].value, reached.get((method, variant), power),
+                                                  variant.split("=")[-1] if sized else "", flagged))
+        caption = (f"Resolving power against passes: {group.label} (labels: Jitter-CAM / Upscale-CAM sizes; † not "
+                   "resolved at the widest separations, plotted where it resolves below them")
+        caption += f"; never resolved, absent: {', '.join(never)})" if never else ")"
         writer.cost_figure("cost", f"Resolving power against cost: {group.label} on {group.dataset}",
-                           "passes per explanation (log)", "resolving power (px, lower is better)", methods,
-                           f"Resolving power against passes: {group.label} (labels: Jitter-CAM / Upscale-CAM "
-                           "sizes; a method that never resolves is absent)")
+                           "passes per explanation (log)", "resolving power (px, lower is better)", methods, caption)
+
+    @classmethod
+    def _partial_note(cls, group, keys) -> str | None:
+        """A note when fewer items were computed than the runs asked for (a run with a limit, or stopped)."""
+        planned = _planned(group)
+        if planned is None:
+            return None
+        singles, separations, replicates = planned
+        done_singles = max((stats[m].n for stats in group.stats.values() for m in ("auc", "energy") if m in stats),
+                           default=0)
+        tested = {s for key in keys for s in group.series[key]}
+        per = [stat.n for key in keys for stat in group.series[key].values()]
+        complete = (done_singles >= singles and len(tested) >= len(separations)
+                    and (not per or min(per) >= replicates))
+        if complete:
+            return None
+        if not keys:
+            pairs = f"no pairs yet of {replicates} at each of {len(separations)} separations: no resolving power"
+        else:
+            most = max(per)
+            pairs = (f"pairs at {len(tested)} of {len(separations)} separations, "
+                     + (f"{most}" if min(per) == most else f"{min(per)}-{most}") + f" of {replicates} pairs at each")
+        return (f"{group.label}: a partial run: {done_singles} of {singles} single-patch images, {pairs}; the numbers "
+                "above come from these only (the same command without its limit completes the run in the same "
+                "store)")
