@@ -114,8 +114,8 @@ def test_a_refused_combination_says_why_and_what_the_wrapper_takes():
         check_method_name("guided:rise")
     assert str(caught.value) == (
         "method 'guided:rise': guided cannot wrap rise: it needs a class activation map of a layer, and rise "
-        "looks only at the input and the output; its bases: ablationcam, cameras, gradcam, gradcam++, hirescam, "
-        "layercam, scorecam, xgradcam (and jittercam, upscale over them)")
+        "reads no layer's activations; its bases: ablationcam, cameras, gradcam, gradcam++, hirescam, layercam, "
+        "scorecam, xgradcam (and jittercam, upscale over them)")
     with pytest.raises(JitterCamError) as caught:
         check_method_name("rise:gradcam")
     assert str(caught.value) == ("method 'rise:gradcam': rise takes no base; only the wrappers do (guided:BASE, "

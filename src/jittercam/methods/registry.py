@@ -6,8 +6,9 @@ Which bases a wrapper takes (`available_methods` lists exactly these, `create` b
 
 * every wrapper weighs, enlarges or sharpens a *class activation map*: its base must read a target layer's
   activations for the class (`uses_layer`). The baselines (`centre`, `random`, `constant`), RISE and Guided
-  Backprop look only at the input and the output: Jitter-CAM or Upscale-CAM of them is not defined, and
-  Guided Backprop ⊙ them is no class map (`guided:guidedbackprop` would square the guided gradients);
+  Backprop read no layer (they draw a fixed map, mask the input, or take the input's gradient): Jitter-CAM or
+  Upscale-CAM of them is not defined, and Guided Backprop ⊙ them is no class map (`guided:guidedbackprop`
+  would square the guided gradients);
 * a wrapper never wraps itself (`guided:guided:gradcam`);
 * `jittercam` and `upscale` also need the base's map at the target layer's resolution (`layer_map`), since
   they place patch maps cell by cell on that grid: not CAMERAS, nor another wrapper; `guided` takes a map at
@@ -93,7 +94,7 @@ def _refusal(wrapper: _Wrapper, base: type[CAMMethod]) -> str | None:
     if wrapper.needs_layer_map and not base.layer_map:
         return "it needs a map at the target layer's resolution, and {base}'s is not"
     if not base.uses_layer:
-        return "it needs a class activation map of a layer, and {base} looks only at the input and the output"
+        return "it needs a class activation map of a layer, and {base} reads no layer's activations"
     return None
 
 
