@@ -107,7 +107,7 @@ def test_a_corrupt_image_is_a_skip_and_the_run_goes_on(tmp_path, capsys, lite0):
     assert "2 explanations computed" in line and "1 item skipped" in line
     with sqlite3.connect(db) as connection:
         skips = connection.execute("SELECT method, item, reason FROM skips").fetchall()
-    assert len(skips) == 1 and skips[0][:2] == ("", "ILSVRC2012_val_00000001") and "not an image" in skips[0][2]
+    assert len(skips) == 1 and skips[0][:2] == ("", "ILSVRC2012_val_00000001") and "truncated image" in skips[0][2]
     assert {row[2] for row in _results(db)} == {"ILSVRC2012_val_00000262", "ILSVRC2012_val_00002278"}
     assert main(["bench", "faithfulness", "--dataset", str(folder), "--methods", "gradcam", "--sweep", "none",
                  "--db", str(db)]) == 0  # resumed: nothing to do, the corrupt image not retried

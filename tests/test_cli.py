@@ -87,7 +87,7 @@ def test_method_before_the_images_and_methods_by_comma_or_repeated(tmp_path, cap
         (["--target", "-3"], "class index -3 is out of range"),
         (["--model", "resnet5"], "unknown model 'resnet5'"),
         (["--method", "gradcam,nosuchcam"], "unknown method 'nosuchcam'"),
-        (["--method", ","], "--method names no method"),
+        (["--method", ","], "--methods names no method"),
         (["--size", "6"], "size 6 is smaller than the map size m=7"),
         (["--method", "gradcam", "--size", "14"], "--size applies to jittercam and upscale methods only"),
         (["--weights", "missing.pt"], "weights file not found"),

@@ -30,7 +30,7 @@ def test_overrides_go_star_then_wrapper_then_full_name_where_taken():
     assert frontend.options_for("jittercam", {}, overrides) == {"batch_size": None, "size": 9}
     # shared options reach the methods that take them; None means the method's default
     assert frontend.options_for("gradcam", {"size": 9, "progress": True, "precision": None}) == {"batch_size": None}
-    assert frontend.options_for("guided:rise", {"target_layer": "layer4"}) == {"batch_size": None}
+    assert frontend.options_for("rise", {"target_layer": "layer4"}) == {"batch_size": None}
     assert frontend.options_for("gradcam", {"target_layer": "layer4"}) == {"batch_size": None,
                                                                            "target_layer": "layer4"}
 
@@ -51,7 +51,7 @@ def test_options_that_no_method_takes_are_refused():
     with pytest.raises(JitterCamError, match=r"^size applies to jittercam and upscale methods only$"):
         frontend.check_applies(["gradcam"], size=9)
     with pytest.raises(JitterCamError, match=r"^target_layer applies to methods that take"):
-        frontend.check_applies(["rise", "guided:rise"], target_layer="layer4")
+        frontend.check_applies(["rise", "centre"], target_layer="layer4")
     frontend.check_applies(["gradcam"], size=None)
 
 

@@ -88,3 +88,35 @@ def test_a_wrapper_refuses_a_base_without_a_layer_map(tiny):
             jittercam.create("test-pixels", tiny, target_layer="conv")
     finally:
         registry._METHODS.pop("test-pixels")
+
+
+def test_only_wrapper_and_base_combinations_that_mean_something_are_listed_and_built():
+    names = jittercam.available_methods()
+    # guided weighs Guided Backprop by a class map: of a layer, at any resolution; never its own output
+    for refused in ("guided:centre", "guided:random", "guided:constant", "guided:rise", "guided:guidedbackprop",
+                    "jittercam:rise", "upscale:cameras", "jittercam:centre"):
+        assert refused not in names
+        with pytest.raises(JitterCamError, match=f"^method '{re.escape(refused)}': "):
+            check_method_name(refused)
+    for meant in ("guided:gradcam", "guided:cameras", "guided:scorecam", "jittercam:scorecam", "upscale:layercam"):
+        assert meant in names
+        check_method_name(meant)
+    check_method_name("guided:jittercam:gradcam")  # nested wrappers: accepted, not listed
+    with pytest.raises(JitterCamError, match="guided cannot wrap guided: it does not wrap itself"):
+        check_method_name("guided:guided:gradcam")
+    assert registry.bases("guided") == ["ablationcam", "cameras", "gradcam", "gradcam++", "hirescam", "layercam",
+                                        "scorecam", "xgradcam"]
+    assert "cameras" not in registry.bases("jittercam")
+
+
+def test_a_refused_combination_says_why_and_what_the_wrapper_takes():
+    with pytest.raises(JitterCamError) as caught:
+        check_method_name("guided:rise")
+    assert str(caught.value) == (
+        "method 'guided:rise': guided cannot wrap rise: it needs a class activation map of a layer, and rise "
+        "reads no layer's activations; its bases: ablationcam, cameras, gradcam, gradcam++, hirescam, layercam, "
+        "scorecam, xgradcam (and jittercam, upscale over them)")
+    with pytest.raises(JitterCamError) as caught:
+        check_method_name("rise:gradcam")
+    assert str(caught.value) == ("method 'rise:gradcam': rise takes no base; only the wrappers do (guided:BASE, "
+                                 "jittercam:BASE, upscale:BASE; `jittercam list` shows their bases)")

@@ -6,7 +6,7 @@ map over the photo, titled with the method, the class explained and the seconds 
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -16,9 +16,11 @@ import torch
 from PIL import Image
 
 from .data import load_image, to_input
-from .data.output import atomic_write, probe_folder
+from .data.collection import is_output
+from .data.images import BadImage, bad_images
+from .data.output import MARK, atomic_write, probe_folder
 from .errors import JitterCamError
-from .frontend import build_methods, check_applies
+from .frontend import MethodOptions, build_methods, check_applies, check_method_options
 from .frontend import method_names as _method_names
 from .inputs import check_targets, parse_device
 from .maps import upsample
@@ -60,39 +62,57 @@ def check_out(out: Path) -> None:
 
 
 def write_figure(images: Sequence[str | Path], out: Path, *, methods: str | Sequence[str] = "gradcam,jittercam",
-                 model: str = "efficientnet_lite0", weights: str | None = None, target: int | None = None,
-                 size: int | None = None, device: str = "cpu", progress: bool = False) -> list[list[Panel]]:
+                 method_options: MethodOptions | None = None, model: str = "efficientnet_lite0",
+                 weights: str | None = None, target: int | None = None, size: int | None = None,
+                 device: str = "cpu", progress: bool = False,
+                 started: Callable[[], None] | None = None) -> list[list[Panel]]:
     """Explain each image with each method and write the figure to `out`.
 
     Args:
         images: image files; a file given twice is drawn once.
-        out: the PNG to write (written beside and renamed: never half a file).
+        out: the PNG to write (written beside and renamed: never half a file; marked as this package's, so
+            that `explain` never takes it for a photo).
         methods: names, comma lists or 'all' (see `jittercam.frontend.method_names`).
+        method_options: `{METHOD: {NAME: value}}` (see `jittercam.frontend`), e.g. `{"rise": {"masks": 500}}`.
         model, weights: as for `jittercam.load_model`.
         target: the class to explain; None: each image's top-1 class.
         size: Jitter-CAM / Upscale-CAM map size.
         device: where to compute.
         progress: a progress bar on stderr.
+        started: called once everything is checked, before the first map is computed.
 
     Returns:
         The figure's panels, a row per image.
 
     Raises:
-        JitterCamError: a bad option, path, image, name or class index (before anything is computed), or
-            a figure that cannot be written.
+        JitterCamError: a bad option, path, image (every bad one named), name or class index (before anything
+            is computed), or a figure that cannot be written.
     """
     names = _method_names(methods)
     check_applies(names, size=size)
+    check_method_options(method_options or {}, names)
     check_out(out)
-    photos = [(Path(path), load_image(path)) for path in dict.fromkeys(images)]
+    photos, bad = [], []
+    for path in dict.fromkeys(Path(image) for image in images):
+        if is_output(path):
+            raise JitterCamError(f"{path} was written by jittercam (a map over a photo, or a figure), not a "
+                                 "photo: give the photo itself")
+        try:
+            photos.append((path, load_image(path)))
+        except BadImage as exc:
+            bad.append(exc)
+    if bad:
+        raise bad_images(bad)
     where = parse_device(device)
     network = load_model(model, weights=weights).to(where)
     card = model_card(network)
-    built = build_methods(names, network, {"size": size, "progress": progress})
+    built = build_methods(names, network, {"size": size, "progress": progress}, method_options)
     if target is not None:
         with torch.no_grad():
             classes = network(to_input(photos[0][1], card).to(where)).shape[1]
         check_targets(target, 1, classes, where)
+    if started is not None:
+        started()
     rows = panels(photos, built, network, card, where, target, progress=progress)
     draw(rows, out)
     return rows
@@ -151,7 +171,7 @@ def draw(rows: list[list[Panel]], out: Path) -> None:
             axis.set_title(panel.title, fontsize=7)
             axis.set_axis_off()
     try:  # written beside the target and renamed, so that an interruption never leaves half a PNG
-        atomic_write(out, lambda handle: figure.savefig(handle, format="png", dpi=110))
+        atomic_write(out, lambda handle: figure.savefig(handle, format="png", dpi=110, metadata=dict([MARK])))
     except OSError as exc:
         raise JitterCamError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:

@@ -3,16 +3,18 @@
 `Explanation(settings).run()` checks everything it can before computing anything (the options, paths,
 image headers and contents, the output folder, method and model names, the target), then explains one
 image at a time and writes each result as soon as it is computed, atomically: `OUT/NAME.METHOD.npy` (the
-map at the photo's size, longest side at most `npy_max`), `OUT/NAME.METHOD.png` (the map over the photo)
-and a row in `OUT/summary.csv`. A `Listener` hears about each step (the CLI draws its lines and bar).
+map at the photo's size, longest side at most `npy_max`), `OUT/NAME.METHOD.png` (the map over the photo,
+marked as written by this package so that no later run reads it as a photo) and a row in `OUT/summary.csv`
+(its paths relative to OUT). A `Listener` hears about each step (the CLI draws its lines and bar).
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,10 +22,10 @@ from PIL import Image
 
 from .data import load_image, to_input
 from .data.collection import Source, find_images, output_names
-from .data.images import check_image
-from .data.output import CsvLog, commit, deferred_interrupt, probe_folder
+from .data.images import BadImage, bad_images, check_image
+from .data.output import CsvLog, commit, deferred_interrupt, png_mark, probe_folder
 from .errors import JitterCamError
-from .frontend import build_methods, check_applies, method_names, takes
+from .frontend import build_methods, check_applies, check_method_options, method_names, takes
 from .inputs import check_targets, parse_device
 from .maps import upsample
 from .methods import CAMMethod, available_methods, method_class
@@ -45,6 +47,8 @@ class Settings:
     images: Sequence[str | Path]  # image files and folders of images
     out: Path
     methods: Sequence[str] = ("jittercam",)  # names or comma lists, 'all'
+    # {METHOD: {NAME: value}}, as `jittercam.frontend.parse_method_options` reads `METHOD.NAME=VALUE`
+    method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     model: str = "efficientnet_lite0"
     weights: str | None = None  # a state dict's path, 'random', or None for the pretrained weights
     target: int | None = None  # None: each image's top-1 class
@@ -59,6 +63,7 @@ class Settings:
     title: bool = False
     npy_max: int = NPY_MAX_SIDE
     skip_existing: bool = False
+    skip_bad: bool = False  # leave out the files that are not images this package can explain
     recursive: bool = False
     progress: bool = False  # the long methods' own progress bars
 
@@ -86,7 +91,9 @@ class Listener:
         return sources
 
     def started(self, run: Explanation) -> None:
-        """Everything is checked; computing starts (`run.sources`, `run.methods`, `run.threads` are set)."""
+        """Everything is checked; computing starts (`run.sources`, `run.methods`, `run.threads` are set;
+        `run.bad` holds the files left out by `skip_bad`, `run.outputs` this package's own pictures met in
+        the folders and left out)."""
 
     def skipped(self, count: int) -> None:
         """`count` results were already in the folder (`skip_existing`)."""
@@ -109,6 +116,7 @@ def check(settings: Settings) -> list[str]:
     """
     names = method_names(settings.methods)
     check_applies(names, size=settings.size, target_layer=settings.target_layer)
+    check_method_options(settings.method_options, names)
     for option, value, low in (("batch_size", settings.batch_size, 1), ("threads", settings.threads, 1),
                                ("npy_max", settings.npy_max, 8)):
         if value is not None and value < low:
@@ -143,6 +151,8 @@ class Explanation:
         self.device = torch.device("cpu")
         self.written: list[Result] = []
         self.skipped = 0
+        self.bad: list[BadImage] = []  # left out (`skip_bad`)
+        self.outputs: list[Path] = []  # pictures this package wrote, met in the folders and left out
         self.streaming = False  # True once the checks passed and results may be written
 
     @property
@@ -151,16 +161,18 @@ class Explanation:
         return len(self.sources) * len(self.methods)
 
     def progress(self) -> str:
-        """How far the run got: `3 of 4 maps written to OUT, 1 were there`."""
-        done = f"{len(self.written)} of {self.total} maps written to {self.settings.out}"
-        return done + (f", {self.skipped} were there" if self.skipped else "")
+        """How far the run got: `3 of 4 maps written to OUT, 1 was there`."""
+        done = f"{len(self.written)} of {self.total} map{'s' * (self.total != 1)} written to {self.settings.out}"
+        return done + (f", {self.skipped} {'was' if self.skipped == 1 else 'were'} there" if self.skipped else "")
 
     def run(self) -> list[Result]:
         """Check, then explain and write. Returns the results written now.
 
         Raises:
-            JitterCamError: a mistake in the settings or the inputs, found before anything is written; or a
-                failure while writing (a full disk), with how far the run got.
+            JitterCamError: a mistake in the settings or the inputs, found before anything is written (every
+                file that is not an image it can explain, unless `skip_bad`); or a failure while writing (a
+                full disk), with how far the run got.
+            BrokenPipeError: the reader of the listener's output went away (`explain ... | head -1`).
             KeyboardInterrupt: after the result being written is complete (`progress()` says how far).
         """
         settings = self.settings
@@ -177,15 +189,28 @@ class Explanation:
     def _prepare(self, names: list[str]) -> tuple[torch.nn.Module, ModelCard]:
         settings, device = self.settings, self.device
         folders = [Path(path) for path in settings.images if Path(path).is_dir()]
-        check_out(settings.out, folders)
-        self.sources = find_images(settings.images, recursive=settings.recursive, exclude=[settings.out])
+        files = [Path(path) for path in settings.images if Path(path).is_file()]
+        check_out(settings.out, folders, files)
+        self.sources = find_images(settings.images, recursive=settings.recursive, exclude=[settings.out],
+                                   outputs=self.outputs)
+        bad: list[BadImage] = []
         for source in self.listener.checking(self.sources):
-            check_image(source.path)
+            try:
+                check_image(source.path)
+            except BadImage as exc:
+                bad.append(exc)
+        if bad and not settings.skip_bad:
+            raise bad_images(bad, "skip_bad")
+        if bad and len(bad) == len(self.sources):
+            raise JitterCamError(f"{bad_images(bad)}; no image left to explain")
+        self.bad = bad
+        left_out = {error.path for error in bad}
+        self.sources = [source for source in self.sources if source.path not in left_out]
         model = load_model(settings.model, weights=settings.weights).to(device)
         shared = {"batch_size": settings.batch_size, "size": settings.size, "target_layer": settings.target_layer,
                   "precision": None if settings.precision == "fp32" else settings.precision,
                   "progress": settings.progress}
-        self.methods = build_methods(names, model, shared)
+        self.methods = build_methods(names, model, shared, settings.method_options)
         card = model_card(model)
         if settings.target is not None:
             layer = next((method.layer for method in self.methods.values() if method.layer is not None), None)
@@ -236,6 +261,8 @@ class Explanation:
                     self.written.append(result)
                     self.listener.explained(label, result)
                 del image, batch
+        except BrokenPipeError:  # the listener's reader left (`| head -1`): not a disk problem
+            raise
         except OSError as exc:  # a full disk, a folder made read-only during the run
             where = f" {exc.filename}" if exc.filename else ""
             raise JitterCamError(f"cannot write{where}: {exc.strerror or exc} ({self.progress()})") from None
@@ -256,21 +283,29 @@ class Explanation:
         with deferred_interrupt():
             commit([
                 (result.npy, lambda stream: np.save(stream, heat)),
-                (result.png, lambda stream: picture.save(stream, format="PNG", compress_level=1)),
+                (result.png, lambda stream: picture.save(stream, format="PNG", compress_level=1,
+                                                         pnginfo=png_mark())),
             ])
             summary.append([
-                result.image, settings.model, result.method, result.class_index, result.class_name,
+                _from_out(result.image, settings.out), settings.model, result.method, result.class_index,
+                result.class_name,
                 f"{result.probability:.6f}", f"{result.seconds:.3f}", result.threads,
                 result.npy.relative_to(settings.out).as_posix(), result.png.relative_to(settings.out).as_posix(),
             ])
 
 
-def check_out(out: Path, folders: list[Path]) -> None:
+def check_out(out: Path, folders: Sequence[Path], files: Sequence[Path] = ()) -> None:
     """Cheap checks of the output folder before the images are read; the real write check comes before
     computing.
 
+    Args:
+        out: the output folder.
+        folders: the image folders given.
+        files: the image files given.
+
     Raises:
-        JitterCamError: `out` is a file, cannot be created or written, or is one of the image `folders`.
+        JitterCamError: `out` is a file, cannot be created or written, or is one of the image `folders` or
+            the folder of one of the image `files` (maps and photos would mix).
     """
     if out.exists() and not out.is_dir():
         raise JitterCamError(f"out {out} exists and is not a folder", option="out")
@@ -279,12 +314,24 @@ def check_out(out: Path, folders: list[Path]) -> None:
         raise JitterCamError(f"out {out} cannot be created: {existing} is not a folder", option="out")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise JitterCamError(f"out {out} is not writable ({existing} does not allow writing)", option="out")
+    real = os.path.realpath(out)
     for folder in folders:
-        if os.path.realpath(folder) == os.path.realpath(out):
-            raise JitterCamError(
-                f"out {out} is one of the image folders: its maps would be read as images next time; "
-                f"choose another folder (e.g. {folder / 'maps'})", option="out"
-            )
+        if os.path.realpath(folder) == real:
+            raise JitterCamError(f"out {out} is one of the image folders: maps and photos would mix; choose "
+                                 f"another folder (e.g. {folder / 'maps'})", option="out")
+    for file in files:
+        if os.path.realpath(file.parent) == real:
+            raise JitterCamError(f"out {out} is the folder of the image {file}: maps and photos would mix; "
+                                 f"choose another folder (e.g. {file.parent / 'maps'})", option="out")
+
+
+def _from_out(image: str, out: Path) -> str:
+    """The image's path as summary.csv holds it: relative to `out`, like the map's (absolute where no relative
+    path leads there, e.g. another drive)."""
+    try:
+        return Path(os.path.relpath(os.path.realpath(image), os.path.realpath(out))).as_posix()
+    except ValueError:
+        return os.path.abspath(image)
 
 
 def _stored_size(width: int, height: int, longest: int) -> tuple[int, int]:

@@ -66,7 +66,7 @@ def parse_method_options(specs: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 def takes(name: str, option: str) -> bool:
     """Whether `create(name, ...)` uses `option`: `target_layer` only where the innermost method reads a
-    layer's activations (`guided:rise` does not), any other option where a part of `name` accepts it."""
+    layer's activations (`rise` does not), any other option where a part of `name` accepts it."""
     if option == "target_layer":
         return bool(getattr(method_class(name.split(":")[-1]), "uses_layer", True))
     return option in method_options(name)

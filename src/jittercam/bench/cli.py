@@ -63,7 +63,7 @@ def add_parser(commands) -> None:
                         help="the results store (SQLite); under torchrun each rank writes FILE's stem.rankR-ofW")
     parser.add_argument("--model", help="model name (default: efficientnet_lite0; groundtruth for the groundtruth "
                         "experiment: the model `jittercam groundtruth train` wrote)")
-    parser.add_argument("--methods", action="append", metavar="all|a,b,c",
+    parser.add_argument("--methods", "--method", action="append", metavar="all|a,b,c",
                         help="methods, comma-separated or repeated (default: the paper's rows for the experiment)")
     parser.add_argument("--option", action="append", default=[], metavar="METHOD.NAME=VALUE",
                         help="a method option, e.g. rise.masks=1000 or jittercam.size=10 ('*.NAME' for every "

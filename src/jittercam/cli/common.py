@@ -17,6 +17,9 @@ EXIT_BROKEN_PIPE = 141  # the reader of stdout left (`jittercam list | head`)
 
 # library parameters whose flag is not `--` + the name with dashes (`batch_size` -> `--batch-size`)
 FLAGS = {"method_options": "--option"}
+# the first line of a run whose model has `--weights random`
+RANDOM_WEIGHTS = ("--weights random: the network is untrained, so its classes and maps are meaningless "
+                  "(for trying shapes and speed only)")
 
 
 class UsageError(Exception):
@@ -50,6 +53,11 @@ def say_error(message: str) -> None:
     print(f"jittercam: error: {message}", file=sys.stderr)
 
 
+def say_warning(message: str) -> None:
+    """One line on stderr, `--quiet` or not: something the outputs do not show (random weights, a file left out)."""
+    print(f"jittercam: warning: {message}", file=sys.stderr)
+
+
 def guarded(command: Callable[[], int], flags: Mapping[str, str] = FLAGS) -> int:
     """Run `command` and turn what ends it into an exit status: a `JitterCamError` or `UsageError` is one
     line and 2, Ctrl-C one line and 130, a closed stdout silence and 141.
@@ -59,7 +67,9 @@ def guarded(command: Callable[[], int], flags: Mapping[str, str] = FLAGS) -> int
         flags: the flag spellings of the subcommand that ran (read when an error is printed).
     """
     try:
-        return command()
+        status = command()
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's last flush at exit
+        return status
     except UsageError as exc:
         say_error(str(exc))
         return EXIT_ERROR

@@ -5,7 +5,9 @@ import argparse
 from pathlib import Path
 
 from ..compare import write_figure
-from .common import EXIT_OK, on_terminal
+from ..frontend import parse_method_options
+from ..models import RANDOM
+from .common import EXIT_OK, RANDOM_WEIGHTS, on_terminal, say_warning
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -18,10 +20,13 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     parser.add_argument("--model", default="efficientnet_lite0", help="model name (default: %(default)s)")
     parser.add_argument(
-        "--methods", default="gradcam,jittercam", metavar="all|a,b,c",
-        help="comma-separated method names, or 'all' for every method with its default options "
-        "(default: %(default)s; see `jittercam list`)",
+        "--methods", "--method", action="append", metavar="all|a,b,c",
+        help="method names, comma-separated or repeated, or 'all' for every method with its default options "
+        "(default: gradcam,jittercam; see `jittercam list`)",
     )
+    parser.add_argument("--option", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                        help="a method option, e.g. rise.masks=1000 or jittercam.size=10 ('*.NAME' for every "
+                        "method that has it); repeatable")
     parser.add_argument("--out", required=True, type=Path, metavar="FILE.png", help="the figure to write")
     parser.add_argument("--target", type=int, metavar="CLASS", help="class index to explain (default: top-1)")
     parser.add_argument("--size", type=int, help="Jitter-CAM / Upscale-CAM map size m+d (default: 2m)")
@@ -32,8 +37,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    rows = write_figure(args.images, args.out, methods=args.methods, model=args.model, weights=args.weights,
+    def started() -> None:
+        if args.weights == RANDOM:
+            say_warning(RANDOM_WEIGHTS)
+
+    rows = write_figure(args.images, args.out, methods=args.methods or ["gradcam,jittercam"],
+                        method_options=parse_method_options(args.option), model=args.model, weights=args.weights,
                         target=args.target, size=args.size, device=args.device,
-                        progress=not args.quiet and on_terminal())
-    print(f"wrote {args.out} ({len(rows)} images x {len(rows[0]) - 1} methods)")
+                        progress=not args.quiet and on_terminal(), started=started)
+    images, methods = len(rows), len(rows[0]) - 1
+    print(f"wrote {args.out} ({images} image{'s' * (images != 1)} x {methods} method{'s' * (methods != 1)})")
     return EXIT_OK

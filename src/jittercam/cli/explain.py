@@ -13,10 +13,11 @@ from tqdm import tqdm
 from ..data.collection import Source
 from ..errors import JitterCamError
 from ..explain import NPY_MAX_SIDE, Explanation, Listener, Result, Settings
+from ..frontend import parse_method_options
+from ..models import RANDOM
 from ..runtime import ThreadGovernor
-from .common import EXIT_INTERRUPTED, EXIT_OK, on_terminal
+from .common import EXIT_INTERRUPTED, EXIT_OK, RANDOM_WEIGHTS, on_terminal, say_warning
 
-FLAGS = {"methods": "--method"}
 _LAYER_HINT = " (on the command line: --target-layer NAME; module names as in model.named_modules())"
 
 
@@ -31,9 +32,12 @@ def add_parser(commands) -> None:
     explain.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder for the outputs")
     explain.add_argument("--recursive", "-r", action="store_true", help="search folders' subfolders too")
     explain.add_argument(
-        "--method", action="append", metavar="NAME[,NAME...]",
+        "--methods", "--method", action="append", metavar="NAME[,NAME...]",
         help="method(s), comma-separated or repeated (default: jittercam); see `jittercam list`",
     )
+    explain.add_argument("--option", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                         help="a method option, e.g. rise.masks=1000 or jittercam.size=10 ('*.NAME' for every "
+                         "method that has it); repeatable")
     explain.add_argument("--model", default="efficientnet_lite0", help="model name (default: %(default)s)")
     explain.add_argument(
         "--weights", metavar="PATH|random",
@@ -66,17 +70,21 @@ def add_parser(commands) -> None:
     )
     explain.add_argument("--skip-existing", action="store_true",
                          help="skip results whose .npy and .png are already in DIR (to finish an interrupted run)")
-    explain.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    explain.add_argument("--skip-bad", action="store_true",
+                         help="leave out the files that are not images it can explain (corrupt, truncated, too "
+                         "small), with a line each, instead of refusing them all")
+    explain.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors and warnings")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """The library's settings for the parsed command line."""
     return Settings(
-        images=args.images, out=args.out, methods=args.method or ["jittercam"], model=args.model,
+        images=args.images, out=args.out, methods=args.methods or ["jittercam"],
+        method_options=parse_method_options(args.option), model=args.model,
         weights=args.weights, target=args.target, target_layer=args.target_layer, size=args.size,
         batch_size=args.batch_size, device=args.device, precision=args.precision, threads=args.threads,
         cmap=args.cmap, alpha=args.alpha, title=args.title, npy_max=args.npy_max,
-        skip_existing=args.skip_existing, recursive=args.recursive,
+        skip_existing=args.skip_existing, skip_bad=args.skip_bad, recursive=args.recursive,
         progress=not args.quiet and on_terminal(),  # the long ones (RISE, Score-CAM, ...) have a bar of their own
     )
 
@@ -98,8 +106,12 @@ def run(args: argparse.Namespace) -> int:
             raise JitterCamError(f"{exc}{_LAYER_HINT}") from None
         raise
     elapsed = time.perf_counter() - lines.started_at
+    maps, bad = len(written), len(explanation.bad)
     extra = f", {explanation.skipped} already there" if explanation.skipped else ""
-    lines.say(f"wrote {2 * len(written)} files to {args.out} ({len(written)} maps{extra}) in {elapsed:.1f} s")
+    extra += f", {bad} bad image{'s' * (bad != 1)} skipped" if bad else ""
+    files = 2 * maps
+    lines.say(f"wrote {files} file{'s' * (files != 1)} to {args.out} ({maps} map{'s' * (maps != 1)}{extra}) "
+              f"in {elapsed:.1f} s")
     return EXIT_OK
 
 
@@ -132,6 +144,14 @@ class _Lines(Listener):
                     disable=self.quiet or not on_terminal() or len(sources) < 20)
 
     def started(self, run: Explanation) -> None:
+        if run.settings.weights == RANDOM:
+            say_warning(RANDOM_WEIGHTS)
+        for error in run.bad:
+            say_warning(f"skipped {error.path}: {error.problem}")
+        if run.outputs:
+            count = len(run.outputs)
+            self.say(f"left out {count} picture{'s' * (count != 1)} that jittercam wrote (maps, figures) "
+                     "in the image folders")
         images, methods, device = len(run.sources), len(run.methods), run.device
         engine = f"{device.type}, {run.threads}" if device.type == "cpu" else str(device)
         self.say(f"{images} image{'s' * (images != 1)} x {methods} method{'s' * (methods != 1)}, "

@@ -19,6 +19,8 @@ from pathlib import Path
 from PIL import Image
 
 from ..errors import JitterCamError
+from ..methods import check_method_name
+from .output import MARK
 
 # the extensions a folder is searched for: common photo and image formats Pillow reads (a file given by
 # name is tried whatever its extension)
@@ -47,15 +49,50 @@ class Source:
         return os.path.realpath(self.path)
 
 
+def is_output(path: Path) -> bool:
+    """Whether `path` is a picture this package wrote (`explain`'s overlays, `compare`'s figures), not a photo:
+    a PNG carrying `jittercam.data.output.MARK`, or — written before the mark existed — `NAME.METHOD.png`
+    beside its `NAME.METHOD.npy`, METHOD a method's name as `explain` spells it in files."""
+    if path.suffix.lower() != ".png":
+        return False
+    key, value = MARK
+    try:
+        with Image.open(path) as image:
+            if str(image.info.get(key, "")).split(" ")[0] == value:
+                return True
+    except Exception:  # noqa: BLE001 - not readable as a PNG: the image check says why
+        return False
+    method = Path(path.stem).suffix[1:]
+    if not method or not path.with_suffix(".npy").is_file():
+        return False
+    try:
+        check_method_name(method.replace("-", ":"))
+    except JitterCamError:
+        return False
+    return True
+
+
 def find_images(
-    arguments: Sequence[str | Path], recursive: bool = False, exclude: Iterable[str | Path] = ()
+    arguments: Sequence[str | Path], recursive: bool = False, exclude: Iterable[str | Path] = (),
+    outputs: list[Path] | None = None,
 ) -> list[Source]:
     """The images named by `arguments` — files, and the image files of folders (their subfolders too
     when `recursive`) — in the order given, folders sorted by path, each file once.
 
     In folders, only files with a photo extension (`image_suffixes()`) are taken, hidden files and
     folders (a name starting with '.') are skipped, and so is everything under an `exclude` folder
-    (the output folder). A missing path, or a folder without images, is a `JitterCamError`.
+    (the output folder) and every picture this package wrote (`is_output`).
+
+    Args:
+        arguments: image files and folders.
+        recursive: search the folders' subfolders too.
+        exclude: folders whose files are never taken.
+        outputs: when given, the pictures this package wrote that were met in folders and left out are
+            appended to it.
+
+    Raises:
+        JitterCamError: a missing path, a folder without images, or a file given by name that this package
+            wrote.
     """
     suffixes = image_suffixes()
     excluded = [os.path.realpath(folder) for folder in exclude]
@@ -64,9 +101,16 @@ def find_images(
         path = Path(argument)
         if path.is_dir():
             images = _folder_images(path, recursive, suffixes, excluded)
+            written = {image for image in images if is_output(image)}
+            if outputs is not None:
+                outputs += [image for image in images if image in written]
+            images = [image for image in images if image not in written]
             if not images:
-                raise JitterCamError(_empty_folder(path, recursive))
+                raise JitterCamError(_empty_folder(path, recursive, len(written)))
         elif path.is_file():
+            if is_output(path):
+                raise JitterCamError(f"{path} was written by jittercam (a map over a photo, or a figure), "
+                                     "not a photo: give the photo itself")
             images = [path]
         elif path.exists():
             raise JitterCamError(f"not a file or folder: {path}")
@@ -94,8 +138,10 @@ def _folder_images(folder: Path, recursive: bool, suffixes: set[str], excluded: 
     return sorted(images, key=lambda p: p.parts)
 
 
-def _empty_folder(folder: Path, recursive: bool) -> str:
+def _empty_folder(folder: Path, recursive: bool, written: int) -> str:
     message = f"no images in folder {folder}"
+    if written:
+        message += f" (only {written} picture{'s' * (written != 1)} that jittercam wrote)"
     if not recursive and any(child.is_dir() and not child.name.startswith(".") for child in folder.iterdir()):
         message += " (its subfolders are searched with recursive=True)"
     return message + f"; image files end in {', '.join(sorted(image_suffixes()))}"

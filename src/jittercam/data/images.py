@@ -18,6 +18,7 @@ tiny icon stretched that far explains nothing.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,40 @@ _ORIENTATION = 0x0112  # EXIF tag
 _SWAPS_SIDES = {5, 6, 7, 8}  # orientations that rotate by 90 degrees
 _ROWS_PER_STRIPE = 512  # high-bit images are scaled this many rows at a time (bounded float memory)
 _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError)
+
+
+class BadImage(JitterCamError):
+    """A file that cannot be explained: not an image, truncated, too small or too large.
+
+    Args:
+        path: the file.
+        problem: what is wrong, in a few words without the path (`truncated`, `too small (20x200 pixels)`).
+        message: the whole one-line message.
+    """
+
+    def __init__(self, path: Path, problem: str, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.problem = problem
+
+    def __reduce__(self):  # keeps path and problem through pickling
+        return type(self), (self.path, self.problem, str(self))
+
+
+def bad_images(errors: Sequence[BadImage], skip_option: str | None = None) -> JitterCamError:
+    """One error for several bad files, naming every one with its problem; a single file keeps its own message.
+
+    Args:
+        errors: what `check_image` raised, one per file.
+        skip_option: the parameter that leaves bad files out, named in the message (None: not offered).
+    """
+    noun = "it" if len(errors) == 1 else "them"
+    hint = f"; {skip_option} leaves {noun} out" if skip_option else ""
+    if len(errors) == 1:
+        return JitterCamError(f"{errors[0]}{hint}", option=skip_option)
+    listed = "; ".join(f"{error.path}: {error.problem}" for error in errors)
+    head = f"{len(errors)} images cannot be explained"
+    return JitterCamError(f"{head} ({hint[2:]}): {listed}" if hint else f"{head}: {listed}", option=skip_option)
 
 
 @dataclass(frozen=True)
@@ -67,17 +102,20 @@ def _open(path: Path) -> Image.Image:
     except Image.DecompressionBombError:
         limit = Image.MAX_IMAGE_PIXELS
         if limit is None:  # cannot happen: Pillow checks the size against a limit only when there is one
-            raise JitterCamError(f"image too large: {path}") from None
-        raise JitterCamError(
-            f"image too large: {path} (more than {2 * limit} pixels)"
-        ) from None
+            raise BadImage(path, "too large", f"image too large: {path}") from None
+        raise BadImage(path, f"too large (more than {2 * limit} pixels)",
+                       f"image too large: {path} (more than {2 * limit} pixels)") from None
     except _DECODE_ERRORS as exc:
         raise _not_an_image(path, exc) from None
 
 
-def _not_an_image(path: Path, exc: Exception) -> JitterCamError:
+def _not_an_image(path: Path, exc: Exception) -> BadImage:
+    """The error for a file Pillow cannot read: `truncated` when the file ends early (Pillow says "image file
+    is truncated" once it knows the format), else `not an image` with Pillow's reason."""
     reason = "cannot identify image file" if isinstance(exc, UnidentifiedImageError) else str(exc) or type(exc).__name__
-    return JitterCamError(f"not an image: {path} ({reason})")
+    if isinstance(exc, OSError) and "truncated" in reason.lower():
+        return BadImage(path, "truncated", f"truncated image: {path} (the file ends before the picture does)")
+    return BadImage(path, f"not an image ({reason})", f"not an image: {path} ({reason})")
 
 
 def displayed_size(image: Image.Image) -> tuple[int, int]:
@@ -92,7 +130,8 @@ def displayed_size(image: Image.Image) -> tuple[int, int]:
 
 def _check_size(path: Path, size: tuple[int, int], min_side: int) -> None:
     if min(size) < min_side:
-        raise JitterCamError(
+        raise BadImage(
+            path, f"too small ({size[0]}x{size[1]} pixels, under {min_side} on a side)",
             f"image too small: {path} is {size[0]}x{size[1]} pixels; at least {min_side} on each side is needed"
         )
 
@@ -100,7 +139,12 @@ def _check_size(path: Path, size: tuple[int, int], min_side: int) -> None:
 def check_image(path: str | Path, min_side: int = MIN_SIDE) -> ImageInfo:
     """Check that `path` is an image this package can explain, without keeping its pixels: the header is
     read, the size checked, and the file decoded once (JPEGs at 1/8 scale), so that a truncated or
-    corrupt file is found before any computing. Raises `JitterCamError` with one line."""
+    corrupt file is found before any computing.
+
+    Raises:
+        BadImage: not an image, truncated, too small or too large (one line, with the file's path).
+        JitterCamError: no such file, or not a file.
+    """
     path = _check_path(path)
     image = _open(path)
     with image:

@@ -4,6 +4,9 @@ Every file is written to a hidden temporary file in its own folder, flushed to d
 name (`os.replace`, atomic on POSIX and Windows): a reader sees the old file or the new one, never half of
 one. A CSV row is appended with one write and cut off again if that write fails. Ctrl-C while a result's
 files are being committed is held back until they are all there (`deferred_interrupt`).
+
+Every picture `explain` and `compare` write carries `MARK`, a PNG text chunk (`Software: jittercam`), so
+that a later run never takes it for a photo (`jittercam.data.collection.is_output`).
 """
 from __future__ import annotations
 
@@ -17,6 +20,17 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
+
+from PIL.PngImagePlugin import PngInfo
+
+MARK = ("Software", "jittercam")  # the PNG text chunk (key, value) of every picture this package writes
+
+
+def png_mark() -> PngInfo:
+    """`MARK` as Pillow writes it: `image.save(stream, format="PNG", pnginfo=png_mark())`."""
+    info = PngInfo()
+    info.add_text(*MARK)
+    return info
 
 
 def _creation_mode() -> int:

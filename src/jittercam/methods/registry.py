@@ -1,6 +1,19 @@
 """Names → method classes. A method registers itself where it is defined (`@register_method("name")`);
-a wrapper (`@register_wrapper("jittercam")`) turns any layer method into another one, spelled
-`WRAPPER:BASE` — and wrappers nest: `guided:jittercam:gradcam` is Guided Jitter-CAM."""
+a wrapper (`@register_wrapper("jittercam")`) turns a class activation map into another one, spelled
+`WRAPPER:BASE` — and wrappers nest: `guided:jittercam:gradcam` is Guided Jitter-CAM.
+
+Which bases a wrapper takes (`available_methods` lists exactly these, `create` builds nothing else):
+
+* every wrapper weighs, enlarges or sharpens a *class activation map*: its base must read a target layer's
+  activations for the class (`uses_layer`). The baselines (`centre`, `random`, `constant`), RISE and Guided
+  Backprop read no layer (they draw a fixed map, mask the input, or take the input's gradient): Jitter-CAM or
+  Upscale-CAM of them is not defined, and Guided Backprop ⊙ them is no class map (`guided:guidedbackprop`
+  would square the guided gradients);
+* a wrapper never wraps itself (`guided:guided:gradcam`);
+* `jittercam` and `upscale` also need the base's map at the target layer's resolution (`layer_map`), since
+  they place patch maps cell by cell on that grid: not CAMERAS, nor another wrapper; `guided` takes a map at
+  any resolution (it resizes it to the input's), so `guided:cameras` and `guided:jittercam` are fine.
+"""
 from __future__ import annotations
 
 import inspect
@@ -24,6 +37,7 @@ class _Wrapper:
     cls: type[CAMMethod]
     default_base: str
     needs_layer_map: bool  # the base must give maps at its target layer's resolution
+    # (every base must read a layer's activations for the class: see the module's docstring)
 
 
 def register_method(name: str) -> Callable[[type[CAMMethod]], type[CAMMethod]]:
@@ -40,8 +54,9 @@ def register_method(name: str) -> Callable[[type[CAMMethod]], type[CAMMethod]]:
 def register_wrapper(
     name: str, default_base: str = "gradcam", needs_layer_map: bool = True
 ) -> Callable[[type[CAMMethod]], type[CAMMethod]]:
-    """Class decorator for a method built around another one: its constructor takes `(model, base, ...)`
-    with `base` a built method. `name` alone means `name:default_base`."""
+    """Class decorator for a method built around a class activation map: its constructor takes
+    `(model, base, ...)` with `base` a built method. `name` alone means `name:default_base`. Which bases
+    it takes: the module's docstring (`needs_layer_map`: the base's map must be at its layer's resolution)."""
 
     def decorator(cls: type[CAMMethod]) -> type[CAMMethod]:
         _check_free(name)
@@ -60,9 +75,9 @@ def available_methods() -> list[str]:
     """Every plain name, and every wrapper over each base it accepts (`jittercam:scorecam`, ...); nested
     wrappers (`guided:jittercam`) are accepted too but not listed."""
     names = sorted(_METHODS)
-    for wrapper_name, wrapper in sorted(_WRAPPERS.items()):
+    for wrapper_name in sorted(_WRAPPERS):
         names.append(wrapper_name)
-        names += [f"{wrapper_name}:{base}" for base in sorted(_METHODS) if _accepts(wrapper, _METHODS[base])]
+        names += [f"{wrapper_name}:{base}" for base in bases(wrapper_name)]
     return names
 
 
@@ -72,13 +87,42 @@ def default_names() -> list[str]:
     return list(_METHODS) + list(_WRAPPERS)
 
 
+def _refusal(wrapper: _Wrapper, base: type[CAMMethod]) -> str | None:
+    """Why `wrapper` cannot wrap `base` (the rule of the module's docstring), or None when it can."""
+    if issubclass(base, wrapper.cls):
+        return "it does not wrap itself"
+    if wrapper.needs_layer_map and not base.layer_map:
+        return "it needs a map at the target layer's resolution, and {base}'s is not"
+    if not base.uses_layer:
+        return "it needs a class activation map of a layer, and {base} reads no layer's activations"
+    return None
+
+
 def _accepts(wrapper: _Wrapper, base: type[CAMMethod]) -> bool:
-    return base.layer_map or not wrapper.needs_layer_map
+    return _refusal(wrapper, base) is None
+
+
+def bases(wrapper_name: str) -> list[str]:
+    """The plain methods the wrapper `wrapper_name` takes as its base, sorted."""
+    wrapper = _WRAPPERS[wrapper_name]
+    return [base for base in sorted(_METHODS) if _accepts(wrapper, _METHODS[base])]
+
+
+def _offered(wrapper_name: str) -> str:
+    """`wrapper_name`'s bases in words, with the wrappers it takes around them."""
+    inner = [name for name, other in sorted(_WRAPPERS.items()) if _accepts(_WRAPPERS[wrapper_name], other.cls)]
+    return ", ".join(bases(wrapper_name)) + (f" (and {', '.join(inner)} over them)" if inner else "")
 
 
 def _unknown(name: str) -> JitterCamError:
     choices = sorted(_METHODS) + [f"{w}[:BASE]" for w in sorted(_WRAPPERS)]
     return JitterCamError(f"unknown method {name!r}; choose from: {', '.join(choices)}")
+
+
+def _takes_no_base(name: str, spelled: str) -> JitterCamError:
+    wrappers = ", ".join(f"{w}:BASE" for w in sorted(_WRAPPERS))
+    return JitterCamError(f"method {spelled!r}: {name} takes no base; only the wrappers do ({wrappers}; "
+                          "`jittercam list` shows their bases)")
 
 
 def _parse(name: str) -> list[str]:
@@ -90,19 +134,21 @@ def _parse(name: str) -> list[str]:
     if parts[-1] in _WRAPPERS:
         parts.append(_WRAPPERS[parts[-1]].default_base)
     *wrappers, base = parts
-    if base not in _METHODS:
-        raise _unknown(base if wrappers else name)
-    inner: type[CAMMethod] = _METHODS[base]
-    for wrapper_name in reversed(wrappers):
+    for wrapper_name in wrappers:
+        if wrapper_name in _METHODS:
+            raise _takes_no_base(wrapper_name, name)
         if wrapper_name not in _WRAPPERS:
             raise _unknown(wrapper_name)
+    if base not in _METHODS:
+        raise _unknown(base if wrappers else name)
+    inner, inner_name = _METHODS[base], base
+    for wrapper_name in reversed(wrappers):
         wrapper = _WRAPPERS[wrapper_name]
-        if not _accepts(wrapper, inner):
-            raise JitterCamError(
-                f"{wrapper_name} needs a base method whose map is at its target layer's resolution; "
-                f"{inner.__name__} is not one"
-            )
-        inner = wrapper.cls
+        reason = _refusal(wrapper, inner)
+        if reason is not None:
+            raise JitterCamError(f"method {name!r}: {wrapper_name} cannot wrap {inner_name}: "
+                                 f"{reason.format(base=inner_name)}; its bases: {_offered(wrapper_name)}")
+        inner, inner_name = wrapper.cls, wrapper_name
     return parts
 
 
