@@ -31,7 +31,11 @@ _PHOTO_SUFFIXES = {
 
 
 def image_suffixes() -> set[str]:
-    """The photo extensions (lower case, with the dot) that this Pillow can open."""
+    """The photo extensions that this Pillow can open.
+
+    Returns:
+        Lower-case suffixes with the dot (`.jpg`, `.png`, ...).
+    """
     Image.init()
     readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
     return _PHOTO_SUFFIXES & readable
@@ -39,7 +43,11 @@ def image_suffixes() -> set[str]:
 
 @dataclass(frozen=True)
 class Source:
-    """One image to explain: its path as found (given, or joined under a given folder)."""
+    """One image to explain.
+
+    Attributes:
+        path: its path as found (given, or joined under a given folder).
+    """
 
     path: Path
 
@@ -89,6 +97,9 @@ def find_images(
         exclude: folders whose files are never taken.
         outputs: when given, the pictures this package wrote that were met in folders and left out are
             appended to it.
+
+    Returns:
+        One `Source` per image file, in the order described.
 
     Raises:
         JitterCamError: a missing path, a folder without images, or a file given by name that this package
@@ -148,7 +159,15 @@ def _empty_folder(folder: Path, recursive: bool, written: int) -> str:
 
 
 def output_names(sources: Sequence[Source]) -> list[str]:
-    """A unique name per source ('/'-separated, no extension), by the module's naming rule."""
+    """A unique output name per source, by the module's naming rule.
+
+    Args:
+        sources: the images, as `find_images` gives them.
+
+    Returns:
+        One name per source, in order: '/'-separated, relative to the sources' common folder, without
+        the extension (kept where two files differ only by it).
+    """
     if not sources:
         return []
     absolute = [os.path.abspath(source.path) for source in sources]

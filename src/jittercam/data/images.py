@@ -73,7 +73,15 @@ def bad_images(errors: Sequence[BadImage], skip_option: str | None = None) -> Ji
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What a header (and a test decode) says about an image file: the size as displayed."""
+    """What a header (and a test decode) says about an image file.
+
+    Attributes:
+        path: the file.
+        width: the width as displayed (after the EXIF orientation), in pixels.
+        height: the height as displayed, in pixels.
+        format: Pillow's format name (`"JPEG"`), None when Pillow does not say.
+        mode: Pillow's pixel mode as stored (`"RGB"`, `"I;16"`, `"CMYK"`).
+    """
 
     path: Path
     width: int
@@ -141,6 +149,13 @@ def check_image(path: str | Path, min_side: int = MIN_SIDE) -> ImageInfo:
     read, the size checked, and the file decoded once (JPEGs at 1/8 scale), so that a truncated or
     corrupt file is found before any computing.
 
+    Args:
+        path: the image file.
+        min_side: the smallest side accepted, in pixels.
+
+    Returns:
+        The file's size as displayed, format and mode.
+
     Raises:
         BadImage: not an image, truncated, too small or too large (one line, with the file's path).
         JitterCamError: no such file, or not a file.
@@ -162,8 +177,19 @@ def check_image(path: str | Path, min_side: int = MIN_SIDE) -> ImageInfo:
 
 def load_image(path: str | Path, min_side: int = MIN_SIDE) -> Image.Image:
     """Read an image file as an 8-bit RGB picture the way a viewer displays it (see the module's
-    docstring: EXIF orientation, high-bit scaling, transparency over white). A missing path, a file
-    that is not an image, or a picture under `min_side` pixels is a `JitterCamError`."""
+    docstring: EXIF orientation, high-bit scaling, transparency over white).
+
+    Args:
+        path: the image file.
+        min_side: the smallest side accepted, in pixels.
+
+    Returns:
+        The picture, 8-bit RGB, upright.
+
+    Raises:
+        BadImage: not an image, truncated, or under `min_side` pixels (one line, with the file's path).
+        JitterCamError: no such file, or not a file.
+    """
     path = _check_path(path)
     image = _open(path)
     with image:
@@ -177,8 +203,14 @@ def load_image(path: str | Path, min_side: int = MIN_SIDE) -> Image.Image:
 
 
 def as_rgb(image: Image.Image) -> Image.Image:
-    """`image` as 8-bit RGB (the image itself when it already is): high-bit grey scaled by its real
-    range, alpha composited over white."""
+    """`image` as 8-bit RGB: high-bit grey scaled by its real range, alpha composited over white.
+
+    Args:
+        image: a picture in any of Pillow's modes.
+
+    Returns:
+        An RGB picture; `image` itself when it already is one.
+    """
     mode = image.mode
     if mode.startswith("I;16"):
         return _grey_to_rgb(np.asarray(image), 0.0, 65535.0)
@@ -217,7 +249,15 @@ def _grey_to_rgb(pixels: np.ndarray, low: float, high: float) -> Image.Image:
 
 
 def to_input(image: Image.Image, card: ModelCard) -> torch.Tensor:
-    """The whole picture (no crop) resized to the model's square input and normalised: `(1, 3, p, p)`."""
+    """The whole picture (no crop) resized to the model's square input and normalised.
+
+    Args:
+        image: an RGB picture (`load_image`).
+        card: the model's card: its input size p, mean and std.
+
+    Returns:
+        `(1, 3, p, p)` float32, normalised with the card's mean and std.
+    """
     size = [card.input_size, card.input_size]
     pixels = TF.to_tensor(TF.resize(image, size, antialias=True))
     return TF.normalize(pixels, card.mean, card.std).unsqueeze(0)

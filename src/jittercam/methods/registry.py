@@ -41,7 +41,17 @@ class _Wrapper:
 
 
 def register_method(name: str) -> Callable[[type[CAMMethod]], type[CAMMethod]]:
-    """Class decorator: make a method available to `create`, the CLI and the benchmark under `name`."""
+    """Class decorator: make a method available to `create`, the CLI and the benchmark under `name`.
+
+    Args:
+        name: the registry name (no ':'; `jittercam list` shows it).
+
+    Returns:
+        The decorator; it returns the class unchanged.
+
+    Raises:
+        ValueError: `name` is taken or contains ':'.
+    """
 
     def decorator(cls: type[CAMMethod]) -> type[CAMMethod]:
         _check_free(name)
@@ -55,8 +65,20 @@ def register_wrapper(
     name: str, default_base: str = "gradcam", needs_layer_map: bool = True
 ) -> Callable[[type[CAMMethod]], type[CAMMethod]]:
     """Class decorator for a method built around a class activation map: its constructor takes
-    `(model, base, ...)` with `base` a built method. `name` alone means `name:default_base`. Which bases
-    it takes: the module's docstring (`needs_layer_map`: the base's map must be at its layer's resolution)."""
+    `(model, base, ...)` with `base` a built method.
+
+    Args:
+        name: the wrapper's registry name; `name` alone means `name:default_base`.
+        default_base: the base of the bare name.
+        needs_layer_map: the base's map must be at its layer's resolution (Jitter-CAM's patches are laid
+            out on that grid); which bases a wrapper takes is the rule of the module's docstring.
+
+    Returns:
+        The decorator; it returns the class unchanged.
+
+    Raises:
+        ValueError: `name` is taken or contains ':'.
+    """
 
     def decorator(cls: type[CAMMethod]) -> type[CAMMethod]:
         _check_free(name)
@@ -72,8 +94,12 @@ def _check_free(name: str) -> None:
 
 
 def available_methods() -> list[str]:
-    """Every plain name, and every wrapper over each base it accepts (`jittercam:scorecam`, ...); nested
-    wrappers (`guided:jittercam`) are accepted too but not listed."""
+    """The names `create` builds, as `jittercam list` shows them.
+
+    Returns:
+        Every plain name, sorted, then each wrapper and the wrapper over each base it accepts
+        (`jittercam:scorecam`, ...); nested wrappers (`guided:jittercam`) are accepted too but not listed.
+    """
     names = sorted(_METHODS)
     for wrapper_name in sorted(_WRAPPERS):
         names.append(wrapper_name)
@@ -153,13 +179,33 @@ def _parse(name: str) -> list[str]:
 
 
 def method_class(name: str) -> type[CAMMethod]:
-    """The class `create(name, ...)` builds (the outermost wrapper's, for `WRAPPER:BASE`)."""
+    """The class `create(name, ...)` builds.
+
+    Args:
+        name: a method name, `WRAPPER:BASE` included.
+
+    Returns:
+        The class; the outermost wrapper's for `WRAPPER:BASE`.
+
+    Raises:
+        JitterCamError: `create` would not build `name` (unknown, or a combination that means nothing).
+    """
     parts = _parse(name)
     return _WRAPPERS[parts[0]].cls if len(parts) > 1 else _METHODS[parts[0]]
 
 
 def method_options(name: str) -> set[str]:
-    """The options `create(name, model, **options)` accepts, for every part of a wrapped name."""
+    """The options `create(name, model, **options)` accepts.
+
+    Args:
+        name: a method name, `WRAPPER:BASE` included.
+
+    Returns:
+        The keyword options of every part of the name (`model`, `base` and `layer` left out).
+
+    Raises:
+        JitterCamError: `create` would not build `name`.
+    """
     parts = _parse(name)
     classes = [_WRAPPERS[part].cls for part in parts[:-1]] + [_METHODS[parts[-1]]]
     return set().union(*(_own_options(cls) for cls in classes)) - {"model", "base", "layer"}
@@ -179,7 +225,15 @@ def method_list(specs: list[str], option: str = "methods") -> list[str]:
 
 
 def check_method_name(name: str) -> None:
-    """Raise `JitterCamError` for a name `create` would not know, without building anything."""
+    """Check a method name without building anything.
+
+    Args:
+        name: a method name, `WRAPPER:BASE` included.
+
+    Raises:
+        JitterCamError: `create` would not build `name`, saying why (an unknown name, a method that takes
+            no base, a base the wrapper cannot wrap).
+    """
     _parse(name)
 
 
@@ -199,9 +253,19 @@ def _own_options(cls: type) -> set[str]:
 def create(name: str, model: nn.Module, **options) -> CAMMethod:
     """Build the method called `name` for `model`.
 
-    `options` go to the method's constructor (`target_layer`, `batch_size`, `input_size`, and each
-    method's own, e.g. Jitter-CAM's `size`). For `WRAPPER:BASE`, an option the wrapper's constructor
-    names goes to the wrapper, the layer and input options go to the base, and `batch_size` and `precision` to both.
+    Args:
+        name: a registered name (`gradcam`) or `WRAPPER:BASE` (`jittercam:scorecam`).
+        model (nn.Module): the classifier to explain.
+        **options (Any): the method's constructor options (`target_layer`, `batch_size`, `input_size`, and
+            each method's own, e.g. Jitter-CAM's `size`). For `WRAPPER:BASE`, an option the wrapper's
+            constructor names goes to the wrapper, the layer and input options go to the base, and
+            `batch_size` and `precision` to both.
+
+    Returns:
+        The built method: call it (or its `attribute`) on `(B, 3, H, W)` images and a target.
+
+    Raises:
+        JitterCamError: an unknown name, a combination that means nothing, or an option the method refuses.
     """
     return _build(_parse(name), model, options)
 
