@@ -368,11 +368,9 @@ LONG = 600.0  # seconds: an estimate above this comes with ways to shorten the r
 
 
 def _duration(seconds: float) -> str:
-    """`under 1 s`, `40 s`, `12 min`, `2 h 05 min`."""
-    if seconds < 0.5:
-        return "under 1 s"
+    """`1 s` (the least said), `40 s`, `12 min`, `2 h 05 min`."""
     if seconds < 59.5:
-        return f"{round(seconds)} s"
+        return f"{max(1, round(seconds))} s"
     if seconds < 3570:
         return f"{round(seconds / 60)} min"
     hours, minutes = divmod(round(seconds / 60), 60)
