@@ -510,6 +510,7 @@ def test_two_ranks_merge_to_the_one_process_store(stores, report, tmp_path):
 def test_stores_are_only_read_and_a_summary_is_printed(stores, tmp_path, capsys):
     ranks, _ = stores
     before = [path.read_bytes() for path in ranks]
+    files = sorted(path.name for path in ranks[0].parent.iterdir())
     for path in ranks:
         path.chmod(0o444)
     try:
@@ -518,6 +519,7 @@ def test_stores_are_only_read_and_a_summary_is_printed(stores, tmp_path, capsys)
         for path in ranks:
             path.chmod(0o644)
     assert [path.read_bytes() for path in ranks] == before
+    assert sorted(path.name for path in ranks[0].parent.iterdir()) == files  # no -wal or -shm left beside them
     line = capsys.readouterr().out.strip()
     # 1446 one-value rows in schema 1: each weak-localisation scheme is one curve row now (20 thresholds)
     assert line.startswith("2 stores, 420 result rows after merging -> ") and "3 plots, 3 gallery images" in line
@@ -535,6 +537,29 @@ def test_a_store_being_written_is_read_as_committed(tmp_path):
     finally:
         writer.close()
     assert read_csv(tmp_path / "out" / "efficiency.csv")[LITE0, OFFLINE, "gradcam", "seconds"] == (0.5, 1)
+
+
+def test_a_store_written_by_bench_is_read_without_side_files_and_counted_in_words(tmp_path, capsys):
+    """A WAL store as `jittercam bench` leaves it: `report` creates no -wal/-shm beside it, while it is being
+    written or after; one table is "1 table"."""
+    from jittercam.bench.store import Batch, Row, Run, Store
+
+    run = Run("c", "efficiency", LITE0, "pretrained", OFFLINE, {"experiment": "efficiency"}, 0, 1, "test CPU")
+    with Store(tmp_path / "r.db") as store:
+        store.register(run)
+        store.commit(run, Batch([Row("gradcam", "", "", None, "item-0", 1, "seconds", 0.5, None, 0.5)], [],
+                                [("gradcam", "", "item-0")], []))
+        writing = sorted(path.name for path in tmp_path.iterdir())
+        assert main(["report", str(tmp_path / "r.db"), "--out", str(tmp_path / "live"), "--gallery", "0"]) == 0
+        assert writing == ["r.db", "r.db-shm", "r.db-wal"]
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["live", *writing]
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["live", "r.db"]
+    assert main(["report", str(tmp_path / "r.db"), "--out", str(tmp_path / "out"), "--gallery", "0"]) == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["live", "out", "r.db"]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == lines[1].replace(str(tmp_path / "out"), str(tmp_path / "live"))
+    assert lines[1].startswith(f"1 store, 1 result row after merging -> {tmp_path / 'out'}: 1 table, 0 plots, "
+                               "0 gallery images; open ")
 
 
 def test_the_same_key_with_another_value_names_both_files(stores, tmp_path, capsys):

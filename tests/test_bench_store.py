@@ -1,12 +1,13 @@
 """The results store: the shared schema, one transaction per batch, no row stored twice, clear errors."""
 from __future__ import annotations
 
+import shutil
 import sqlite3
 
 import numpy as np
 import pytest
 
-from jittercam.bench.store import ALL_METHODS, Batch, GalleryEntry, Row, Run, Store, from_blob
+from jittercam.bench.store import ALL_METHODS, Batch, GalleryEntry, Row, Run, Store, from_blob, read_only
 from jittercam.errors import JitterCamError
 
 RUN = Run("abc", "local-accuracy", "tiny", "random", "stand-in", {"num_classes": 5}, 0, 1, "test machine", seed=7)
@@ -94,9 +95,13 @@ def test_a_method_with_other_options_is_refused_once_it_has_results(tmp_path):
         # no result yet (a run stopped before its first batch): the new options are taken
         store.record_arms("abc", [("gradcam", "", "{}", "GradCAM()"),
                                   ("rise", "", '{"masks": 500}', "RISE(masks=500)")])
-        store.commit(RUN, Batch([], [], [("rise", "", "a"), ("rise", "", "b")], []))
-        with pytest.raises(JitterCamError, match=r"other options .* for 2 items; use another store file"):
+        store.commit(RUN, _batch({"a": 0.5, "b": 0.25}, method="rise"))
+        with pytest.raises(JitterCamError) as refused:
             store.record_arms("abc", [("gradcam", "", "{}", ""), ("rise", "", '{"masks": 8000}', "")])
+        # how many, what differs, and both ways out: drop the method's rows, or another store file
+        assert str(refused.value).startswith("rise was computed with other options (masks 500, now 8000) for 2 items "
+                                             "(2 result rows) of this configuration: drop rise deletes")
+        assert refused.value.option == "drop" and f"another store file than {store.path}" in str(refused.value)
         store.record_arms("other-config", [("rise", "", '{"masks": 8000}', "")])  # another configuration: fine
         assert store.count("arms", "abc") == 2
         assert store.db.execute("SELECT description FROM arms WHERE method='rise' AND config_hash='abc'").fetchone() \
@@ -127,3 +132,79 @@ def test_other_readers_see_only_committed_batches(tmp_path):
         reader = sqlite3.connect(f"file:{tmp_path / 'r.db'}?mode=ro", uri=True)
         assert reader.execute("SELECT count(*) FROM results").fetchone()[0] == 1
         reader.close()
+
+
+def test_dropping_a_method_deletes_its_rows_and_takes_the_new_options(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        store.record_arms("abc", [("gradcam", "", "{}", ""), ("rise", "", '{"masks": 500}', "")])
+        store.commit(RUN, _batch({"a": 0.5, "b": 0.25}, method="rise"))
+        store.commit(RUN, _batch({"a": 0.75}, method="gradcam"))
+        store.commit(RUN, Batch([], [], [], [("rise", "c", "refused"), (ALL_METHODS, "d", "unreadable")]))
+        assert store.record_arms("abc", [("gradcam", "", "{}", ""), ("rise", "", '{"masks": 8000}', "")],
+                                 drop=["rise"]) == {"rise": 2}
+        assert store.done("abc") == {("gradcam", "", "a")}  # gradcam's rows stay
+        assert store.count("results", "abc") == 1 and store.count("gallery", "abc") == 1
+        assert store.skipped("abc") == {(ALL_METHODS, "d")}  # an unreadable item stays skipped for every method
+        assert store.db.execute("SELECT description FROM arms WHERE method='rise'").fetchone() == ('{"masks": 8000}',)
+
+
+def test_a_refusal_deletes_nothing_even_with_drop(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        store.record_arms("abc", [("gradcam", "", "{}", ""), ("rise", "", '{"masks": 500}', "")])
+        store.commit(RUN, _batch({"a": 0.5}, method="rise"))
+        store.commit(RUN, _batch({"a": 0.75}, method="gradcam"))
+        with pytest.raises(JitterCamError, match=r"^gradcam was computed with other options"):
+            store.record_arms("abc", [("gradcam", "", '{"layer": 1}', ""), ("rise", "", '{"masks": 8000}', "")],
+                              drop=["rise"])
+        assert store.count("results", "abc") == 2
+
+
+def _side_files(folder):
+    return sorted(path.name for path in folder.iterdir() if path.name.endswith(("-wal", "-shm", "-journal")))
+
+
+def _read(path) -> int:
+    with read_only(path) as uri:
+        connection = sqlite3.connect(uri, uri=True)
+        try:
+            return connection.execute("SELECT count(*) FROM results").fetchone()[0]
+        finally:
+            connection.close()
+
+
+def test_reading_a_closed_store_creates_nothing_beside_it(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        store.commit(RUN, _batch({"a": 0.5, "b": 0.25}))
+    assert _side_files(tmp_path) == []
+    assert _read(tmp_path / "r.db") == 2
+    assert _side_files(tmp_path) == []
+    # what SQLite's `mode=ro` alone does to the same file: it leaves its log and index behind
+    sqlite3.connect(f"file:{tmp_path / 'r.db'}?mode=ro", uri=True).execute("SELECT 1 FROM results").fetchall()
+    assert _side_files(tmp_path) == ["r.db-shm", "r.db-wal"]
+
+
+def test_reading_a_store_being_written_sees_its_commits_and_creates_nothing(tmp_path):
+    with Store(tmp_path / "r.db") as store:
+        store.commit(RUN, _batch({"a": 0.5, "b": 0.25}))  # committed to the log, not yet to the file
+        side = _side_files(tmp_path)
+        assert _read(tmp_path / "r.db") == 2
+        assert _side_files(tmp_path) == side
+
+
+def test_reading_a_log_copied_without_its_index_creates_no_index(tmp_path):
+    """A store copied with its `-wal` but not its `-shm` (a run killed, its files copied elsewhere): the
+    rows in the log are read, and no `-shm` appears beside the copy."""
+    with Store(tmp_path / "r.db") as store:
+        store.db.execute("PRAGMA wal_autocheckpoint=0")
+        store.commit(RUN, _batch({"a": 0.5, "b": 0.25}))
+        copy = tmp_path / "copy"
+        copy.mkdir()
+        for suffix in ("", "-wal"):
+            shutil.copyfile(f"{store.path}{suffix}", copy / f"r.db{suffix}")
+    file_alone = sqlite3.connect(f"{(copy / 'r.db').as_uri()}?immutable=1", uri=True)
+    try:
+        assert file_alone.execute("SELECT count(*) FROM sqlite_master WHERE name='results'").fetchone() == (0,)
+    finally:
+        file_alone.close()
+    assert _read(copy / "r.db") == 2
+    assert _side_files(copy) == ["r.db-wal"]

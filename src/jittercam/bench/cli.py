@@ -4,7 +4,8 @@
     torchrun --nproc_per_node 4 -m jittercam bench weak-localisation --dataset /data/imagenet/val \\
         --boxes /data/imagenet/bbox_val --model resnet50 --device cuda --db results.db
 
-Rerunning the same command resumes: what is stored is not computed again. Mistakes (an unknown
+Rerunning the same command resumes: what is stored is not computed again (`--drop METHOD` deletes a
+method's rows first, to compute it again with other options). Mistakes (an unknown
 experiment, method, model or dataset, an option of another experiment) are one line and exit status 2
 before any store is written; Ctrl-C commits what is done and exits with status 130.
 """
@@ -81,6 +82,9 @@ def add_parser(commands) -> None:
                         help="store the first N items' input and maps for the report's gallery (default: %(default)s)")
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's)")
     parser.add_argument("--retry-skipped", action="store_true", help="compute skipped items again")
+    parser.add_argument("--drop", action="append", default=[], metavar="METHOD",
+                        help="delete the rows the store holds of METHOD for this command's configuration first, so "
+                        "that it is computed again (e.g. with other --option values); repeatable")
     parser.add_argument("--cache", choices=CACHE_MODES, default="small",
                         help="explanation cache: maps up to 64x64 (small, default), all maps, or none")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary line")
@@ -133,7 +137,22 @@ def settings_from(args: argparse.Namespace) -> Settings:
         dataset_options={name: getattr(args, name) for name in _dataset_flags()},
         experiment_options=_experiment_options(args), method_options=_method_options(args.option),
         retry_skipped=args.retry_skipped, cache=args.cache, quiet=args.quiet,
+        drop=[name for spec in args.drop for name in spec.split(",") if name],
     )
+
+
+def _without_drop(arguments: list[str]) -> list[str]:
+    """The command line less its `--drop` options: resuming must not delete what this run stored."""
+    kept: list[str] = []
+    skip = False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument == "--drop":
+            skip = True
+        elif not argument.startswith("--drop="):
+            kept.append(argument)
+    return kept
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,8 +165,9 @@ def run(args: argparse.Namespace) -> int:
     if summary.interrupted:
         if not summary.main:
             return 130
-        command = shlex.join(["jittercam", *sys.argv[1:]]) if sys.argv[1:2] == ["bench"] else "the same command"
-        print(f"jittercam: interrupted; {summary.computed} explanations and {summary.rows} rows are stored in "
-              f"{settings.db}; run {command} again to resume", file=sys.stderr)
+        command = (shlex.join(["jittercam", *_without_drop(sys.argv[1:])]) if sys.argv[1:2] == ["bench"]
+                   else "the same command without --drop")
+        print(f"jittercam: interrupted; {summary.interrupted_line()}; run {command} again to resume",
+              file=sys.stderr)
         return 130
     return 0

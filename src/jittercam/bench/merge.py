@@ -1,7 +1,8 @@
 """Reading results stores: their rows merged into one database, then grouped and aggregated.
 
-Every store is opened read-only (SQLite URI `mode=ro`, immutable where possible, so reading leaves no
-`-wal`/`-shm` files beside it; a store still being written is read as far as it is committed) and its rows
+Every store is opened read-only (`store.read_only`: immutable when no write-ahead log is beside it,
+`mode=ro` when a run may be writing it, so reading creates no `-wal`/`-shm` files beside it; a store
+still being written is read as far as it is committed) and its rows
 are copied into a private temporary database in the store's own shape (`store.TABLES`): the union of all
 files, where rows with the same primary key are one row, and the same key with another value (beyond a
 relative 1e-6; NaN, stored by SQLite as NULL, equals NaN) is an error naming both files. Skips and gallery
@@ -32,7 +33,7 @@ from ..data import dataset_num_classes
 from ..errors import JitterCamError
 from .experiments import Column, Variant, find_experiment
 from .stats import CurveMean, Stat
-from .store import SCHEMA_VERSION, TABLES, column_names, key_columns
+from .store import SCHEMA_VERSION, TABLES, column_names, key_columns, read_only
 
 READ = ("runs", "results", "skips", "gallery", "arms")  # the tables the report reads
 REQUIRED = ("runs", "results")
@@ -75,37 +76,42 @@ class Stores:
             raise JitterCamError(f"{path}: no such file")
         if path.is_dir():
             raise JitterCamError(f"{path} is a folder, not a results store")
-        try:
-            self.db.execute("ATTACH DATABASE ? AS src", (path.resolve().as_uri() + "?mode=ro",))
-        except sqlite3.Error as exc:
-            raise JitterCamError(f"{path} is not a readable SQLite file ({exc})") from None
-        try:
-            tables = {name for (name,) in self.db.execute("SELECT name FROM src.sqlite_master WHERE type='table'")}
-            for table in REQUIRED:
-                if table not in tables:
-                    raise JitterCamError(f"{path} is not a jittercam results store (it has no table {table!r}; "
-                                         "`jittercam bench` writes one)")
-            self.counts.append(self.db.execute("SELECT count(*) FROM src.results").fetchone()[0])
-            version = self.db.execute("PRAGMA src.user_version").fetchone()[0]
-            if version == SCHEMA_VERSION:
+        with read_only(path) as uri:
+            try:
+                self.db.execute("ATTACH DATABASE ? AS src", (uri,))
+            except sqlite3.Error as exc:
+                raise JitterCamError(f"{path} is not a readable SQLite file ({exc})") from None
+            try:
+                self._copy(index, path)
+            except sqlite3.Error as exc:
+                raise JitterCamError(f"cannot read {path}: {exc}") from None
+            finally:
                 for table in READ:
-                    if table in tables:
-                        self._check_columns(path, table, column_names(table))
-                        names = ", ".join(column_names(table))
-                        self.db.execute(f"INSERT OR IGNORE INTO incoming_{table} ({names}) "
-                                        f"SELECT {names} FROM src.{_quote(table)}")
-            elif version in (0, 1):
-                _LegacyReader(self, path, tables).copy()
-            else:
-                raise JitterCamError(f"{path} is a results store of schema {version}, newer than this jittercam "
-                                     f"reads ({SCHEMA_VERSION}): report it with the jittercam that wrote it")
-            self._take(index, path)
-        except sqlite3.Error as exc:
-            raise JitterCamError(f"cannot read {path}: {exc}") from None
-        finally:
+                    self.db.execute(f"DELETE FROM incoming_{table}")
+                self.db.execute("DETACH DATABASE src")
+
+    def _copy(self, index: int, path: Path) -> None:
+        """Copy the attached store `src` into the union."""
+        tables = {name for (name,) in self.db.execute("SELECT name FROM src.sqlite_master WHERE type='table'")}
+        for table in REQUIRED:
+            if table not in tables:
+                raise JitterCamError(f"{path} is not a jittercam results store (it has no table {table!r}; "
+                                     "`jittercam bench` writes one)")
+        self.counts.append(self.db.execute("SELECT count(*) FROM src.results").fetchone()[0])
+        version = self.db.execute("PRAGMA src.user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
             for table in READ:
-                self.db.execute(f"DELETE FROM incoming_{table}")
-            self.db.execute("DETACH DATABASE src")
+                if table in tables:
+                    self._check_columns(path, table, column_names(table))
+                    names = ", ".join(column_names(table))
+                    self.db.execute(f"INSERT OR IGNORE INTO incoming_{table} ({names}) "
+                                    f"SELECT {names} FROM src.{_quote(table)}")
+        elif version in (0, 1):
+            _LegacyReader(self, path, tables).copy()
+        else:
+            raise JitterCamError(f"{path} is a results store of schema {version}, newer than this jittercam "
+                                 f"reads ({SCHEMA_VERSION}): report it with the jittercam that wrote it")
+        self._take(index, path)
 
     def _check_columns(self, path: Path, table: str, columns: tuple[str, ...]) -> None:
         have = {row[1] for row in self.db.execute(f"PRAGMA src.table_info({_quote(table)})")}

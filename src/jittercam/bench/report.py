@@ -548,9 +548,9 @@ def write_report(paths: list[Path], out: Path, gallery: int = GALLERY_ITEMS) -> 
                 sections.append(_experiment(out, experiment, members, written))
         galleries = _galleries(stores, out, gallery, written)
         skipped = stores.db.execute("SELECT count(DISTINCT config_hash || ':' || item) FROM skips").fetchone()[0]
-        sources = ", ".join(f"{p.name} ({n} result rows)" for p, n in zip(paths, stores.counts, strict=True))
-        intro = [(f"From {len(paths)} store{'s' * (len(paths) > 1)}: {sources}; {merged} rows after merging, "
-                  f"{skipped} skipped items. Written by jittercam {__version__}."),
+        sources = ", ".join(f"{p.name} ({_plural(n, 'result row')})" for p, n in zip(paths, stores.counts, strict=True))
+        intro = [(f"From {_plural(len(paths), 'store')}: {sources}; {_plural(merged, 'row')} after merging, "
+                  f"{_plural(skipped, 'skipped item')}. Written by jittercam {__version__}."),
                  ("Each experiment's table is also in EXPERIMENT.md and, in long form, EXPERIMENT.csv. "
                   "Greyed numbers in parentheses are the paper's, where it reports the same model and dataset."),
                  *(f"Warning: {warning}." for warning in written.warnings)]
@@ -568,7 +568,7 @@ def run(args: argparse.Namespace) -> int:
     for warning in written.warnings:
         print(f"jittercam: warning: {warning}", file=sys.stderr)
     if not args.quiet:
-        print(f"{written.files} store{'s' * (written.files > 1)}, {written.merged} result rows after merging -> "
-              f"{args.out}: {written.tables} tables, {written.plots} plots, {written.gallery} gallery images; "
-              f"open {args.out / 'index.html'}")
+        print(f"{_plural(written.files, 'store')}, {_plural(written.merged, 'result row')} after merging -> "
+              f"{args.out}: {_plural(written.tables, 'table')}, {_plural(written.plots, 'plot')}, "
+              f"{_plural(written.gallery, 'gallery image')}; open {args.out / 'index.html'}")
     return 0

@@ -6,7 +6,15 @@ methods and their options, dataset, model, layers), so a mistake writes nothing.
 chunks of `batch_size` images; each chunk is loaded once, the top-1 class found with one forward pass
 where the experiment explains the prediction, and every method that still has work in the chunk
 explains it once; its maps go to every metric of the experiment, and the rows, curves, gallery entries
-and done markers of that (method, chunk) are committed in one transaction (Ctrl-C waits for it).
+and done markers of that (method, chunk) are committed in one transaction (Ctrl-C waits for it). A
+method whose one explanation costs at least a chunk's worth of forward passes (RISE, Score-CAM,
+Jitter-CAM on a CPU) fills its batches alone: it explains and commits the chunk one item at a time, so
+that Ctrl-C loses at most the item in progress.
+
+Progress: before the first chunk the run says what it will cost (each method's forward passes per
+explanation x its items x one forward pass timed on the device: the explanations alone), with ways to
+shorten it when that is long; the bar counts (method, item) pairs, its time left from each method's
+measured seconds per item once it has some.
 
 Resume: the same command computes only the (method, variant, item) not marked done and not skipped.
 The chunks are the same on every run (fixed from the item list), so a resumed chunk is explained in
@@ -21,7 +29,8 @@ seed; a hash of its item list), targets. Not in it: batch sizes, device, `--limi
 world size, and the arms: the list of methods, the sizes of size-sweep, the layers of layers and the
 methods of faithfulness's sweep are each an arm (method, variant) of their own, so one can be added to a
 finished run. Each arm's options are recorded (table `arms`), and a resumed run that builds an arm of
-the same name with other options is refused, since its rows would mix two settings.
+the same name with other options is refused while it has results, since its rows would mix two settings,
+unless `drop` names its method: that method's rows of the configuration are deleted first.
 
 Explanations: a chunk's maps are shared by the arms that explain alike (faithfulness's sweep), and maps
 of up to 64 × 64 pixels (`cache="small"`; "all" or "none") are kept in the store's explanation cache,
@@ -36,6 +45,7 @@ import io
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -89,6 +99,7 @@ class Settings:
     retry_skipped: bool = False
     cache: str = "small"
     quiet: bool = False
+    drop: Sequence[str] = ()  # methods whose stored rows (of this configuration) are deleted first
 
 
 @dataclass
@@ -104,15 +115,33 @@ class Summary:
     seconds: float = 0.0
     interrupted: bool = False
     main: bool = True  # rank 0, or the only process: the one that reports
+    pairs: int = 0  # (method, sample) pairs of the command, stored or not
+    store_rows: int = 0  # result rows of this configuration in the store(s) when the run ended
+    world_size: int = 1
 
-    def line(self, world_size: int = 1) -> str:
-        where = f"{self.db}" if world_size == 1 else f"{world_size} stores beside {self.db}"
-        skips = f"{self.skipped_items} item{'s' * (self.skipped_items != 1)} skipped"
+    def where(self) -> str:
+        return f"{self.db}" if self.world_size == 1 else f"the {self.world_size} stores beside {self.db}"
+
+    def line(self) -> str:
+        """The summary line that ends a run."""
+        skips = f"{plural(self.skipped_items, 'item')} skipped"
         if self.skipped:
-            skips += f" and {self.skipped} (method, item) pair{'s' * (self.skipped != 1)}"
+            skips += f" and {plural(self.skipped, '(method, item) pair')}"
         before = f", {self.skipped_before} skipped before (--retry-skipped)" if self.skipped_before else ""
-        return (f"{self.experiment}: {self.computed} explanations computed, {self.stored} already stored{before}, "
-                f"{skips} (reasons in the skips table); {self.rows} rows in {self.seconds:.1f} s -> {where}")
+        return (f"{self.experiment}: {plural(self.computed, 'explanation')} computed, {self.stored} already stored"
+                f"{before}, {skips} (reasons in the skips table); {plural(self.rows, 'row')} in {self.seconds:.1f} s "
+                f"-> {self.where()}")
+
+    def interrupted_line(self) -> str:
+        """What was kept when Ctrl-C ended the run: this run's part and the store's."""
+        return (f"this run stored {plural(self.computed, 'explanation')} ({plural(self.rows, 'row')}); "
+                f"{self.where()} now hold{'s' * (self.world_size == 1)} {self.stored + self.computed} of this "
+                f"command's {self.pairs} explanations ({plural(self.store_rows, 'result row')} of this configuration)")
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 row`, `2 rows`."""
+    return f"{count} {noun}{'s' * (count != 1)}"
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -274,6 +303,11 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
         return create(name, model, **{**_options_for(name, settings), **extra})
 
     arms = experiment.arms(names, build, setting)
+    methods = list(dict.fromkeys(arm.method for arm in arms))
+    for name in settings.drop:
+        if name not in methods:
+            raise JitterCamError(f"drop {name}: not one of this run's methods ({', '.join(methods)}); drop deletes "
+                                 "a method's stored rows so that the run computes it again", option="drop")
     keys = list(dataset.keys())
     described = dataset.config() if hasattr(dataset, "config") else {"dataset": dataset.name}
     weights = weights_id(_weights_source(settings, model))
@@ -304,24 +338,138 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
 
     path = distributed.rank_path(Path(settings.db), context)
     with Store(path) as store:
-        store.record_arms(run_record.config_hash, [(arm.method, arm.variant.label, _description(arm),
-                                                    repr(arm.explainer)) for arm in arms])
+        dropped = store.record_arms(run_record.config_hash, [(arm.method, arm.variant.label, _description(arm),
+                                                              repr(arm.explainer)) for arm in arms], settings.drop)
+        if context.main and not settings.quiet:
+            for name, count in dropped.items():
+                print(f"dropped {plural(count, 'result row')} of {name} from {path}", file=sys.stderr)
         store.register(run_record)
         if settings.retry_skipped:
             store.forget_skips(run_record.config_hash)
         worker = _Worker(settings, experiment, arms, setting, store, run_record, identity, showcase, context,
                          dataset, batch_size)
         summary = worker.run(mine)
+        summary.store_rows = store.count("results", run_record.config_hash)
     summary.seconds = time.perf_counter() - started
     counts = distributed.total([summary.computed, summary.stored, summary.skipped_before, summary.skipped_items,
-                                summary.skipped, summary.rows, int(summary.interrupted)], context)
+                                summary.skipped, summary.rows, summary.pairs, summary.store_rows,
+                                int(summary.interrupted)], context)
     (summary.computed, summary.stored, summary.skipped_before, summary.skipped_items, summary.skipped,
-     summary.rows) = counts[:6]
-    summary.interrupted = bool(counts[6])
+     summary.rows, summary.pairs, summary.store_rows) = counts[:8]
+    summary.interrupted = bool(counts[8])
     summary.main = context.main
+    summary.world_size = context.world_size
     if context.main and not settings.quiet and not summary.interrupted:
-        print(summary.line(context.world_size), file=sys.stderr)
+        print(summary.line(), file=sys.stderr)
     return summary
+
+
+LONG = 600.0  # seconds: an estimate above this comes with ways to shorten the run
+
+
+def _duration(seconds: float) -> str:
+    """`1 s` (the least said), `40 s`, `12 min`, `2 h 05 min`."""
+    if seconds < 59.5:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 3570:
+        return f"{round(seconds / 60)} min"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _estimate_line(experiment: str, left: dict[Arm, int], passes, forward: float, device: torch.device) -> str:
+    """What the run will cost, said before it starts: each arm's items to do x its forward passes per
+    explanation x the seconds of one forward pass measured here; the slow arms by name, and ways to
+    shorten the run when it is long."""
+    costs = {arm: count * passes(arm) * forward for arm, count in left.items() if count}
+    total = sum(costs.values())
+    heavy = sorted((arm for arm in costs if costs[arm] > 0.1 * total), key=lambda arm: -costs[arm])
+    parts = [f"{arm.label} {passes(arm)} passes per item ({_duration(costs[arm])})" for arm in heavy]
+    others = len(costs) - len(heavy)
+    if others:
+        parts.append(f"{plural(others, 'other method')} {_duration(total - sum(costs[arm] for arm in heavy))}")
+    where = runtime.device_name(device)
+    if device.type == "cpu":
+        where += f", {plural(torch.get_num_threads(), 'thread')}"
+    line = (f"{experiment}: {plural(sum(left.values()), 'explanation')} to compute; at {forward * 1000:.3g} ms per "
+            f"forward pass (measured on {where}) their forward passes alone take about {_duration(total)}: "
+            f"{'; '.join(parts)}; the metrics add to it, and the bar's time left follows the measured pace")
+    if total <= LONG:
+        return line
+    tips = []
+    for arm in heavy:
+        masks = getattr(arm.explainer, "masks", None)
+        if isinstance(masks, int) and masks > 1000:
+            tips.append(f"--option {arm.method}.masks=1000 ({masks / 1000:g}x fewer passes)")
+    if heavy:
+        tips.append(f"--methods without {' and '.join(dict.fromkeys(arm.method for arm in heavy))}")
+    tips.append("--limit N")
+    if device.type == "cpu" and torch.cuda.is_available():
+        tips.append("--device cuda")
+    return f"{line}\nto shorten it: {'; '.join(tips)}. Ctrl-C keeps every finished item; the same command resumes"
+
+
+class _Progress:
+    """The bar over (method, item) pairs and the time left. An arm that has finished items takes its measured
+    seconds per item; one that has not, its forward passes times the seconds of one forward pass, plus what
+    the measured arms spent beyond theirs (the metrics' passes, the same for every arm). Redrawn every second
+    while it is on a terminal, the time left counting down during a long item."""
+
+    TICK = 1.0
+
+    def __init__(self, bar: tqdm, left: dict[Arm, int], prior: dict[Arm, float]) -> None:
+        self.bar, self.left, self.prior = bar, dict(left), prior
+        self.spent: dict[Arm, float] = {}
+        self.items: dict[Arm, int] = {}
+        self.since = time.perf_counter()  # the last finished item
+        self.stop = threading.Event()
+        self.ticker = threading.Thread(target=self._tick, daemon=True)
+        self._show()
+
+    def __enter__(self) -> _Progress:
+        if not self.bar.disable:
+            self.ticker.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.stop.set()
+        if self.ticker.is_alive():
+            self.ticker.join()
+
+    def per_item(self, arm: Arm) -> float:
+        if self.items.get(arm):
+            return self.spent[arm] / self.items[arm]
+        measured = [self.spent[a] / self.items[a] - self.prior[a] for a in self.items if self.items[a]]
+        return self.prior[arm] + max(0.0, sum(measured) / len(measured) if measured else 0.0)
+
+    def seconds_left(self) -> float:
+        return sum(count * self.per_item(arm) for arm, count in self.left.items())
+
+    def finished(self, arm: Arm, items: int, seconds: float | None) -> None:
+        """`items` of `arm` done (or refused), in `seconds` (None: refused, not a measure of its pace)."""
+        self.left[arm] -= items
+        if seconds is not None:
+            self.spent[arm] = self.spent.get(arm, 0.0) + seconds
+            self.items[arm] = self.items.get(arm, 0) + items
+        self.since = time.perf_counter()
+        self._show()
+        self.bar.update(items)
+
+    def skipped(self, arms: list[Arm]) -> None:
+        """One item skipped for all of `arms`."""
+        for arm in arms:
+            self.left[arm] -= 1
+        self._show()
+        self.bar.update(len(arms))
+
+    def _show(self) -> None:
+        left = max(0.0, self.seconds_left() - (time.perf_counter() - self.since))
+        self.bar.set_postfix_str(f"~{tqdm.format_interval(left)} left", refresh=False)
+
+    def _tick(self) -> None:
+        while not self.stop.wait(self.TICK):
+            self._show()
+            self.bar.refresh()
 
 
 class _Worker:
@@ -360,27 +508,50 @@ class _Worker:
             return not stored(arm, key) and not refused(arm, key)
 
         pairs = [(arm, key) for key in keys for arm in self.arms]
+        summary.pairs = len(pairs)
         summary.stored = sum(stored(arm, key) for arm, key in pairs)
         summary.skipped_before = sum(not stored(arm, key) and refused(arm, key) for arm, key in pairs)
-        todo = len(pairs) - summary.stored - summary.skipped_before
-        show = not settings.quiet and self.context.main and sys.stderr.isatty()
-        bar = tqdm(total=todo, desc=self.experiment.name, unit="map", file=sys.stderr, disable=not show,
-                   dynamic_ncols=True)
+        left = {arm: sum(pending(arm, key) for key in keys) for arm in self.arms}
+        speaks = not settings.quiet and self.context.main
+        forward = self._forward_seconds() if speaks and any(left.values()) else None
+        if forward is not None:
+            print(_estimate_line(self.experiment.name, left, self._passes, forward, self.device), file=sys.stderr)
+        bar = tqdm(total=sum(left.values()), desc=self.experiment.name, unit="map", file=sys.stderr,
+                   disable=not (speaks and sys.stderr.isatty()), dynamic_ncols=True,
+                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}, {rate_fmt}]")
+        self.progress = _Progress(bar, left, {arm: self._passes(arm) * (forward or 0.0) for arm in self.arms})
         chunk = self.chunk
         try:
-            with bar:
+            with bar, self.progress:
                 for start in range(0, len(keys), chunk):
                     part = keys[start : start + chunk]
                     work = {key: [arm for arm in self.arms if pending(arm, key)] for key in part}
                     if any(work.values()):
-                        self._chunk(part, work, summary, bar)
+                        self._chunk(part, work, summary)
         except KeyboardInterrupt:
             summary.interrupted = True
         return summary
 
+    def _passes(self, arm: Arm) -> int:
+        """Forward passes of one explanation of `arm` (its method's count)."""
+        return int(arm.explainer.passes(self.setting.input_size))
+
+    def _forward_seconds(self) -> float:
+        """Seconds of one image's forward pass on this device: the measured plan's, else timed now."""
+        plan = tuning.cached_plan(self.model, self.device, self.setting.input_size)
+        if plan is not None:
+            return plan.seconds_per_image
+        size, count = self.setting.input_size, min(self.chunk, 8)
+        images = torch.randn(count, 3, size, size, device=self.device, dtype=self.dtype)
+        with torch.inference_mode():
+            self.model(images)  # warm-up: allocator, kernel choice
+            _, seconds = runtime.timed(partial(self.model, images), self.device)
+        return seconds / count
+
     # --------------------------------------------------------------------------------------- one chunk
-    def _chunk(self, keys: list[str], work: dict[str, list[Arm]], summary: Summary, bar) -> None:
+    def _chunk(self, keys: list[str], work: dict[str, list[Arm]], summary: Summary) -> None:
         dataset = self.dataset
+        progress = self.progress
         samples, skips = [], []
         for key in keys:
             if not work[key]:
@@ -389,7 +560,7 @@ class _Worker:
             if sample.skip is not None or sample.image is None:
                 skips.append((ALL_METHODS, key, sample.skip or "no image"))
                 summary.skipped_items += 1
-                bar.update(len(work[key]))
+                progress.skipped(work[key])
             else:
                 samples.append(sample)
         units: list[Unit] = []
@@ -408,7 +579,7 @@ class _Worker:
                         reason = "; ".join(reason for _, reason in missing) or "nothing to evaluate"
                         skips.append((ALL_METHODS, sample.key, reason))
                     summary.skipped_items += 1
-                    bar.update(len(work[sample.key]))
+                    progress.skipped(work[sample.key])
                 units += found
         if skips:
             with deferred_interrupt():
@@ -418,11 +589,30 @@ class _Worker:
         state = self.experiment.prepare(self.setting, images, units, self._explain)
         for arm in self.arms:
             mine = [unit for unit in units if arm in work[unit.key]]
-            if mine:
-                self._arm(arm, images, mine, state, summary)
-                bar.update(len({unit.key for unit in mine}))
+            for group in self._groups(arm, mine):
+                # an arm's own subset of the chunk gets the shared work for that subset (from the chunk's maps)
+                shared = state if len(group) == len(units) else self.experiment.prepare(self.setting, images, group,
+                                                                                      self._explain)
+                started = time.perf_counter()
+                explained = self._arm(arm, images, group, shared, summary)
+                progress.finished(arm, len({unit.key for unit in group}),
+                                  time.perf_counter() - started if explained else None)
 
-    def _arm(self, arm: Arm, images, units: list[Unit], state, summary: Summary) -> None:
+    def _groups(self, arm: Arm, units: list[Unit]) -> list[list[Unit]]:
+        """`units` explained and committed together: all of them, or one item's at a time for an arm whose one
+        explanation fills a chunk's forward passes by itself (RISE, Score-CAM, Jitter-CAM on a CPU), which loses
+        no speed and keeps each finished item when Ctrl-C stops the run. Fixed by the arm and the chunk, so that
+        a resumed run explains each item in the same company."""
+        if not units or self._passes(arm) < self.chunk:
+            return [units] if units else []
+        by_key: dict[str, list[Unit]] = {}
+        for unit in units:
+            by_key.setdefault(unit.key, []).append(unit)
+        return list(by_key.values())
+
+    def _arm(self, arm: Arm, images, units: list[Unit], state, summary: Summary) -> bool:
+        """Explain and score `units` with `arm` and commit them; False when the method or a metric refused
+        them (stored as skips)."""
         keys = list(dict.fromkeys(unit.key for unit in units))
         try:
             maps, seconds = self._explain(arm, images, units)
@@ -432,7 +622,7 @@ class _Worker:
             with deferred_interrupt():
                 self.store.commit(self.run_record, batch)
             summary.skipped += len(keys)
-            return
+            return False
         except torch.OutOfMemoryError:
             raise JitterCamError(f"out of memory on {self.device} in {arm.label}; try a smaller batch_size",
                                  option="batch_size") from None
@@ -446,6 +636,7 @@ class _Worker:
             self.store.commit(self.run_record, Batch(rows, gallery, done, []))
         summary.computed += len(keys)
         summary.rows += len(rows)
+        return True
 
     def _gallery(self, arm: Arm, units: list[Unit], maps: torch.Tensor) -> list[GalleryEntry]:
         entries: list[GalleryEntry] = []

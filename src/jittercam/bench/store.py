@@ -16,7 +16,8 @@ Schema 2 (`SCHEMA`, the only place it is written out; `jittercam report` reads i
   difficult pairs only), so "every metric row is there" is read from this marker, never guessed.
 * `arms (config_hash, method, variant, description, options)` — each arm's options as JSON (batch size left
   out) and as the method's repr: a resumed run that builds an arm of the same name with other options is
-  refused while that arm has results, since they would mix two settings under one name.
+  refused while that arm has results, since they would mix two settings under one name, unless it drops
+  that method's rows first (`record_arms(drop=...)`).
 * `explanations (key, ...)` — raw maps (float32) keyed by everything that determines them (model, weights,
   dataset, method and its options, sample, target, input size), so that several experiments, or a run
   resumed after its metrics were interrupted, reuse an explanation instead of computing it again.
@@ -28,8 +29,11 @@ another schema (jittercam 0.1 wrote schema 1) is refused with one line.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
-from collections.abc import Iterable, Sequence
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -186,6 +190,22 @@ class Batch:
     skips: list[tuple[str, str, str]]  # (method, item, reason)
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' * (count != 1)}"
+
+
+def _difference(stored: str, now: str) -> str:
+    """What differs between two arm descriptions (JSON objects): `masks 8000, now 500`."""
+    try:
+        before, after = json.loads(stored), json.loads(now)
+    except ValueError:
+        return f"{stored}, now {now}"
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return f"{stored}, now {now}"
+    return "; ".join(f"{key} {json.dumps(before.get(key))}, now {json.dumps(after.get(key))}"
+                     for key in sorted(before.keys() | after.keys()) if before.get(key) != after.get(key))
+
+
 def now() -> str:
     """The current UTC time.
 
@@ -221,6 +241,41 @@ def from_blob(blob: bytes, shape: Sequence[int] | None = None) -> np.ndarray:
     """
     values = np.frombuffer(blob, dtype="<f4")
     return values.reshape(shape) if shape is not None else values
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[str]:
+    """An SQLite URI that reads the store at `path` without creating or changing anything beside it.
+
+    `mode=ro` alone is not enough: on a WAL-mode store it creates `-wal` and `-shm` files and leaves them.
+    So: without a write-ahead log beside the file (a store closed cleanly), everything committed is in the
+    file and `immutable=1` reads it with no lock and no side file; with a log and its index (`-shm`: a run
+    writing now, or one that was killed), `mode=ro` reads what is committed and creates nothing; a log
+    without its index (files copied without it) cannot be read in place without creating the index, so
+    the file and its log are copied to a private temporary folder, read there and deleted (as is a store
+    with a rollback journal left by a crash, which only a writer can roll back).
+
+    Args:
+        path: the store file (it must exist).
+
+    Yields:
+        The URI, for `sqlite3.connect(uri, uri=True)` or `ATTACH DATABASE`.
+    """
+    def written(suffix: str) -> bool:
+        side = Path(f"{path}{suffix}")
+        return side.is_file() and side.stat().st_size > 0
+
+    if written("-journal") or (written("-wal") and not Path(f"{path}-shm").exists()):
+        with tempfile.TemporaryDirectory(prefix="jittercam-store-") as folder:
+            copy = Path(folder) / "store.db"
+            for suffix in ("", "-wal", "-journal"):
+                if Path(f"{path}{suffix}").is_file():
+                    shutil.copyfile(f"{path}{suffix}", f"{copy}{suffix}")
+            yield copy.as_uri()
+    elif written("-wal"):
+        yield path.resolve().as_uri() + "?mode=ro"
+    else:
+        yield path.resolve().as_uri() + "?immutable=1"
 
 
 class Store:
@@ -335,19 +390,30 @@ class Store:
         with self._transaction():
             return self.db.execute("DELETE FROM skips WHERE config_hash = ?", (config_hash,)).rowcount
 
-    def record_arms(self, config_hash: str, arms: Sequence[tuple[str, str, str, str]]) -> None:
-        """Record the arms' options. An arm without results (a run stopped before its first batch) stored
-        with another description takes the new description.
+    def record_arms(self, config_hash: str, arms: Sequence[tuple[str, str, str, str]],
+                    drop: Iterable[str] = ()) -> dict[str, int]:
+        """Record `(method, variant, description, repr)`, first deleting what the configuration stored for the
+        methods in `drop` (see `drop_method`), all in one transaction. An arm stored with another description
+        is refused while it has results, since they would mix two settings under one name; one without
+        results (a run stopped before that arm's first batch) takes the new description.
 
         Args:
             config_hash: the configuration.
             arms: `(method, variant, description, repr)` per arm.
+            drop: methods whose stored rows of this configuration are deleted first.
+
+        Returns:
+            The result rows deleted, per method in `drop`.
 
         Raises:
-            JitterCamError: before anything is written, an arm stored with another description has results,
-                since they would mix two settings under one name; or the store cannot be written.
+            JitterCamError: (option `drop`, before anything is written or deleted) an arm of a method not in
+                `drop` has results built with other options; the message says how many and the two ways out:
+                drop that method's rows, or use another store file.
         """
+        drop = list(dict.fromkeys(drop))
         for method, variant, description, _ in arms:
+            if method in drop:
+                continue
             stored = self.db.execute(
                 "SELECT description FROM arms WHERE config_hash=? AND method=? AND variant=?",
                 (config_hash, method, variant),
@@ -357,16 +423,45 @@ class Store:
             finished = self.db.execute("SELECT count(*) FROM done WHERE config_hash=? AND method=? AND variant=?",
                                        (config_hash, method, variant)).fetchone()[0]
             if finished:
+                rows = self.db.execute("SELECT count(*) FROM results WHERE config_hash=? AND method=? AND variant=?",
+                                       (config_hash, method, variant)).fetchone()[0]
                 label = f"{method}[{variant}]" if variant else method
-                items = "item" if finished == 1 else "items"
+                # the method's name before the store's path: the CLI turns the first "drop" into its flag
                 raise JitterCamError(
-                    f"{self.path} holds rows of {label} built with other options ({stored[0]}) for {finished} "
-                    f"{items}; use another store file to compare two settings of one method"
+                    f"{label} was computed with other options ({_difference(stored[0], description)}) for "
+                    f"{_plural(finished, 'item')} ({_plural(rows, 'result row')}) of this configuration: "
+                    f"drop {method} deletes {method}'s rows so that it is computed again with the new options, "
+                    f"or another store file than {self.path} keeps both",
+                    option="drop",
                 )
         with self._transaction():
+            dropped = {method: self._delete_method(config_hash, method) for method in drop}
             self.db.executemany(
                 "INSERT OR REPLACE INTO arms VALUES (?,?,?,?,?)", [(config_hash, *arm) for arm in arms]
             )
+        return dropped
+
+    def drop_method(self, config_hash: str, method: str) -> int:
+        """Delete everything this configuration stored for `method` (every variant): result rows, done
+        markers, skips, gallery entries and its recorded options, in one transaction, so that a run computes
+        it again (with other options, say). Cached explanations stay: they are keyed by the options.
+
+        Returns:
+            The number of result rows deleted.
+        """
+        with self._transaction():
+            return self._delete_method(config_hash, method)
+
+    def _delete_method(self, config_hash: str, method: str) -> int:
+        rows = self.db.execute("DELETE FROM results WHERE config_hash=? AND method=?", (config_hash, method)).rowcount
+        for table in ("done", "arms"):
+            self.db.execute(f"DELETE FROM {table} WHERE config_hash=? AND method=?", (config_hash, method))
+        # skips and gallery name an arm by its label: the method, or `method[variant]`
+        prefix = f"{method}["
+        for table in ("skips", "gallery"):
+            self.db.execute(f"DELETE FROM {table} WHERE config_hash=? AND (method=? OR substr(method, 1, ?)=?)",
+                            (config_hash, method, len(prefix), prefix))
+        return rows
 
     def cache_maps(self, entries: Iterable[tuple[str, str, str, int | None, np.ndarray, float]]) -> None:
         """Store raw maps in the explanation cache (a key already there keeps its map).
