@@ -79,7 +79,29 @@ SMALL_MAP = 64 * 64  # `cache="small"` keeps maps of at most this many pixels (C
 
 @dataclass
 class Settings:
-    """One `jittercam bench` command."""
+    """One `jittercam bench` command, as the Python API takes it: `run(Settings("pointing", "offline", db))`.
+
+    Attributes:
+        experiment: a registered experiment's name (`available_experiments()`).
+        dataset: a registered dataset's name or a dataset folder; None: the experiment's default.
+        db: the results store (SQLite file), created if missing, resumed if it holds this configuration.
+        model: a model name; None: the experiment's default, else EfficientNet-Lite0.
+        methods: method names; None: the paper's rows of the experiment; `["all"]`: every method.
+        weights: a local state dict, or "random"; None: the model's pretrained weights.
+        device: a torch device name.
+        batch_size: images per forward pass; None: the measured plan, else the device's default.
+        seed: the seed of random weights, generated datasets and seeded methods.
+        limit: the first N items of the dataset; None: all.
+        gallery: items whose maps are kept for the report's gallery.
+        input_size: a square input size other than the model's.
+        dataset_options: the dataset's own options (`--labels`, `--boxes`, ...); None values: not given.
+        experiment_options: the experiment's options, parsed (`Option.parse`).
+        method_options: method name (or '*' for all) -> its options.
+        retry_skipped: compute items skipped before again.
+        cache: which maps the store caches ("small", "all" or "none").
+        quiet: print nothing but errors and warnings.
+        drop: methods whose stored rows of this configuration are deleted first.
+    """
 
     experiment: str
     dataset: str | None  # None: the experiment's default dataset (groundtruth), else an error
@@ -104,6 +126,25 @@ class Settings:
 
 @dataclass
 class Summary:
+    """What a run did; `line()` is the line that ends it.
+
+    Attributes:
+        experiment: the experiment's name.
+        db: the store (rank 0's under torchrun).
+        computed: (method, item) pairs explained and stored by this run.
+        stored: pairs stored before.
+        skipped_before: pairs skipped before and not retried.
+        skipped_items: items skipped now for every method.
+        skipped: pairs skipped now for one method.
+        rows: result rows written by this run.
+        seconds: the run's wall time.
+        interrupted: Ctrl-C ended the run (what was committed stays).
+        main: this process reports (rank 0, or the only one).
+        pairs: the command's (method, item) pairs, stored or not.
+        store_rows: result rows of this configuration in the store(s) when the run ended.
+        world_size: the number of ranks.
+    """
+
     experiment: str
     db: Path
     computed: int = 0  # (method, sample) pairs explained and stored now
@@ -221,9 +262,20 @@ def machine() -> str:
 
 # ---------------------------------------------------------------------------------------------- the run
 def run(settings: Settings, *, dataset=None, model: torch.nn.Module | None = None) -> Summary:
-    """Run `settings`; `dataset` / `model` objects replace `settings.dataset` / `settings.model` (tests, API).
-    Raises `JitterCamError` before writing anything for a mistake in the settings; a Ctrl-C ends the run
-    after the batch being committed, with `Summary.interrupted` set."""
+    """Run one benchmark command: explain, score and store every pending (method, item) pair.
+
+    Args:
+        settings: the command.
+        dataset: an opened dataset to use instead of `settings.dataset` (tests, API).
+        model: a model to use instead of `settings.model`.
+
+    Returns:
+        What was computed, stored and skipped; a Ctrl-C ends the run after the batch being committed,
+        with `Summary.interrupted` set.
+
+    Raises:
+        JitterCamError: before anything is written, for a mistake in the settings.
+    """
     experiment = experiment_class(settings.experiment)(**settings.experiment_options)
     names = method_names(experiment, settings.methods)
     check_method_options(settings.method_options, names)
