@@ -266,7 +266,7 @@ def run(settings: Settings, *, dataset=None, model: torch.nn.Module | None = Non
 
     Args:
         settings: the command.
-        dataset: an opened dataset to use instead of `settings.dataset` (tests, API).
+        dataset (BenchmarkDataset | None): an opened dataset to use instead of `settings.dataset` (tests, API).
         model: a model to use instead of `settings.model`.
 
     Returns:
