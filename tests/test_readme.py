@@ -1,4 +1,4 @@
-"""The README's Python examples run as written, one after the other."""
+"""The Python examples of the README and the guides run as written, one after the other."""
 from __future__ import annotations
 
 import re
@@ -11,18 +11,20 @@ from jittercam.data import registry as datasets
 from jittercam.methods import registry
 
 ROOT = Path(__file__).resolve().parent.parent
+GUIDES = ("python", "metrics", "benchmark")  # the guides with Python examples, in the order they build on
 
 
 def test_python_examples_run(monkeypatch):
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    assert len(blocks) == 5
+    pages = [ROOT / "README.md", *(ROOT / "docs" / "guide" / f"{name}.md" for name in GUIDES)]
+    blocks = [block for page in pages for block in re.findall(r"```python\n(.*?)```", page.read_text(), re.S)]
+    assert len(blocks) == 6
     monkeypatch.chdir(ROOT)
     monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))  # the example registers a method
     monkeypatch.setattr(experiments, "_EXPERIMENTS", dict(experiments._EXPERIMENTS))  # ... and an experiment
     monkeypatch.setattr(datasets, "_SOURCES", dict(datasets._SOURCES))  # ... and a dataset
     scope: dict = {}
     for number, block in enumerate(blocks):
-        exec(compile(block, f"README.md python block {number}", "exec"), scope)  # noqa: S102
+        exec(compile(block, f"python block {number} of the README and guides", "exec"), scope)  # noqa: S102
     assert tuple(scope["sharper"].shape) == (1, 14, 14) and float(scope["sharper"].min()) >= 0
     assert tuple(scope["maps"].shape) == (1, 14, 14)
     assert tuple(scope["heat"].shape) == (1, 375, 500)

@@ -98,7 +98,7 @@ def busy_cpus(seconds: float = 0.2) -> float | None:
 def threads_for(usable: int, busy: float | None, cpus: int) -> int:
     """The usable CPUs that other processes leave idle, at least 1 (all usable ones when the load is
     unknown). More threads than idle cores is what collapses: torch's OpenMP threads wait for each other
-    at every operation, and one of them is always descheduled (the README has the numbers).
+    at every operation, and one of them is always descheduled (the Speed guide, docs/guide/speed.md, has the numbers).
 
     Args:
         usable: CPUs this process may use (`usable_cpus()`).

@@ -12,7 +12,7 @@ Each image is `size` x `size` RGB, deterministic from `(seed, index)` (a numpy G
   and the distractor's side and noise cells: the same evidence at 1-2x, as the random-resized crops of
   ImageNet training show real models their objects at many scales. Jitter-CAM and Upscale-CAM enlarge
   the input (2x at their default size), so a model that only knows one scale loses the evidence there
-  (measured in the README); `scale=(1, 1)` gives that single-scale setting.
+  (measured in the ground-truth guide); `scale=(1, 1)` gives that single-scale setting.
 * Evidence: ONE opaque square patch of side `round(f * s0)` (`s0` uniform integer in `patch`, default
   11-14 % of `size`: 14-18 px at 128 px) at a uniform integer position fully inside the image, carrying
   the binary pattern of the item's class (`PATTERNS[label]`) with period `f * P` pixels (`P` uniform
