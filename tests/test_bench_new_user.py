@@ -20,7 +20,7 @@ from torch import nn
 from tqdm import tqdm
 
 from jittercam import models
-from jittercam.bench import runner
+from jittercam.bench import progress, runner
 from jittercam.bench.experiments import Arm
 from jittercam.cli import main
 from jittercam.methods import create
@@ -177,7 +177,7 @@ def test_a_long_run_says_how_to_shorten_it(tiny):
     """The README's first command on a 2-core CPU: RISE's 8000 passes and Score-CAM's 1280 per item."""
     rise, scorecam, gradcam = (Arm(name, create(name, tiny)) for name in ("rise", "scorecam", "gradcam"))
     passes = {rise: 8000, scorecam: 1280, gradcam: 1}
-    line = runner._estimate_line("local-accuracy", {rise: 48, scorecam: 48, gradcam: 48}, passes.get, 0.0189,
+    line = progress.estimate_line("local-accuracy", {rise: 48, scorecam: 48, gradcam: 48}, passes.get, 0.0189,
                                  torch.device("cpu"))
     estimate, advice = line.split("\n")
     assert estimate.startswith("local-accuracy: 144 explanations to compute; at 18.9 ms per forward pass (measured on")
@@ -195,14 +195,14 @@ def test_the_time_left_follows_the_measured_pace(tiny):
     slow, fast = Arm("rise", create("rise", tiny)), Arm("gradcam", create("gradcam", tiny))
     screen = io.StringIO()
     bar = tqdm(total=8, file=screen, disable=False, bar_format="{n_fmt}/{total_fmt}{postfix}", mininterval=0)
-    with runner._Progress(bar, {fast: 4, slow: 4}, {fast: 0.5, slow: 100.0}) as progress:
-        assert progress.seconds_left() == pytest.approx(4 * 0.5 + 4 * 100.0)
-        progress.finished(fast, 4, 10.0)  # 2.5 s per item measured, 2 s beyond its passes
-        assert progress.seconds_left() == pytest.approx(4 * (100.0 + 2.0))
-        progress.finished(slow, 1, 150.0)
-        assert progress.seconds_left() == pytest.approx(3 * 150.0)
-        progress.skipped([slow])
-        assert progress.seconds_left() == pytest.approx(2 * 150.0)
+    with progress.Progress(bar, {fast: 4, slow: 4}, {fast: 0.5, slow: 100.0}) as bar_progress:
+        assert bar_progress.seconds_left() == pytest.approx(4 * 0.5 + 4 * 100.0)
+        bar_progress.finished(fast, 4, 10.0)  # 2.5 s per item measured, 2 s beyond its passes
+        assert bar_progress.seconds_left() == pytest.approx(4 * (100.0 + 2.0))
+        bar_progress.finished(slow, 1, 150.0)
+        assert bar_progress.seconds_left() == pytest.approx(3 * 150.0)
+        bar_progress.skipped([slow])
+        assert bar_progress.seconds_left() == pytest.approx(2 * 150.0)
     bar.close()
     assert screen.getvalue().replace("\r", "\n").splitlines()[-1].startswith("6/8, ~0")  # 05:00 minus time gone
 

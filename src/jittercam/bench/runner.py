@@ -45,7 +45,6 @@ import io
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -70,6 +69,7 @@ from ..models import RANDOM, load_model
 from . import distributed
 from .experiments import Arm, Experiment, Setting, Unit, experiment_class
 from .experiments.base import SWEEP
+from .progress import Progress, estimate_line, plural
 from .store import ALL_METHODS, Batch, GalleryEntry, Row, Run, Store
 
 CACHE_MODES = ("small", "all", "none")
@@ -178,11 +178,6 @@ class Summary:
         return (f"this run stored {plural(self.computed, 'explanation')} ({plural(self.rows, 'row')}); "
                 f"{self.where()} now hold{'s' * (self.world_size == 1)} {self.stored + self.computed} of this "
                 f"command's {self.pairs} explanations ({plural(self.store_rows, 'result row')} of this configuration)")
-
-
-def plural(count: int, noun: str) -> str:
-    """`1 row`, `2 rows`."""
-    return f"{count} {noun}{'s' * (count != 1)}"
 
 
 # --------------------------------------------------------------------------------------------- checks
@@ -416,114 +411,6 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
     return summary
 
 
-LONG = 600.0  # seconds: an estimate above this comes with ways to shorten the run
-
-
-def _duration(seconds: float) -> str:
-    """`1 s` (the least said), `40 s`, `12 min`, `2 h 05 min`."""
-    if seconds < 59.5:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 3570:
-        return f"{round(seconds / 60)} min"
-    hours, minutes = divmod(round(seconds / 60), 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-def _estimate_line(experiment: str, left: dict[Arm, int], passes, forward: float, device: torch.device) -> str:
-    """What the run will cost, said before it starts: each arm's items to do x its forward passes per
-    explanation x the seconds of one forward pass measured here; the slow arms by name, and ways to
-    shorten the run when it is long."""
-    costs = {arm: count * passes(arm) * forward for arm, count in left.items() if count}
-    total = sum(costs.values())
-    heavy = sorted((arm for arm in costs if costs[arm] > 0.1 * total), key=lambda arm: -costs[arm])
-    parts = [f"{arm.label} {passes(arm)} passes per item ({_duration(costs[arm])})" for arm in heavy]
-    others = len(costs) - len(heavy)
-    if others:
-        parts.append(f"{plural(others, 'other method')} {_duration(total - sum(costs[arm] for arm in heavy))}")
-    where = runtime.device_name(device)
-    if device.type == "cpu":
-        where += f", {plural(torch.get_num_threads(), 'thread')}"
-    line = (f"{experiment}: {plural(sum(left.values()), 'explanation')} to compute; at {forward * 1000:.3g} ms per "
-            f"forward pass (measured on {where}) their forward passes alone take about {_duration(total)}: "
-            f"{'; '.join(parts)}; the metrics add to it, and the bar's time left follows the measured pace")
-    if total <= LONG:
-        return line
-    tips = []
-    for arm in heavy:
-        masks = getattr(arm.explainer, "masks", None)
-        if isinstance(masks, int) and masks > 1000:
-            tips.append(f"--option {arm.method}.masks=1000 ({masks / 1000:g}x fewer passes)")
-    if heavy:
-        tips.append(f"--methods without {' and '.join(dict.fromkeys(arm.method for arm in heavy))}")
-    tips.append("--limit N")
-    if device.type == "cpu" and torch.cuda.is_available():
-        tips.append("--device cuda")
-    return f"{line}\nto shorten it: {'; '.join(tips)}. Ctrl-C keeps every finished item; the same command resumes"
-
-
-class _Progress:
-    """The bar over (method, item) pairs and the time left. An arm that has finished items takes its measured
-    seconds per item; one that has not, its forward passes times the seconds of one forward pass, plus what
-    the measured arms spent beyond theirs (the metrics' passes, the same for every arm). Redrawn every second
-    while it is on a terminal, the time left counting down during a long item."""
-
-    TICK = 1.0
-
-    def __init__(self, bar: tqdm, left: dict[Arm, int], prior: dict[Arm, float]) -> None:
-        self.bar, self.left, self.prior = bar, dict(left), prior
-        self.spent: dict[Arm, float] = {}
-        self.items: dict[Arm, int] = {}
-        self.since = time.perf_counter()  # the last finished item
-        self.stop = threading.Event()
-        self.ticker = threading.Thread(target=self._tick, daemon=True)
-        self._show()
-
-    def __enter__(self) -> _Progress:
-        if not self.bar.disable:
-            self.ticker.start()
-        return self
-
-    def __exit__(self, *_exc) -> None:
-        self.stop.set()
-        if self.ticker.is_alive():
-            self.ticker.join()
-
-    def per_item(self, arm: Arm) -> float:
-        if self.items.get(arm):
-            return self.spent[arm] / self.items[arm]
-        measured = [self.spent[a] / self.items[a] - self.prior[a] for a in self.items if self.items[a]]
-        return self.prior[arm] + max(0.0, sum(measured) / len(measured) if measured else 0.0)
-
-    def seconds_left(self) -> float:
-        return sum(count * self.per_item(arm) for arm, count in self.left.items())
-
-    def finished(self, arm: Arm, items: int, seconds: float | None) -> None:
-        """`items` of `arm` done (or refused), in `seconds` (None: refused, not a measure of its pace)."""
-        self.left[arm] -= items
-        if seconds is not None:
-            self.spent[arm] = self.spent.get(arm, 0.0) + seconds
-            self.items[arm] = self.items.get(arm, 0) + items
-        self.since = time.perf_counter()
-        self._show()
-        self.bar.update(items)
-
-    def skipped(self, arms: list[Arm]) -> None:
-        """One item skipped for all of `arms`."""
-        for arm in arms:
-            self.left[arm] -= 1
-        self._show()
-        self.bar.update(len(arms))
-
-    def _show(self) -> None:
-        left = max(0.0, self.seconds_left() - (time.perf_counter() - self.since))
-        self.bar.set_postfix_str(f"~{tqdm.format_interval(left)} left", refresh=False)
-
-    def _tick(self) -> None:
-        while not self.stop.wait(self.TICK):
-            self._show()
-            self.bar.refresh()
-
-
 class _Worker:
     """The loop over chunks for one process."""
 
@@ -567,11 +454,11 @@ class _Worker:
         speaks = not settings.quiet and self.context.main
         forward = self._forward_seconds() if speaks and any(left.values()) else None
         if forward is not None:
-            print(_estimate_line(self.experiment.name, left, self._passes, forward, self.device), file=sys.stderr)
+            print(estimate_line(self.experiment.name, left, self._passes, forward, self.device), file=sys.stderr)
         bar = tqdm(total=sum(left.values()), desc=self.experiment.name, unit="map", file=sys.stderr,
                    disable=not (speaks and sys.stderr.isatty()), dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}, {rate_fmt}]")
-        self.progress = _Progress(bar, left, {arm: self._passes(arm) * (forward or 0.0) for arm in self.arms})
+        self.progress = Progress(bar, left, {arm: self._passes(arm) * (forward or 0.0) for arm in self.arms})
         chunk = self.chunk
         try:
             with bar, self.progress:
