@@ -32,6 +32,7 @@ from .methods import CAMMethod, available_methods, method_class
 from .models import ModelCard, load_model, model_card
 from .runtime import ThreadGovernor, timed
 from .viz import check_alpha, check_colormap, overlay, titled
+from .words import plural
 
 NPY_MAX_SIDE = 1024  # default longest side of the stored .npy map
 SUMMARY = "summary.csv"
@@ -162,7 +163,7 @@ class Explanation:
 
     def progress(self) -> str:
         """How far the run got: `3 of 4 maps written to OUT, 1 was there`."""
-        done = f"{len(self.written)} of {self.total} map{'s' * (self.total != 1)} written to {self.settings.out}"
+        done = f"{len(self.written)} of {plural(self.total, 'map')} written to {self.settings.out}"
         return done + (f", {self.skipped} {'was' if self.skipped == 1 else 'were'} there" if self.skipped else "")
 
     def run(self) -> list[Result]:

@@ -9,13 +9,8 @@ import torch
 from tqdm import tqdm
 
 from .. import runtime
+from ..words import plural
 from .experiments import Arm
-
-
-def plural(count: int, noun: str) -> str:
-    """`1 row`, `2 rows`."""
-    return f"{count} {noun}{'s' * (count != 1)}"
-
 
 LONG = 600.0  # seconds: an estimate above this comes with ways to shorten the run
 

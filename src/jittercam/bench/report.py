@@ -34,6 +34,7 @@ from ..data.output import atomic_write, probe_folder
 from ..errors import JitterCamError
 from ..maps import upsample
 from ..viz import overlay
+from ..words import plural
 from . import paper, plots
 from .experiments import Experiment, Variant, available_experiments, find_experiment
 from .experiments.base import COMBINED
@@ -141,9 +142,6 @@ def _model_order(groups: list[Group]) -> list[Group]:
     return sorted(groups, key=lambda g: (rank.get(g.model, len(rank)), g.label))
 
 
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' * (count != 1)}"
-
 
 def _items_note(group: Group, keys, each: str = "method") -> str:
     """`label: n = 6 items for each of 3 methods; 2 items skipped (reason ×2)`."""
@@ -151,13 +149,13 @@ def _items_note(group: Group, keys, each: str = "method") -> str:
     if not counts:
         text = "no results"
     elif len(set(counts.values())) == 1:
-        text = f"n = {_plural(next(iter(counts.values())), 'item')} for each of {_plural(len(counts), each)}"
+        text = f"n = {plural(next(iter(counts.values())), 'item')} for each of {plural(len(counts), each)}"
     else:
         text = "n = " + ", ".join(f"{label} {count}" for label, count in counts.items()) + " items"
     if group.skipped:
         reasons = "; ".join(f"{reason} ×{count}" for reason, count in group.reasons.most_common(5))
         more = f"; {len(group.reasons) - 5} other reasons" if len(group.reasons) > 5 else ""
-        text += f"; {_plural(group.skipped, 'item')} skipped ({reasons}{more})"
+        text += f"; {plural(group.skipped, 'item')} skipped ({reasons}{more})"
     else:
         text += "; no items skipped"
     return f"{group.label}: {text}"
@@ -384,7 +382,7 @@ def _experiment(out: Path, experiment: str, groups: list[Group], written: Writte
             if not group.stats:
                 reasons = "; ".join(f"{r} ×{c}" for r, c in group.reasons.most_common(5))
                 section.notes.append(f"{group.label} on {dataset}: no results; "
-                                     f"{_plural(group.skipped, 'item')} skipped ({reasons})")
+                                     f"{plural(group.skipped, 'item')} skipped ({reasons})")
             declared.extra_report(group, SectionWriter(out, group, section))
             for sweep, methods in sorted(_sweeps(group).items() if declared.sweeps else ()):
                 section.tables.append(_sweep_table(group, sweep, methods))
@@ -548,9 +546,9 @@ def write_report(paths: list[Path], out: Path, gallery: int = GALLERY_ITEMS) -> 
                 sections.append(_experiment(out, experiment, members, written))
         galleries = _galleries(stores, out, gallery, written)
         skipped = stores.db.execute("SELECT count(DISTINCT config_hash || ':' || item) FROM skips").fetchone()[0]
-        sources = ", ".join(f"{p.name} ({_plural(n, 'result row')})" for p, n in zip(paths, stores.counts, strict=True))
-        intro = [(f"From {_plural(len(paths), 'store')}: {sources}; {_plural(merged, 'row')} after merging, "
-                  f"{_plural(skipped, 'skipped item')}. Written by jittercam {__version__}."),
+        sources = ", ".join(f"{p.name} ({plural(n, 'result row')})" for p, n in zip(paths, stores.counts, strict=True))
+        intro = [(f"From {plural(len(paths), 'store')}: {sources}; {plural(merged, 'row')} after merging, "
+                  f"{plural(skipped, 'skipped item')}. Written by jittercam {__version__}."),
                  ("Each experiment's table is also in EXPERIMENT.md and, in long form, EXPERIMENT.csv. "
                   "Greyed numbers in parentheses are the paper's, where it reports the same model and dataset."),
                  *(f"Warning: {warning}." for warning in written.warnings)]
@@ -568,7 +566,7 @@ def run(args: argparse.Namespace) -> int:
     for warning in written.warnings:
         print(f"jittercam: warning: {warning}", file=sys.stderr)
     if not args.quiet:
-        print(f"{_plural(written.files, 'store')}, {_plural(written.merged, 'result row')} after merging -> "
-              f"{args.out}: {_plural(written.tables, 'table')}, {_plural(written.plots, 'plot')}, "
-              f"{_plural(written.gallery, 'gallery image')}; open {args.out / 'index.html'}")
+        print(f"{plural(written.files, 'store')}, {plural(written.merged, 'result row')} after merging -> "
+              f"{args.out}: {plural(written.tables, 'table')}, {plural(written.plots, 'plot')}, "
+              f"{plural(written.gallery, 'gallery image')}; open {args.out / 'index.html'}")
     return 0

@@ -66,10 +66,11 @@ from ..inputs import parse_device, resolve_batch_size
 from ..methods import CAMMethod, create
 from ..methods.registry import method_list
 from ..models import RANDOM, load_model
+from ..words import plural
 from . import distributed
 from .experiments import Arm, Experiment, Setting, Unit, experiment_class
 from .experiments.base import SWEEP
-from .progress import Progress, estimate_line, plural
+from .progress import Progress, estimate_line
 from .store import ALL_METHODS, Batch, GalleryEntry, Row, Run, Store
 
 CACHE_MODES = ("small", "all", "none")

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from ..errors import JitterCamError
+from ..words import plural
 
 SCHEMA_VERSION = 2
 # table -> column declarations; the primary key last
@@ -189,9 +190,6 @@ class Batch:
     done: list[tuple[str, str, str]]  # (method, variant, item)
     skips: list[tuple[str, str, str]]  # (method, item, reason)
 
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'s' * (count != 1)}"
 
 
 def _difference(stored: str, now: str) -> str:
@@ -429,7 +427,7 @@ class Store:
                 # the method's name before the store's path: the CLI turns the first "drop" into its flag
                 raise JitterCamError(
                     f"{label} was computed with other options ({_difference(stored[0], description)}) for "
-                    f"{_plural(finished, 'item')} ({_plural(rows, 'result row')}) of this configuration: "
+                    f"{plural(finished, 'item')} ({plural(rows, 'result row')}) of this configuration: "
                     f"drop {method} deletes {method}'s rows so that it is computed again with the new options, "
                     f"or another store file than {self.path} keeps both",
                     option="drop",

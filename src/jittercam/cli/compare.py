@@ -7,6 +7,7 @@ from pathlib import Path
 from ..compare import write_figure
 from ..frontend import parse_method_options
 from ..models import RANDOM
+from ..words import plural
 from .common import EXIT_OK, RANDOM_WEIGHTS, on_terminal, say_warning
 
 
@@ -46,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
                         target=args.target, size=args.size, device=args.device,
                         progress=not args.quiet and on_terminal(), started=started)
     images, methods = len(rows), len(rows[0]) - 1
-    print(f"wrote {args.out} ({images} image{'s' * (images != 1)} x {methods} method{'s' * (methods != 1)})")
+    print(f"wrote {args.out} ({plural(images, 'image')} x {plural(methods, 'method')})")
     return EXIT_OK

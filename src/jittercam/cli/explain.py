@@ -16,6 +16,7 @@ from ..explain import NPY_MAX_SIDE, Explanation, Listener, Result, Settings
 from ..frontend import parse_method_options
 from ..models import RANDOM
 from ..runtime import ThreadGovernor
+from ..words import plural
 from .common import EXIT_INTERRUPTED, EXIT_OK, RANDOM_WEIGHTS, on_terminal, say_warning
 
 _LAYER_HINT = " (on the command line: --target-layer NAME; module names as in model.named_modules())"
@@ -108,9 +109,9 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - lines.started_at
     maps, bad = len(written), len(explanation.bad)
     extra = f", {explanation.skipped} already there" if explanation.skipped else ""
-    extra += f", {bad} bad image{'s' * (bad != 1)} skipped" if bad else ""
+    extra += f", {plural(bad, 'bad image')} skipped" if bad else ""
     files = 2 * maps
-    lines.say(f"wrote {files} file{'s' * (files != 1)} to {args.out} ({maps} map{'s' * (maps != 1)}{extra}) "
+    lines.say(f"wrote {plural(files, 'file')} to {args.out} ({plural(maps, 'map')}{extra}) "
               f"in {elapsed:.1f} s")
     return EXIT_OK
 
@@ -150,11 +151,11 @@ class _Lines(Listener):
             say_warning(f"skipped {error.path}: {error.problem}")
         if run.outputs:
             count = len(run.outputs)
-            self.say(f"left out {count} picture{'s' * (count != 1)} that jittercam wrote (maps, figures) "
+            self.say(f"left out {plural(count, 'picture')} that jittercam wrote (maps, figures) "
                      "in the image folders")
         images, methods, device = len(run.sources), len(run.methods), run.device
         engine = f"{device.type}, {run.threads}" if device.type == "cpu" else str(device)
-        self.say(f"{images} image{'s' * (images != 1)} x {methods} method{'s' * (methods != 1)}, "
+        self.say(f"{plural(images, 'image')} x {plural(methods, 'method')}, "
                  f"{run.settings.model} on {engine} -> {run.settings.out}")
         self.bar = tqdm(total=run.total, unit="map", file=sys.stderr, disable=self.quiet or not on_terminal(),
                         dynamic_ncols=True)

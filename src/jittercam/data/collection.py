@@ -20,6 +20,7 @@ from PIL import Image
 
 from ..errors import JitterCamError
 from ..methods import check_method_name
+from ..words import plural
 from .output import MARK
 
 # the extensions a folder is searched for: common photo and image formats Pillow reads (a file given by
@@ -152,7 +153,7 @@ def _folder_images(folder: Path, recursive: bool, suffixes: set[str], excluded: 
 def _empty_folder(folder: Path, recursive: bool, written: int) -> str:
     message = f"no images in folder {folder}"
     if written:
-        message += f" (only {written} picture{'s' * (written != 1)} that jittercam wrote)"
+        message += f" (only {plural(written, 'picture')} that jittercam wrote)"
     if not recursive and any(child.is_dir() and not child.name.startswith(".") for child in folder.iterdir()):
         message += " (its subfolders are searched with recursive=True)"
     return message + f"; image files end in {', '.join(sorted(image_suffixes()))}"
