@@ -184,8 +184,9 @@ def test_a_long_run_says_how_to_shorten_it(tiny):
     assert estimate.endswith("their forward passes alone take about 2 h 20 min: rise 8000 passes per item (2 h 01 min)"
                              "; scorecam 1280 passes per item (19 min); 1 other method 1 s; the metrics add to it, and "
                              "the bar's time left follows the measured pace")
-    assert advice.startswith("to shorten it: --option rise.masks=1000 (8x fewer passes); --methods without rise and "
-                             "scorecam; --limit N")
+    # the methods to keep, as a flag one can paste (not a phrase to type)
+    assert advice.startswith("to shorten it: --option rise.masks=1000 (8x fewer passes); --methods gradcam (without "
+                             "rise and scorecam); --limit N")
     assert advice.endswith("Ctrl-C keeps every finished item; the same command resumes")
 
 
