@@ -49,7 +49,7 @@ def estimate_line(experiment: str, left: dict[Arm, int], passes, forward: float,
         masks = getattr(arm.explainer, "masks", None)
         if isinstance(masks, int) and masks > 1000:
             tips.append(f"--option {arm.method}.masks=1000 ({masks / 1000:g}x fewer passes)")
-    slow = set(arm.method for arm in heavy)
+    slow = {arm.method for arm in heavy}
     rest = list(dict.fromkeys(arm.method for arm in left if arm.method not in slow))
     if heavy and rest:
         tips.append(f"--methods {','.join(rest)} (without {' and '.join(sorted(slow))})")
