@@ -1,8 +1,14 @@
 """Shared fixtures: the real EfficientNet-Lite0, the example photos, and a tiny CNN."""
 from __future__ import annotations
 
-import csv
 import os
+
+# Before torch loads OpenMP (as `import jittercam` does when it comes first): waiting threads that spin starve
+# the working one whenever another process holds a core. Measured here, tests/test_readme.py beside other work
+# and one busy loop on the 2 cores: 197 s spinning, 22 s passive.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import csv
 import struct
 import zlib
 from pathlib import Path
