@@ -28,6 +28,8 @@ from ..errors import JitterCamError
 from ..models import RANDOM, load_state_file, register_model_adapter, register_model_prefix
 from .hub import quiet_downloads, require
 
+__all__ = ["PREFIX", "HuggingFaceClassifier", "adapt", "build", "card_of"]
+
 PREFIX = "hf"
 
 
@@ -50,8 +52,15 @@ class HuggingFaceClassifier(nn.Module):
 
         Returns:
             `(B, classes)` logits.
+
+        Raises:
+            JitterCamError: the model's output has no logits (a backbone, not an image classifier).
         """
-        return self.model(pixel_values=images).logits
+        logits = getattr(self.model(pixel_values=images), "logits", None)
+        if not isinstance(logits, torch.Tensor):
+            raise JitterCamError(f"{type(self.model).__name__} gives no logits: explain an image classifier "
+                                 "(e.g. AutoModelForImageClassification), not a backbone")
+        return logits
 
 
 @register_model_prefix(PREFIX, summary="Hugging Face image classifiers, e.g. hf:ORG/NAME (pip install "

@@ -20,6 +20,8 @@ from ..errors import JitterCamError
 from ..models import RANDOM, load_state_file, register_model_adapter, register_model_prefix
 from .hub import quiet_downloads, require
 
+__all__ = ["PREFIX", "adapt", "build", "card_of"]
+
 PREFIX = "timm"
 
 
