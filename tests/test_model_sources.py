@@ -105,6 +105,7 @@ def test_timm_errors_are_one_line(offline):
     (["--model", "timm:resnet18"], "pass --weights=PATH (or 'random' for random weights)"),
     (["--model", "timm:resnet18", "--weights", "missing.pt"], "jittercam: error: weights file not found"),
     (["--model", "hf:resnet", "--weights", "missing.pt"], "jittercam: error: weights file not found"),
+    (["--model", "hf:nobody/nosuch", "--weights", "missing.pt"], "jittercam: error: weights file not found"),
     (["--model", "nosuch:thing"], "or hf:NAME, timm:NAME"),
 ])
 def test_cli_model_errors_are_one_line_exit_2_and_no_files(tmp_path, capsys, offline, args, message):

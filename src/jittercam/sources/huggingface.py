@@ -63,8 +63,7 @@ class HuggingFaceClassifier(nn.Module):
         return logits
 
 
-@register_model_prefix(PREFIX, summary="Hugging Face image classifiers, e.g. hf:ORG/NAME (pip install "
-                                       "'jittercam[hf]')")
+@register_model_prefix(PREFIX, summary="Hugging Face image classifiers, e.g. hf:ORG/NAME; pip install 'jittercam[hf]'")
 def build(name: str, weights: str | Path | None) -> tuple[nn.Module, ModelCard]:
     """The model `load_model("hf:NAME", weights)` builds.
 
@@ -97,6 +96,8 @@ def build(name: str, weights: str | Path | None) -> tuple[nn.Module, ModelCard]:
                 f"for random weights)", option="weights"
             ) from None
     else:
+        if weights != RANDOM and not Path(weights).is_file():  # before the configuration is looked for
+            raise JitterCamError(f"weights file not found: {weights}")
         model = auto.from_config(_config(transformers, name))
         if weights != RANDOM:
             load_state_file(model, weights, f"{PREFIX}:{name}")

@@ -25,7 +25,7 @@ __all__ = ["PREFIX", "adapt", "build", "card_of"]
 PREFIX = "timm"
 
 
-@register_model_prefix(PREFIX, summary="timm's classifiers, e.g. timm:resnet50 (pip install 'jittercam[timm]')")
+@register_model_prefix(PREFIX, summary="timm's classifiers, e.g. timm:resnet50; pip install 'jittercam[timm]'")
 def build(name: str, weights: str | Path | None) -> tuple[nn.Module, ModelCard]:
     """The model `load_model("timm:NAME", weights)` builds.
 
