@@ -203,3 +203,10 @@ def test_a_hugging_face_backbone_without_logits_is_refused_in_one_line():
     backbone = transformers.ResNetModel(_hf_resnet().config).eval()
     with pytest.raises(JitterCamError, match="ResNetModel gives no logits: explain an image classifier"):
         jittercam.GradCAM(jittercam.load_model(backbone), input_size=64)
+
+
+def test_a_saved_backbone_is_not_given_a_random_head(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    transformers.ResNetModel(_hf_resnet().config).save_pretrained(tmp_path / "backbone")
+    with pytest.raises(JitterCamError, match=r"not a complete image classifier: \d+ of its weights are missing"):
+        jittercam.load_model(f"hf:{tmp_path / 'backbone'}")

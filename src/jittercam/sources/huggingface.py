@@ -88,13 +88,17 @@ def build(name: str, weights: str | Path | None) -> tuple[nn.Module, ModelCard]:
         source = name if weights is None else str(weights)
         try:
             with quiet_downloads():
-                model = auto.from_pretrained(source)
+                model, info = auto.from_pretrained(source, output_loading_info=True)
         except Exception as exc:  # noqa: BLE001 - network, hub, disk, not a classifier: no model
             raise JitterCamError(
                 f"cannot get the pretrained {PREFIX}:{name} ({type(exc).__name__}: {_first_line(exc)}); save it "
                 f"with save_pretrained(FOLDER) where there is a network and pass weights=FOLDER (or {RANDOM!r} "
                 f"for random weights)", option="weights"
             ) from None
+        missing = list(info.get("missing_keys") or [])
+        if missing:  # e.g. a backbone's checkpoint: transformers would add a random head, and only log it
+            raise JitterCamError(f"the pretrained {PREFIX}:{name} is not a complete image classifier: {len(missing)} "
+                                 f"of its weights are missing (e.g. {sorted(missing)[0]!r}), they would be random")
     else:
         if weights != RANDOM and not Path(weights).is_file():  # before the configuration is looked for
             raise JitterCamError(f"weights file not found: {weights}")
