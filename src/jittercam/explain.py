@@ -259,7 +259,6 @@ class Explanation:
                     result = Result(str(source.path), method_name, target, card.class_name(target),
                                     float(probabilities[target]), seconds, self.threads.count, *files[method_name])
                     self._write(result, image, heat, summary)
-                    self.written.append(result)
                     self.listener.explained(label, result)
                 del image, batch
         except BrokenPipeError:  # the listener's reader left (`| head -1`): not a disk problem
@@ -275,7 +274,7 @@ class Explanation:
         return self.written
 
     def _write(self, result: Result, image: Image.Image, heat: np.ndarray, summary: CsvLog) -> None:
-        """The map, its overlay and the summary row; Ctrl-C waits until all three are there."""
+        """The map, its overlay and the summary row, then the count; Ctrl-C waits until all four are there."""
         settings = self.settings
         picture = overlay(image, heat, alpha=settings.alpha, cmap=settings.cmap)
         if settings.title:
@@ -293,6 +292,7 @@ class Explanation:
                 f"{result.probability:.6f}", f"{result.seconds:.3f}", result.threads,
                 result.npy.relative_to(settings.out).as_posix(), result.png.relative_to(settings.out).as_posix(),
             ])
+            self.written.append(result)  # inside: a Ctrl-C deferred to the block's end counts this result
 
 
 def check_out(out: Path, folders: Sequence[Path], files: Sequence[Path] = ()) -> None:
