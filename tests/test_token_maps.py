@@ -180,3 +180,15 @@ class PatchEmbeddingThenLinears(nn.Module):
 def test_a_patch_embedding_with_the_network_after_it_is_refused():
     with pytest.raises(JitterCamError, match=r"'embed' \(4x4\).*run after it.*pass target_layer="):
         find_target_layer(PatchEmbeddingThenLinears(), input_size=32)
+
+
+def test_efficientformer_is_explained_at_its_final_tokens_and_refuses_other_sizes_in_one_line():
+    """Its last stage is attention over a 7 × 7 token grid, then the final norm: that norm is the layer,
+    not a block with the attention still after it; its attention biases fix the input size."""
+    torch.manual_seed(0)
+    model = timm.create_model("efficientformer_l1", pretrained=False).eval()
+    layer = find_target_layer(model)
+    assert (layer.name, layer.layout, layer.prefix, layer.grid) == ("norm", "tokens", 0, (7, 7))
+    assert GradCAM(model)(torch.randn(1, 3, 224, 224), 0).shape == (1, 7, 7)
+    with pytest.raises(JitterCamError, match=r"^Upscale-CAM runs the model at 448x448 pixels, which it does not"):
+        jittercam.create("upscale", model)(torch.randn(1, 3, 224, 224), 0)
