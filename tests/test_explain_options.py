@@ -116,11 +116,16 @@ def test_target_layer_option(tmp_path, capsys, seen):
     assert seen[0]["layer"] == "layer3"
 
 
-def test_a_vision_transformer_is_refused_with_the_reason(tmp_path, capsys, seen):
+def test_a_vision_transformer_is_explained_at_its_token_grid(tmp_path, capsys, seen):
+    """torchvision's ViT-B/32: the class token feeds the head, so the map is the 7 × 7 grid of tokens at the
+    last block's attention input; Upscale-CAM, which needs another input size, is refused in one line."""
     out = tmp_path / "out"
     assert main(["explain", str(GOLDFISH), "--model", "vit_b_32", "--weights", "random", "--method", "gradcam",
-                 "--out", str(out)]) == 2
-    error = capsys.readouterr().err
-    assert error.count("\n") == 1 and error.startswith("jittercam: error: ")
-    assert "'conv_proj'" in error and "vision transformer" in error and "--target-layer NAME" in error
-    assert seen == [] and not out.exists()
+                 "--out", str(out)]) == 0
+    assert seen[0]["layer"] == "encoder.layers.encoder_layer_11.ln_1"
+    capsys.readouterr()
+    refused = tmp_path / "refused"
+    assert main(["explain", str(GOLDFISH), "--model", "vit_b_32", "--weights", "random", "--method", "upscale",
+                 "--out", str(refused)]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("jittercam: error: Upscale-CAM runs the model at 448x448 pixels, which it does not")

@@ -156,12 +156,14 @@ def test_the_same_layer_is_rectified_under_any_of_its_names():
     assert not find_target_layer(model, "features.denseblock4").rectify  # a different tensor
 
 
-def test_a_vision_transformer_is_refused_not_explained_at_its_patch_embedding():
+def test_torchvisions_vit_is_explained_before_its_last_attention():
+    """The class token alone feeds the head, so the grid is read where it last reaches it (before the last
+    attention); the patch embedding, with the network after it, is never the layer."""
     model = load_model("vit_b_16", weights=RANDOM)
-    with pytest.raises(JitterCamError, match=r"'conv_proj' \(14x14\).*run after it.*pass target_layer="):
-        find_target_layer(model)
-    with pytest.raises(JitterCamError, match="conv_proj"):
-        jittercam.create("jittercam", model)
+    layer = find_target_layer(model)
+    assert (layer.name, layer.layout, layer.prefix, layer.grid) == (
+        "encoder.layers.encoder_layer_11.ln_1", "tokens", 1, (14, 14),
+    )
 
 
 def test_a_float64_model_is_probed_and_explained_in_float64(tiny):

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -243,6 +245,31 @@ def activations_and_logits(model, layer, images: torch.Tensor) -> tuple[torch.Te
         logits = model(images)
     assert capture.output is not None  # leaving the capture raised if the layer did not run
     return capture.output, logits
+
+
+@contextmanager
+def at_size(method: str, pixels: int) -> Iterator[None]:
+    """Runs the model at another input size than the one given: a model that cannot take `pixels` (a
+    fixed-size vision transformer, MaxViT's window partition) is refused in one line, not with the error it
+    raises inside.
+
+    Args:
+        method: the method's name, for the message.
+        pixels: the input size tried, in pixels.
+
+    Raises:
+        JitterCamError: the model fails at that size (out-of-memory errors propagate as they are).
+    """
+    try:
+        yield
+    except (JitterCamError, torch.OutOfMemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the model raises at a size it does not take
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise JitterCamError(
+            f"{method} runs the model at {pixels}x{pixels} pixels, which it does not accept ({reason}); it needs "
+            "a model that takes other input sizes (a timm vision transformer built with dynamic_img_size=True)"
+        ) from None
 
 
 def progress_bar(enabled: bool, total: int, description: str):

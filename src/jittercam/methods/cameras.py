@@ -12,7 +12,7 @@ from torch import nn
 from ..errors import JitterCamError
 from ..maps import resize
 from ..models import TargetLayer
-from .base import CAMMethod, activations_and_gradients
+from .base import CAMMethod, activations_and_gradients, at_size
 from .jitter import check_square
 from .registry import register_method
 
@@ -86,7 +86,7 @@ class CAMERAS(CAMMethod):
 
     Raises:
         JitterCamError: `sizes` is not a non-empty list of positive integers, or as `CAMMethod` raises it;
-            when called, the images are not square.
+            when called, the images are not square, or the model does not run at one of the sizes.
     """
 
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
@@ -136,7 +136,8 @@ class CAMERAS(CAMMethod):
             resized = images
             if size != pixels:
                 resized = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
-            a, g, classes = activations_and_gradients(self.model, self.layer, resized, None if own_top1 else target)
+            with at_size("CAMERAS", size):
+                a, g, classes = activations_and_gradients(self.model, self.layer, resized, None if own_top1 else target)
             target = classes if target is None else target
             activations.append(a)
             gradients.append(g)

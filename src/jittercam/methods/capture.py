@@ -46,6 +46,9 @@ class LayerCapture:
             given with mode "replace", and only then.
         stop: end the forward right after the layer (mode "record" only).
         name: the layer's name in messages; None: the module's class name.
+        layer (TargetLayer | None): the probed layer whose layout (`to_map`, `from_map`) turns a token
+            sequence or a channels-last grid into the `(B, C, h, w)` map every mode hands over (the
+            replacement and the graph's leaf are that map too); None: the output as it is.
 
     Raises:
         ValueError: an unknown `mode`, a `replacement` without mode "replace" (or that mode without one),
@@ -63,6 +66,7 @@ class LayerCapture:
         replacement: Replacement | None = None,
         stop: bool = False,
         name: str | None = None,
+        layer=None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
@@ -73,6 +77,7 @@ class LayerCapture:
         self.module, self.call, self.mode = module, call, mode
         self.replacement, self.stop = replacement, stop
         self.name = name or type(module).__name__
+        self.layer = layer
         self.output: torch.Tensor | None = None
         self._calls = 0
         self._handle: RemovableHandle | None = None
@@ -89,7 +94,7 @@ class LayerCapture:
         Returns:
             The capture, to be entered with `with`.
         """
-        return cls(layer.module, layer.call, mode, name=layer.name, **options)
+        return cls(layer.module, layer.call, mode, name=layer.name, layer=layer, **options)
 
     def reset(self) -> None:
         """Restart the call counter and forget the output (between two forwards inside one block)."""
@@ -101,19 +106,24 @@ class LayerCapture:
             return None
         if not isinstance(output, torch.Tensor):
             raise JitterCamError(f"layer {self.name!r} returns a {type(output).__name__}, not a tensor")
+        grid_map = output if self.layer is None else self.layer.to_map(output)
         if self.mode == "record":
             if self.stop:
-                self.output = output.detach()
+                self.output = grid_map.detach()
                 raise _StopForward
-            self.output = output.detach().clone()
+            self.output = grid_map.detach().clone()
             return None
         if self.mode == "replace":
-            self.output = output.detach()
+            self.output = grid_map.detach()
             replacement = self.replacement
-            return replacement(output) if callable(replacement) else replacement
+            assert replacement is not None  # checked in __init__
+            return self._back(replacement(grid_map) if callable(replacement) else replacement, output)
         torch.set_grad_enabled(True)  # for the rest of this forward; the caller's no_grad block restores it
-        self.output = output.detach().requires_grad_(True)
-        return self.output.clone()  # a non-leaf, so that an in-place op downstream stays legal
+        leaf = self.output = grid_map.detach().requires_grad_(True)
+        return self._back(leaf.clone(), output)  # a non-leaf, so that an in-place op downstream stays legal
+
+    def _back(self, grid_map: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        return grid_map if self.layer is None else self.layer.from_map(grid_map, output)
 
     def __enter__(self) -> LayerCapture:
         self.reset()

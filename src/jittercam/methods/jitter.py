@@ -9,7 +9,7 @@ from ..card import model_device
 from ..errors import JitterCamError
 from ..inputs import check_target_range
 from ..probe import TargetLayer
-from .base import CAMMethod, autocast, layer_activations
+from .base import CAMMethod, at_size, autocast, layer_activations
 from .gradient import GradCAM
 from .registry import register_wrapper
 
@@ -43,7 +43,8 @@ class MapSizes:
     def __call__(self, pixels: int, device: torch.device) -> int:
         if pixels not in self.sizes:
             probe = torch.zeros(1, 3, pixels, pixels, device=device)
-            self.sizes[pixels] = int(layer_activations(self.method.model, self.layer, probe).shape[-1])
+            with at_size(type(self.method).__name__, pixels):
+                self.sizes[pixels] = int(layer_activations(self.method.model, self.layer, probe).shape[-1])
         return self.sizes[pixels]
 
 

@@ -5,6 +5,7 @@ import torch
 
 from ..card import model_device
 from ..maps import resize
+from .base import at_size
 from .jitter import EnlargingMethod, check_square, enlarge
 from .registry import register_wrapper
 
@@ -42,7 +43,8 @@ class UpscaleCAM(EnlargingMethod):
         precision: "fp32" (default), or "bf16"/"fp16" where the base supports it.
 
     Raises:
-        JitterCamError: as `EnlargingMethod` raises it; when called, the images are not square.
+        JitterCamError: as `EnlargingMethod` raises it; when called, the images are not square, or the model
+            does not run at the enlarged size (a fixed-size vision transformer).
     """
 
     def passes(self, input_size: int | None = None) -> int:
@@ -58,4 +60,6 @@ class UpscaleCAM(EnlargingMethod):
             return self.base(images, target)
         target = self._original_top1(images, target)
         enlarged = pixels + (size - m) * self.layer.stride
-        return resize(self.base(enlarge(images, enlarged, self.interpolation), target), size)
+        with at_size("Upscale-CAM", enlarged):
+            maps = self.base(enlarge(images, enlarged, self.interpolation), target)
+        return resize(maps, size)
