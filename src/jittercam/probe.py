@@ -8,6 +8,8 @@ and total stride k at the input size. No table of model names is involved.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -130,6 +132,24 @@ def _leaf_kind(module: nn.Module) -> str:
     return "other"
 
 
+@contextmanager
+def _probing(model: nn.Module, input_size: int, hooks: list[tuple[nn.Module, Callable]]):
+    """The probe's fixed random image on the model's device and dtype, with its seeded generator, while
+    `hooks` are on the modules and the model is in eval mode (a probe in train mode would move BatchNorm's
+    running statistics); hooks and mode are undone on leaving, however the forward ends."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    was_training = model.training
+    generator = torch.Generator().manual_seed(0)
+    image = torch.rand(1, 3, input_size, input_size, generator=generator)
+    try:
+        model.eval()
+        yield image.to(model_device(model), model_dtype(model)), generator
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+
 def _record_forward(model: nn.Module, input_size: int) -> tuple[list[_Record], torch.Tensor]:
     """One no-grad forward of a fixed random image, recording every module call in the order the calls
     finish (a container finishes after its children). Outputs are kept so that tensors can be compared."""
@@ -155,21 +175,12 @@ def _record_forward(model: nn.Module, input_size: int) -> tuple[list[_Record], t
 
         return record
 
-    handles = [module.register_forward_hook(hook(name)) for name, module in model.named_modules() if name]
-    was_training = model.training
-    generator = torch.Generator().manual_seed(0)
-    image = torch.rand(1, 3, input_size, input_size, generator=generator)
-    image = image.to(model_device(model), model_dtype(model))
+    hooks = [(module, hook(name)) for name, module in model.named_modules() if name]
     try:
-        model.eval()  # a probe in train mode would move BatchNorm's running statistics
-        with torch.no_grad():
+        with _probing(model, input_size, hooks) as (image, _), torch.no_grad():
             logits = model(image)
     except Exception as exc:  # noqa: BLE001 - whatever an arbitrary model raises on the probe is reported
         raise JitterCamError(f"the model failed on a {input_size}x{input_size} probe image: {exc}") from None
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
     if not isinstance(logits, torch.Tensor) or logits.dim() != 2:
         raise JitterCamError("the model must return logits of shape (batch, classes)")
     return records, logits
@@ -305,22 +316,13 @@ def _last_with_grid_gradient(model: nn.Module, tokens: list[_Grid], head: _Recor
         return output.clone()  # an in-place op downstream cannot spoil the kept tensor's graph
 
     modules = {g.record.module for g in tokens} | ({head.module} if head is not None else set())
-    handles = [module.register_forward_hook(hook) for module in modules]
-    was_training = model.training
-    generator = torch.Generator().manual_seed(0)
-    image = torch.rand(1, 3, input_size, input_size, generator=generator)
-    try:
-        model.eval()
-        with torch.inference_mode(False), torch.enable_grad():
-            logits = model(image.to(model_device(model), model_dtype(model)))
-            output = features[0] if features else logits
-            mix = torch.randn(output.shape, generator=generator).to(output.device, output.dtype)
-            indices = sorted(kept)
-            found = torch.autograd.grad((output * mix).sum(), [kept[i] for i in indices], allow_unused=True)
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
+    with _probing(model, input_size, [(module, hook) for module in modules]) as (image, generator), \
+            torch.inference_mode(False), torch.enable_grad():
+        logits = model(image)
+        output = features[0] if features else logits
+        mix = torch.randn(output.shape, generator=generator).to(output.device, output.dtype)
+        indices = sorted(kept)
+        found = torch.autograd.grad((output * mix).sum(), [kept[i] for i in indices], allow_unused=True)
     for index, gradient in reversed(list(zip(indices, found))):
         if gradient is not None and bool(gradient[:, tokens[index].prefix :].ne(0).any()):
             return tokens[index]
