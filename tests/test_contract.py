@@ -84,3 +84,36 @@ def test_bad_batches_are_refused_with_what_was_expected(tiny, name, images, mess
     method = jittercam.create(name, tiny, input_size=32)
     with pytest.raises(jittercam.JitterCamError, match=re.escape(message)):
         method(images, 0)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_several_classes_per_image_equal_separate_calls(tiny, name):
+    """A (B, K) target gives (B, K, h, w) maps, map k equal to the call for column k (one forward and K
+    backward passes for the gradient CAMs, one call per class for the others)."""
+    jittercam.methods.check_method_name(name)
+    x = torch.rand(2, 3, 32, 32)
+    rows = [[1, 3, 0], [4, 4, 2]]
+    method = jittercam.create(name, tiny, **_options(name))
+    maps = method(x, rows)
+    assert maps.shape[:2] == (2, 3)
+    separate = torch.stack([method(x, [row[k] for row in rows]) for k in range(3)], dim=1)
+    torch.testing.assert_close(maps, separate, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(method(x, torch.tensor(rows)), maps)
+    torch.testing.assert_close(method(x, [[2, 0]]), torch.stack([method(x, 2), method(x, 0)], dim=1))
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [
+        ([[1, 2], [3]], "same number of classes"),
+        ([[1, 2], [3, 1], [0, 0]], "classes for 3 images, not 2"),
+        ([[1, 9]], "class index 9 is out of range"),
+        ([[1, -1]], "class index -1 is out of range"),
+        ([[1.5, 2]], "integer class indices"),
+        (torch.zeros(2, 0, dtype=torch.long), "names no class"),
+    ],
+)
+def test_bad_class_lists_are_refused_in_one_line(tiny, target, message):
+    method = jittercam.create("gradcam", tiny, input_size=32)
+    with pytest.raises(jittercam.JitterCamError, match=re.escape(message)):
+        method(torch.rand(2, 3, 32, 32), target)

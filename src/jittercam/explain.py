@@ -52,7 +52,8 @@ class Settings:
     method_options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     model: str = "efficientnet_lite0"
     weights: str | None = None  # a state dict's path, 'random', or None for the pretrained weights
-    target: int | None = None  # None: each image's top-1 class
+    target: int | Sequence[int] | None = None  # None: each image's top-1 class; several: a map per class
+    top: int | None = None  # explain each image's `top` most likely classes (instead of `target`)
     target_layer: str | None = None
     size: int | None = None  # Jitter-CAM / Upscale-CAM map size
     batch_size: int | None = None
@@ -122,6 +123,7 @@ def check(settings: Settings) -> list[str]:
                                ("npy_max", settings.npy_max, 8)):
         if value is not None and value < low:
             raise JitterCamError(f"{option} must be at least {low}", option=option)
+    _check_classes(settings)
     check_alpha(settings.alpha)
     check_colormap(settings.cmap)
     if settings.precision != "fp32":
@@ -133,6 +135,28 @@ def check(settings: Settings) -> list[str]:
                                      f"{', '.join(offered)} (and jittercam/upscale over them) offer it",
                                      option="precision")
     return names
+
+
+def _check_classes(settings: Settings) -> None:
+    if settings.top is not None:
+        if settings.target is not None:
+            raise JitterCamError("top and target both choose the classes: give one of them", option="top")
+        if settings.top < 1:
+            raise JitterCamError("top must be at least 1", option="top")
+    if settings.target is not None and not isinstance(settings.target, int):
+        classes = list(settings.target)
+        if not classes:
+            raise JitterCamError("target names no class", option="target")
+        twice = sorted({c for c in classes if classes.count(c) > 1})
+        if twice:
+            raise JitterCamError(f"target names class {twice[0]} twice", option="target")
+
+
+def several_classes(settings: Settings) -> bool:
+    """Whether each image gets a map per class (`top`, or more than one `target`): the files then carry the
+    class index in their names (`NAME.METHOD.CLASS.png`)."""
+    return settings.top is not None or (settings.target is not None and not isinstance(settings.target, int)
+                                        and len(list(settings.target)) > 1)
 
 
 class Explanation:
@@ -158,8 +182,8 @@ class Explanation:
 
     @property
     def total(self) -> int:
-        """Results this run makes or finds (images x methods)."""
-        return len(self.sources) * len(self.methods)
+        """Results this run makes or finds (images x methods x classes)."""
+        return len(self.sources) * len(self.methods) * (self.settings.top or len(self._classes_asked()) or 1)
 
     def progress(self) -> str:
         """How far the run got: `3 of 4 maps written to OUT, 1 was there`."""
@@ -213,14 +237,17 @@ class Explanation:
                   "progress": settings.progress}
         self.methods = build_methods(names, model, shared, settings.method_options)
         card = model_card(model)
-        if settings.target is not None:
+        if settings.target is not None or settings.top is not None:
             layer = next((method.layer for method in self.methods.values() if method.layer is not None), None)
             if layer is not None:
-                check_targets(settings.target, 1, layer.num_classes, device)
+                classes = layer.num_classes
             else:
                 with torch.no_grad():
                     classes = model(torch.zeros(1, 3, card.input_size, card.input_size, device=device)).shape[1]
-                check_targets(settings.target, 1, classes, device)
+            for wanted in self._classes_asked():
+                check_targets(wanted, 1, classes, device)
+            if settings.top is not None and settings.top > classes:
+                raise JitterCamError(f"top {settings.top} is more classes than the model's {classes}", option="top")
         try:
             probe_folder(settings.out)
         except OSError as exc:
@@ -237,12 +264,9 @@ class Explanation:
         try:
             for source, name in zip(self.sources, output_names(self.sources), strict=True):
                 label = _label(name, source)
-                files = {method: _files(out, name, method) for method in methods}
-                todo = [m for m in methods if not (settings.skip_existing and all(f.exists() for f in files[m]))]
-                if len(todo) < len(methods):
-                    self.skipped += len(methods) - len(todo)
-                    self.listener.skipped(len(methods) - len(todo))
-                if not todo:
+                asked = self._classes_asked()
+                todo = self._todo(out, name, asked)
+                if asked and not todo:
                     continue
                 if self.threads.update():
                     self.listener.threads_changed(self.threads)
@@ -250,16 +274,22 @@ class Explanation:
                 batch = to_input(image, card).to(self.device)
                 with torch.no_grad():
                     probabilities = model(batch).softmax(dim=1)[0].float().cpu()
-                target = settings.target if settings.target is not None else int(probabilities.argmax())
+                if not asked:  # each image's own top class(es)
+                    asked = probabilities.topk(settings.top or 1).indices.tolist()
+                    todo = self._todo(out, name, asked)
                 height, width = _stored_size(image.width, image.height, settings.npy_max)
-                for method_name in todo:
+                for method_name, classes in todo.items():
                     self.listener.explaining(label, method_name)
+                    # all the classes in one call: one forward (and a backward per class) for a gradient CAM
+                    target = classes[0] if len(classes) == 1 else [classes]
                     raw, seconds = timed(partial(methods[method_name], batch, target), self.device)
-                    heat = upsample(raw, (height, width))[0].float().cpu().numpy()
-                    result = Result(str(source.path), method_name, target, card.class_name(target),
-                                    float(probabilities[target]), seconds, self.threads.count, *files[method_name])
-                    self._write(result, image, heat, summary)
-                    self.listener.explained(label, result)
+                    heats = upsample(raw.reshape(len(classes), *raw.shape[-2:]), (height, width)).float().cpu()
+                    for cls, heat in zip(classes, heats.numpy()):
+                        result = Result(str(source.path), method_name, cls, card.class_name(cls),
+                                        float(probabilities[cls]), seconds / len(classes), self.threads.count,
+                                        *self._files(out, name, method_name, cls))
+                        self._write(result, image, heat, summary)
+                        self.listener.explained(label, result)
                 del image, batch
         except BrokenPipeError:  # the listener's reader left (`| head -1`): not a disk problem
             raise
@@ -272,6 +302,29 @@ class Explanation:
         except JitterCamError as exc:
             raise JitterCamError(f"{exc} ({self.progress()})", option=exc.option) from None
         return self.written
+
+    def _classes_asked(self) -> list[int]:
+        """The classes given by `target` (one or several), or [] when they come from each image (`top`, top-1)."""
+        target = self.settings.target
+        if target is None:
+            return []
+        return [target] if isinstance(target, int) else [int(c) for c in target]
+
+    def _files(self, out: Path, name: str, method: str, cls: int) -> tuple[Path, Path]:
+        return _files(out, name, method, cls if several_classes(self.settings) else None)
+
+    def _todo(self, out: Path, name: str, classes: list[int]) -> dict[str, list[int]]:
+        """{method: the classes still to explain}; the ones whose files are there are counted as skipped."""
+        todo: dict[str, list[int]] = {}
+        for method in self.methods:
+            left = [c for c in classes if not (self.settings.skip_existing
+                                                 and all(f.exists() for f in self._files(out, name, method, c)))]
+            if len(left) < len(classes):
+                self.skipped += len(classes) - len(left)
+                self.listener.skipped(len(classes) - len(left))
+            if left:
+                todo[method] = left
+        return todo
 
     def _write(self, result: Result, image: Image.Image, heat: np.ndarray, summary: CsvLog) -> None:
         """The map, its overlay and the summary row, then the count; Ctrl-C waits until all four are there."""
@@ -347,6 +400,6 @@ def _label(name: str, source: Source) -> str:
     return source.path.name if str(folder) == "." else f"{folder}/{source.path.name}"
 
 
-def _files(out: Path, name: str, method: str) -> tuple[Path, Path]:
-    base = f"{name}.{method.replace(':', '-')}"
+def _files(out: Path, name: str, method: str, cls: int | None = None) -> tuple[Path, Path]:
+    base = f"{name}.{method.replace(':', '-')}" + ("" if cls is None else f".{cls}")
     return out / f"{base}.npy", out / f"{base}.png"

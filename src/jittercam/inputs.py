@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import overload
+from typing import cast, overload
 
 import torch
 
 from .errors import JitterCamError
 
-Target = int | Sequence[int] | torch.Tensor | None
+Target = int | Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | None
 
 
 @overload
@@ -51,6 +51,53 @@ def as_target(target: Target, batch: int, device: torch.device) -> torch.Tensor 
     return indices
 
 
+def as_targets(target: Target, batch: int, device: torch.device) -> torch.Tensor | None:
+    """A target that may name several classes per image: a `(B, K)` tensor or a list of B lists of K
+    classes (a list of K classes per image, the same K for all) gives `(B, K)` indices; a `(1, K)` tensor or
+    a one-row list is repeated for every image; anything else goes through `as_target` (`(B,)` or None).
+
+    Args:
+        target: None, an int, one class per image, or K classes per image as above.
+        batch: B, the number of images.
+        device: where the indices go.
+
+    Returns:
+        `(B,)` or `(B, K)` long indices on `device`, or None.
+
+    Raises:
+        JitterCamError: as `as_target`; rows of different lengths, no class in a row, or a row count other
+            than 1 or B.
+    """
+    if isinstance(target, torch.Tensor) and target.dim() == 2:
+        rows = target
+    elif isinstance(target, Sequence) and target and all(isinstance(row, (Sequence, torch.Tensor)) for row in target):
+        table = cast(Sequence[Sequence[int]], target)
+        lengths = {len(row) for row in table}
+        if len(lengths) != 1:
+            raise JitterCamError(f"every image needs the same number of classes, got rows of {sorted(lengths)}")
+        rows = torch.as_tensor([[_index(value) for value in row] for row in table], dtype=torch.long)
+    else:
+        return as_target(target, batch, device)
+    if rows.is_floating_point() or rows.dtype == torch.bool:
+        raise JitterCamError(f"target must hold integer class indices, got {rows.dtype}")
+    if rows.shape[1] == 0:
+        raise JitterCamError("target names no class: give at least one class per image")
+    if rows.shape[0] not in (1, batch):
+        raise JitterCamError(f"got classes for {rows.shape[0]} images, not {batch}")
+    indices = rows.to(device=device, dtype=torch.long).expand(batch, -1)
+    if (indices < 0).any():
+        raise JitterCamError(f"class index {int(indices.min())} is out of range: class indices start at 0")
+    return indices
+
+
+def _index(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, torch.Tensor)) or (
+        isinstance(value, torch.Tensor) and (value.is_floating_point() or value.numel() != 1)
+    ):
+        raise JitterCamError(f"target must hold integer class indices, got {value!r}")
+    return int(value)
+
+
 def check_target_range(indices: torch.Tensor, classes: int) -> None:
     """Check class indices against the model's number of outputs.
 
@@ -85,6 +132,7 @@ def check_targets(target: Target, batch: int, classes: int, device: torch.device
     if target is None:
         raise JitterCamError("a class index is needed here")
     indices = as_target(target, batch, device)
+    assert indices is not None
     check_target_range(indices, classes)
     return indices
 
@@ -93,18 +141,22 @@ def resolve_targets(target: Target, logits: torch.Tensor) -> torch.Tensor:
     """The classes a batch is explained for.
 
     Args:
-        target: an int, one class per image, or None for each image's top-1 class.
-        logits: `(B, K)` the model's outputs on the batch.
+        target: an int, one class per image, `(B, K)` classes per image (`as_targets`), or None for each
+            image's top-1 class.
+        logits: `(B, N)` the model's outputs on the batch.
 
     Returns:
-        `(B,)` long class indices on the logits' device.
+        `(B,)` (or `(B, K)`) long class indices on the logits' device.
 
     Raises:
         JitterCamError: `target` is not a valid class index (or one per image), or is out of range.
     """
     if target is None:
         return logits.argmax(dim=1)
-    return check_targets(target, logits.shape[0], logits.shape[1], logits.device)
+    indices = as_targets(target, logits.shape[0], logits.device)
+    assert indices is not None
+    check_target_range(indices, logits.shape[1])
+    return indices
 
 
 def check_images(images: torch.Tensor, dtype: torch.dtype | None = None) -> None:

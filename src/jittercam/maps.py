@@ -15,13 +15,13 @@ def minmax(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Min–max scale each map of a batch to [0, 1]; a constant map becomes all zeros.
 
     Args:
-        maps: `(B, H, W)` maps.
+        maps: `(B, H, W)` maps (or `(B, K, H, W)`: each map scaled on its own).
         eps: the smallest range still scaled; a map whose max − min is at most this is constant.
 
     Returns:
-        `(B, H, W)` maps in [0, 1].
+        Maps of `maps`' shape in [0, 1].
     """
-    flat = maps.flatten(1)
+    flat = maps.flatten(-2).flatten(0, -2)
     low = flat.min(dim=1, keepdim=True).values
     span = flat.max(dim=1, keepdim=True).values - low
     scaled = torch.where(span > eps, (flat - low) / span.clamp_min(eps), torch.zeros_like(flat))
@@ -32,17 +32,19 @@ def resize(maps: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
     """Bilinear (align_corners=False) resize of maps, values not rescaled.
 
     Args:
-        maps: `(B, h, w)` maps.
+        maps: `(B, h, w)` maps (or `(B, K, h, w)`, K maps per image).
         size: `(H, W)`, or an int for a square.
 
     Returns:
-        `(B, H, W)` maps (`maps` itself when already of that size).
+        `(B, H, W)` (or `(B, K, H, W)`) maps (`maps` itself when already of that size).
     """
     if isinstance(size, int):
         size = (size, size)
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    return F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
+    flat = maps.reshape(-1, 1, *maps.shape[-2:])
+    resized = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+    return resized.reshape(*maps.shape[:-2], *size)
 
 
 def upsample(maps: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
@@ -51,15 +53,15 @@ def upsample(maps: torch.Tensor, size: int | Sequence[int]) -> torch.Tensor:
     An all-zero (or constant) map gives all zeros, never NaN.
 
     Args:
-        maps: raw `(B, h, w)` maps.
+        maps: raw `(B, h, w)` maps, or `(B, K, h, w)` for K classes per image.
         size: `(H, W)`, or an int for a square.
 
     Returns:
-        `(B, H, W)` float32 maps in [0, 1].
+        `(B, H, W)` (or `(B, K, H, W)`) float32 maps in [0, 1].
 
     Raises:
-        ValueError: `maps` is not 3-D.
+        ValueError: `maps` is neither 3-D nor 4-D.
     """
-    if maps.dim() != 3:
-        raise ValueError(f"maps must be (B, h, w), got shape {tuple(maps.shape)}")
+    if maps.dim() not in (3, 4):
+        raise ValueError(f"maps must be (B, h, w) or (B, K, h, w), got shape {tuple(maps.shape)}")
     return minmax(resize(maps.float(), size))

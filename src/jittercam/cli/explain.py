@@ -44,7 +44,12 @@ def add_parser(commands) -> None:
         "--weights", metavar="PATH|random",
         help="a local state dict for the model, or 'random' for random weights (default: pretrained)",
     )
-    explain.add_argument("--target", type=int, metavar="CLASS", help="class index to explain (default: top-1)")
+    classes = explain.add_mutually_exclusive_group()
+    classes.add_argument("--target", type=class_list, metavar="CLASS[,CLASS...]",
+                         help="class index(es) to explain (default: top-1); several give a map per class, "
+                         "files named NAME.METHOD.CLASS.png")
+    classes.add_argument("--top", type=int, metavar="K",
+                         help="explain each image's K most likely classes, files named NAME.METHOD.CLASS.png")
     explain.add_argument("--target-layer", metavar="NAME", help="the model's module to take maps from "
                          "(dotted name, e.g. layer4; default: found by a probe)")
     explain.add_argument("--size", type=int, help="Jitter-CAM / Upscale map size m+d (default: 2m)")
@@ -77,12 +82,25 @@ def add_parser(commands) -> None:
     explain.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors and warnings")
 
 
+def class_list(text: str) -> list[int]:
+    """`281` or `281,243`: class indices for `--target`."""
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a class index or a comma list of them") from None
+
+
+def _one_or_list(classes: list[int] | None) -> int | list[int] | None:
+    return classes[0] if classes is not None and len(classes) == 1 else classes
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     """The library's settings for the parsed command line."""
     return Settings(
         images=args.images, out=args.out, methods=args.methods or ["jittercam"],
         method_options=parse_method_options(args.option), model=args.model,
-        weights=args.weights, target=args.target, target_layer=args.target_layer, size=args.size,
+        weights=args.weights, target=_one_or_list(args.target), top=args.top,
+        target_layer=args.target_layer, size=args.size,
         batch_size=args.batch_size, device=args.device, precision=args.precision, threads=args.threads,
         cmap=args.cmap, alpha=args.alpha, title=args.title, npy_max=args.npy_max,
         skip_existing=args.skip_existing, skip_bad=args.skip_bad, recursive=args.recursive,

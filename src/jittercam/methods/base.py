@@ -13,7 +13,7 @@ from ..card import model_dtype
 from ..errors import JitterCamError
 from ..inputs import (
     Target,
-    as_target,
+    as_targets,
     check_images,
     resolve_batch_size,
     resolve_targets,
@@ -99,10 +99,13 @@ class CAMMethod(ABC):
         Args:
             images: `(B, 3, H, W)` floating-point model inputs (normalised with the model's card), in the
                 model's dtype.
-            target: the class explained: an int, one per image, or None for each image's top-1.
+            target: the class explained: an int, one per image, or None for each image's top-1; or several
+                classes per image, a `(B, K)` tensor or a list of B lists of K classes (a single row is
+                repeated for every image).
 
         Returns:
-            `(B, h, w)` raw maps on the images' device: not min–max scaled, not resized.
+            `(B, h, w)` raw maps on the images' device, `(B, K, h, w)` for K classes per image: not min–max
+                scaled, not resized.
 
         Raises:
             JitterCamError: `images` is not a non-empty `(B, 3, H, W)` floating-point batch of the model's
@@ -112,12 +115,15 @@ class CAMMethod(ABC):
         check_images(images, None if model is None else model_dtype(model))
         plan = self.plan(images)
         size = self.chunk_size(images)
-        indices = as_target(target, images.shape[0], images.device)
+        indices = as_targets(target, images.shape[0], images.device)
         chunks = []
         for start in range(0, images.shape[0], size):
             chunk = images[start : start + size]
             chunk = plan.layout(chunk) if plan else chunk
-            chunks.append(self._explain(chunk, None if indices is None else indices[start : start + size]))
+            if indices is not None and indices.dim() == 2:
+                chunks.append(self._explain_many(chunk, indices[start : start + size]))
+            else:
+                chunks.append(self._explain(chunk, None if indices is None else indices[start : start + size]))
         return torch.cat(chunks)
 
     def chunk_size(self, images: torch.Tensor) -> int:
@@ -147,6 +153,11 @@ class CAMMethod(ABC):
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         """Maps for one chunk; `target` is `(B,)` class indices or None (top-1), not yet range-checked."""
 
+    def _explain_many(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """`(B, K, h, w)` maps for one chunk and `(B, K)` classes, not yet range-checked: one `_explain` per
+        class here; the methods that can share the forward pass between the K classes override it."""
+        return torch.stack([self._explain(images, targets[:, k]) for k in range(targets.shape[1])], dim=1)
+
     def passes(self, input_size: int | None = None) -> int:
         """Forward passes of the network that one explanation costs (the paper's Table 5 counts these).
 
@@ -173,6 +184,36 @@ class CAMMethod(ABC):
         return f"{type(self).__name__}({options})"
 
 
+class GradientMapMethod(CAMMethod):
+    """A method whose map is a function of the target layer's activations and the gradient of the target's
+    logit with respect to them (`gradient_map`): one forward and one backward per chunk, and for K classes
+    per image one forward and K backward passes to the layer."""
+
+    layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
+
+    precisions = ("fp32", "bf16", "fp16")
+
+    @abstractmethod
+    def gradient_map(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+        """`(B, h, w)` maps from `(B, C, h, w)` activations and gradients."""
+
+    def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, target, self.precision)
+        return self.gradient_map(activations, gradients)
+
+    def _explain_many(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, targets, self.precision)
+        return maps_per_class(self.gradient_map, activations, gradients)
+
+
+def maps_per_class(gradient_map, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    """`(B, K, h, w)` maps from `(B, C, h, w)` activations and `(B, K, C, h, w)` gradients of K classes:
+    `gradient_map` applied to the K (activations, gradients) pairs of every image as one batch."""
+    batch, classes = gradients.shape[:2]
+    repeated = activations[:, None].expand(-1, classes, *activations.shape[1:]).flatten(0, 1)
+    return gradient_map(repeated, gradients.flatten(0, 1)).unflatten(0, (batch, classes))
+
+
 def activations_and_gradients(
     model: nn.Module, layer: TargetLayer, images: torch.Tensor, target: Target, precision: str = "fp32"
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -187,13 +228,15 @@ def activations_and_gradients(
         model: the classifier.
         layer: its probed target layer (`find_target_layer`); rectified where `layer.rectify` says so.
         images: `(B, 3, H, W)` model inputs.
-        target: an int, one class per image, or None for each image's top-1 class.
+        target: an int, one class per image, or None for each image's top-1 class; or `(B, K)` classes
+            per image (`jittercam.inputs.as_targets`): still one forward, then K backward passes to the layer.
         precision: "fp32" (default); under "bf16"/"fp16" the forward runs under autocast and both tensors
             come back as float32.
 
     Returns:
         `(A, gradients, classes)`: the activations and their gradient, both `(B, C, h, w)`, and the `(B,)`
-            long class indices explained.
+            long class indices explained; for K classes per image the gradients are `(B, K, C, h, w)` and
+            the classes `(B, K)`.
 
     Raises:
         JitterCamError: a class index is out of range, or the target layer did not run for this input.
@@ -204,8 +247,14 @@ def activations_and_gradients(
         assert capture.output is not None  # leaving the capture raised if the layer did not run
         classes = resolve_targets(target, logits.detach()).clone()  # not an inference tensor
         with torch.enable_grad():
-            score = logits.gather(1, classes[:, None]).sum()
-            (gradients,) = torch.autograd.grad(score, capture.output)
+            columns = classes[:, None] if classes.dim() == 1 else classes
+            # one backward to the layer per class column; the forward (and its graph) is shared
+            found = [
+                torch.autograd.grad(logits.gather(1, columns[:, k : k + 1]).sum(), capture.output,
+                                    retain_graph=k + 1 < columns.shape[1])[0]
+                for k in range(columns.shape[1])
+            ]
+            gradients = found[0] if classes.dim() == 1 else torch.stack(found, dim=1)
     activations = capture.output.detach()
     if AUTOCAST[precision] is not None:
         activations, gradients = activations.float(), gradients.float()

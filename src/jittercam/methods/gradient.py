@@ -3,20 +3,14 @@ from __future__ import annotations
 
 import torch
 
-from ..models import TargetLayer
-from .base import CAMMethod, activations_and_gradients
+from .base import GradientMapMethod
 from .registry import register_method
 
 
-class _GradientWeightedCAM(CAMMethod):
+class _GradientWeightedCAM(GradientMapMethod):
     """ReLU(Σ_c w_c A_c): one forward and one backward per chunk; subclasses define the weights w."""
 
-    layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
-
-    precisions = ("fp32", "bf16", "fp16")
-
-    def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, target, self.precision)
+    def gradient_map(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         weights = self.channel_weights(activations, gradients)
         return torch.einsum("bc,bchw->bhw", weights, activations).relu()
 

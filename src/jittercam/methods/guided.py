@@ -132,7 +132,7 @@ def reduce_channels(gradients: torch.Tensor) -> torch.Tensor:
     Returns:
         `(B, H, W)` maps.
     """
-    return gradients.abs().amax(dim=1)
+    return gradients.abs().amax(dim=-3)
 
 
 class _PixelMethod(CAMMethod):

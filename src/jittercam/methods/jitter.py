@@ -208,12 +208,20 @@ class JitterCAM(EnlargingMethod):
         return {**super().options(), "count_start": self.count_start}
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        return self._jitter(images, self._original_top1(images, target)[:, None]).squeeze(1)
+
+    def _explain_many(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # the base explains each patch for the K classes at once (one forward, K backward for a gradient CAM)
+        return self._jitter(images, self._original_top1(images, targets))
+
+    def _jitter(self, images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """`(B, K, size, size)` maps for `(B, K)` range-checked classes."""
         check_square(images)
         batch, _, pixels, _ = images.shape
+        classes = target.shape[1]
         m, size = self.geometry(pixels, images.device)
         d = size - m
         stride = self.layer.stride
-        target = self._original_top1(images, target)
 
         enlarged = enlarge(images, pixels + d * stride, self.interpolation)
         windows = patch_windows(enlarged, pixels, stride)  # a view, copied chunk by chunk
@@ -226,9 +234,11 @@ class JitterCAM(EnlargingMethod):
         for start in range(0, batch * per_image, chunk):
             pick = slice(start, start + chunk)
             patches = windows[image_of[pick], row_of[pick], col_of[pick]]
-            cams.append(self.base(patches, target[image_of[pick]]))
-        # Eqs. (1)-(2) as one fold: block l of image b is added at (l // (d+1), l % (d+1))
-        blocks = torch.cat(cams).reshape(batch, per_image, m * m).transpose(1, 2)
+            wanted = target[image_of[pick]]
+            cams.append(self.base(patches, wanted[:, 0])[:, None] if classes == 1 else self.base(patches, wanted))
+        # Eqs. (1)-(2) as one fold: block l of image b (and class k) is added at (l // (d+1), l % (d+1))
+        blocks = torch.cat(cams).reshape(batch, per_image, classes, m * m).permute(0, 2, 3, 1)
+        blocks = blocks.reshape(batch * classes, m * m, per_image)
         jitter = F.fold(blocks, output_size=size, kernel_size=m)
         count = F.fold(torch.ones_like(blocks[:1]), output_size=size, kernel_size=m) + self.count_start
-        return (jitter / count).squeeze(1)
+        return (jitter / count).reshape(batch, classes, size, size)

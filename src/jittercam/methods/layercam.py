@@ -12,13 +12,13 @@ from ..errors import JitterCamError
 from ..inputs import resolve_targets
 from ..maps import resize
 from ..probe import TargetLayer, find_target_layer
-from .base import CAMMethod, activations_and_gradients
+from .base import CAMMethod, GradientMapMethod, activations_and_gradients, maps_per_class
 from .capture import LayerCapture
 from .registry import register_method
 
 
 @register_method("hirescam")
-class HiResCAM(CAMMethod):
+class HiResCAM(GradientMapMethod):
     """Draelos & Carin 2020 ("Use HiResCAM instead of Grad-CAM for faithful explanations of convolutional
     neural networks"): Σ_c (∂y_t/∂A_c) ⊙ A_c, the gradient of the target's logit multiplied with the
     activations position by position, summed over the channels — Grad-CAM without the spatial mean of the
@@ -45,16 +45,11 @@ class HiResCAM(CAMMethod):
         JitterCamError: as `CAMMethod` raises it.
     """
 
-    layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
-
-    precisions = ("fp32", "bf16", "fp16")
-
     def __init__(self, model, target_layer=None, *, relu: bool = True, **options) -> None:
         super().__init__(model, target_layer, **options)
         self.relu = bool(relu)
 
-    def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, target, self.precision)
+    def gradient_map(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         cam = (gradients * activations).sum(dim=1)
         return cam.relu() if self.relu else cam
 
@@ -216,6 +211,12 @@ class LayerCAM(CAMMethod):
             return torch.stack([resize(_shift_and_scale(m), tuple(images.shape[-2:])) for m in maps]).mean(dim=0)
         finest = max((m.shape[-2:] for m in maps), key=lambda shape: shape[0] * shape[1])
         return torch.stack([resize(self._scale(m), tuple(finest)) for m in maps]).amax(dim=0)
+
+    def _explain_many(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if len(self.layers) > 1:
+            return super()._explain_many(images, targets)
+        activation, gradient, _ = activations_and_gradients(self.model, self.layer, images, targets, self.precision)
+        return maps_per_class(_layer_map, activation, gradient)
 
     def _scale(self, maps: torch.Tensor) -> torch.Tensor:
         """tanh(γ · M / max M) per map; an all-zero map stays zero."""

@@ -63,3 +63,6 @@ class UpscaleCAM(EnlargingMethod):
         with at_size("Upscale-CAM", enlarged):
             maps = self.base(enlarge(images, enlarged, self.interpolation), target)
         return resize(maps, size)
+
+    def _explain_many(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self._explain(images, targets)  # the base takes the (B, K) classes as they are
