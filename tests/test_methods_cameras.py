@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 
 import jittercam
 from jittercam import JitterCamError
@@ -175,3 +176,29 @@ def test_refusals(tiny):
         jittercam.create("jittercam:cameras", tiny, input_size=32)
     method = jittercam.create("cameras", tiny, input_size=32, sizes=(32, 48))
     assert repr(method) == "CAMERAS(target_layer='act', batch_size=None, sizes=[32, 48], same_top1=False)"
+
+
+class _MultipleOf32(torch.nn.Module):
+    """A network that, like HRNet and DLA, only takes inputs whose side is a multiple of 32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 32, stride=32), torch.nn.ReLU())
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] % 32:
+            raise RuntimeError(f"Sizes of tensors must match: {x.shape[-1]} is no multiple of 32")
+        return self.fc(self.features(x).mean(dim=(2, 3)))
+
+
+def test_default_sizes_are_rounded_to_the_stride_for_a_model_that_needs_it():
+    model = _MultipleOf32().eval()
+    method = jittercam.create("cameras", model, input_size=64)
+    assert method.multiple == 32
+    assert method.sizes_for(224) == [224, 320, 416, 512, 640, 736, 832, 928]
+    assert method(torch.rand(1, 3, 64, 64), 1).shape == (1, 64, 64)
+    with pytest.raises(jittercam.JitterCamError, match=r"CAMERAS runs the model at 100x100 pixels, which it does "
+                       r"not accept \(Sizes of tensors must match: 100 is no multiple of 32\)"):
+        jittercam.create("cameras", model, input_size=64, sizes=[64, 100])
+    assert jittercam.create("cameras", torchvision.models.resnet18(), input_size=64).multiple == 1

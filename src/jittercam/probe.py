@@ -150,6 +150,28 @@ def _probing(model: nn.Module, input_size: int, hooks: list[tuple[nn.Module, Cal
         model.train(was_training)
 
 
+def size_refusal(model: nn.Module, pixels: int) -> str | None:
+    """Whether the model runs at `pixels` × `pixels`: one no-grad forward of the probe's image there (in eval
+    mode, restored after).
+
+    Args:
+        model: the classifier.
+        pixels: the square input size tried.
+
+    Returns:
+        None when it runs; else the first line of what the model raised (out-of-memory errors propagate).
+    """
+    try:
+        with _probing(model, pixels, []) as (image, _), torch.no_grad():
+            model(image)
+    except torch.OutOfMemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever the model raises at a size it does not take
+        text = str(exc).strip()
+        return text.splitlines()[0] if text else type(exc).__name__
+    return None
+
+
 def _record_forward(model: nn.Module, input_size: int) -> tuple[list[_Record], torch.Tensor]:
     """One no-grad forward of a fixed random image, recording every module call in the order the calls
     finish (a container finishes after its children). Outputs are kept so that tensors can be compared."""
@@ -276,7 +298,10 @@ def _pick_auto(model: nn.Module, records: list[_Record], input_size: int) -> _Gr
     chosen = grids[-1]
     if chosen.layout == "tokens" and chosen.prefix:
         head = next((r for r in reversed(records) if r.input is not None), None)
-        chosen = _last_with_grid_gradient(model, [g for g in grids if g.layout == "tokens"], head, input_size)
+        # a query/key/value projection (Hugging Face's separate q_proj/k_proj/v_proj) passes a gradient to
+        # the grid through the attention, but is no map of the residual stream: never a candidate
+        stream = [g for g in grids if g.layout == "tokens" and not isinstance(g.record.module, nn.Linear)]
+        chosen = _last_with_grid_gradient(model, stream, head, input_size)
     position = chosen.position
     before = sum(r.weighted for r in records[: position + 1])
     after = sum(r.weighted for r in records[position + 1 :])

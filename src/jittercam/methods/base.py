@@ -18,7 +18,8 @@ from ..inputs import (
     resolve_batch_size,
     resolve_targets,
 )
-from ..probe import TargetLayer, find_target_layer
+from ..models import ready_model
+from ..probe import TargetLayer, find_target_layer, size_refusal
 from ..tuning import Plan, cached_plan, forward_batch
 from .capture import LayerCapture
 
@@ -44,7 +45,8 @@ class CAMMethod(ABC):
     * `precisions` — which `precision` values the method implements.
 
     Args:
-        model: the classifier to explain, used as given.
+        model: the classifier to explain, used as given (a timm model gets the card of its pretrained
+            configuration, a Hugging Face classifier is wrapped to return logits: `jittercam.models.ready_model`).
         target_layer: the layer whose activations the method reads: a submodule of `model` or its name in
             `model.named_modules()`; None (default) finds it by probing the model (`find_target_layer`).
             Refused by a method that uses no layer (`uses_layer` False).
@@ -76,7 +78,7 @@ class CAMMethod(ABC):
         layer: TargetLayer | None = None,
         precision: str = "fp32",
     ) -> None:
-        self.model = model
+        self.model = model = ready_model(model)
         if layer is None and self.uses_layer:
             layer = find_target_layer(model, target_layer, input_size)
         self.layer: TargetLayer | None = layer
@@ -296,6 +298,29 @@ def activations_and_logits(model, layer, images: torch.Tensor) -> tuple[torch.Te
     return capture.output, logits
 
 
+def check_size(model: nn.Module, method: str, pixels: int) -> None:
+    """Refuse, when the method is built, a model that does not run at the input size the method needs
+    (one forward there), rather than when it is called, after other results may have been written.
+
+    Args:
+        model: the classifier.
+        method: the method's name, for the message.
+        pixels: the square input size the method will run the model at.
+
+    Raises:
+        JitterCamError: the model fails at that size, with its reason, in one line.
+    """
+    reason = size_refusal(model, pixels)
+    if reason is not None:
+        raise JitterCamError(size_message(method, pixels, reason))
+
+
+def size_message(method: str, pixels: int, reason: str) -> str:
+    """`at_size`'s and `check_size`'s one line."""
+    return (f"{method} runs the model at {pixels}x{pixels} pixels, which it does not accept ({reason}); it needs "
+            "a model that takes other input sizes (a timm vision transformer built with dynamic_img_size=True)")
+
+
 @contextmanager
 def at_size(method: str, pixels: int) -> Iterator[None]:
     """Runs the model at another input size than the one given: a model that cannot take `pixels` (a
@@ -315,10 +340,7 @@ def at_size(method: str, pixels: int) -> Iterator[None]:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the model raises at a size it does not take
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise JitterCamError(
-            f"{method} runs the model at {pixels}x{pixels} pixels, which it does not accept ({reason}); it needs "
-            "a model that takes other input sizes (a timm vision transformer built with dynamic_img_size=True)"
-        ) from None
+        raise JitterCamError(size_message(method, pixels, reason)) from None
 
 
 def progress_bar(enabled: bool, total: int, description: str):

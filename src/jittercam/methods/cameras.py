@@ -12,7 +12,8 @@ from torch import nn
 from ..errors import JitterCamError
 from ..maps import resize
 from ..models import TargetLayer
-from .base import CAMMethod, activations_and_gradients, at_size
+from ..probe import size_refusal
+from .base import CAMMethod, activations_and_gradients, at_size, size_message
 from .jitter import check_square
 from .registry import register_method
 
@@ -84,9 +85,15 @@ class CAMERAS(CAMMethod):
             all-zero map. False by default.
         **options (Any): `batch_size`, `input_size`, `layer` and `precision`, as `CAMMethod` takes them.
 
+    A model that does not take the authors' sizes (HRNet and DLA need multiples of 32) gets the default
+    sizes rounded to the nearest multiple of its stride (`multiple`); this is found when the method is built,
+    by one forward at the smallest size other than the input's.
+
     Raises:
-        JitterCamError: `sizes` is not a non-empty list of positive integers, or as `CAMMethod` raises it;
-            when called, the images are not square, or the model does not run at one of the sizes.
+        JitterCamError: `sizes` is not a non-empty list of positive integers; the model does not run at the
+            smallest of the sizes other than its input size (checked when built: a fixed-size transformer);
+            or as `CAMMethod` raises it; when called, the images are not square, or the model does not run at
+            one of the sizes.
     """
 
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
@@ -105,6 +112,24 @@ class CAMERAS(CAMMethod):
         super().__init__(model, target_layer, **options)
         self.sizes = _check_sizes(sizes)
         self.same_top1 = bool(same_top1)
+        self.multiple = 1  # the default sizes are rounded to this multiple (the stride, where the model needs it)
+        self._check_model_sizes()
+
+    def _check_model_sizes(self) -> None:
+        """One forward at the smallest size other than the probe's input: a model that refuses the authors'
+        sizes (324, 424, ... are no multiples of 32: HRNet, DLA) gets the default sizes rounded to its stride;
+        one that refuses those too (a fixed-size transformer), or a given size, is refused in one line."""
+        pixels = self.layer.input_size
+        others = sorted(size for size in self.sizes_for(pixels) if size != pixels)
+        if not others:
+            return
+        reason = size_refusal(self.model, others[0])
+        if reason is not None and self.sizes is None and others[0] % self.layer.stride:
+            self.multiple = self.layer.stride
+            others = sorted(size for size in self.sizes_for(pixels) if size != pixels)
+            reason = None if not others else size_refusal(self.model, others[0])
+        if reason is not None:
+            raise JitterCamError(size_message("CAMERAS", others[0], reason))
 
     def sizes_for(self, pixels: int) -> list[int]:
         """The input sizes explained for a p × p input.
@@ -113,9 +138,13 @@ class CAMERAS(CAMMethod):
             pixels: the input's side p, in pixels.
 
         Returns:
-            The sizes in pixels: `sizes` as given, else `default_sizes(pixels)`.
+            The sizes in pixels: `sizes` as given, else `default_sizes(pixels)`, each rounded to the nearest
+                multiple of the network's stride when the model takes no others (`multiple`).
         """
-        return self.sizes if self.sizes is not None else default_sizes(pixels)
+        if self.sizes is not None:
+            return self.sizes
+        step = self.multiple
+        return sorted({max(step, round(size / step) * step) for size in default_sizes(pixels)})
 
     def passes(self, input_size: int | None = None) -> int:
         return len(self.sizes_for(input_size or self.layer.input_size))

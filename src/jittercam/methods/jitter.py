@@ -114,6 +114,11 @@ class EnlargingMethod(CAMMethod):
         self.size = size
         self._map_size = MapSizes(self.base)
         self._final_size(self.layer.map_size)
+        self.check_input_sizes()
+
+    def check_input_sizes(self) -> None:
+        """Refuse now a model that will not run at the input size the method needs (Upscale-CAM's enlarged
+        image); Jitter-CAM's patches have the input's own size, so nothing is checked here."""
 
     def _final_size(self, map_size: int) -> int:
         size = self.size if self.size is not None else 2 * map_size

@@ -5,7 +5,7 @@ import torch
 
 from ..card import model_device
 from ..maps import resize
-from .base import at_size
+from .base import at_size, check_size
 from .jitter import EnlargingMethod, check_square, enlarge
 from .registry import register_wrapper
 
@@ -43,9 +43,18 @@ class UpscaleCAM(EnlargingMethod):
         precision: "fp32" (default), or "bf16"/"fp16" where the base supports it.
 
     Raises:
-        JitterCamError: as `EnlargingMethod` raises it; when called, the images are not square, or the model
-            does not run at the enlarged size (a fixed-size vision transformer).
+        JitterCamError: as `EnlargingMethod` raises it; the model does not run at the enlarged size of its
+            input size (a fixed-size vision transformer: checked when built, by one forward there); when
+            called, the images are not square, or the model does not run at their enlarged size.
     """
+
+    def check_input_sizes(self) -> None:
+        """A fixed-size model (a vision transformer without `dynamic_img_size`, MaxViT's windows) is refused
+        here, in one line, by one forward at the enlarged size of the probe's input."""
+        pixels = self.layer.input_size
+        m, size = self.geometry(pixels, model_device(self.model))
+        if size != m:
+            check_size(self.model, "Upscale-CAM", pixels + (size - m) * self.layer.stride)
 
     def passes(self, input_size: int | None = None) -> int:
         pixels = input_size or self.layer.input_size

@@ -82,17 +82,21 @@ def card_of(model: nn.Module, name: str | None = None) -> ModelCard:
         name: the card's name; by default `timm:ARCHITECTURE[.TAG]` of the configuration.
 
     Returns:
-        Its card: the configuration's square input size (the height of a
-        non-square one), mean, std, interpolation and crop; the class names for ImageNet's 1000 classes or
-        those timm knows for its ImageNet subsets, else none.
+        Its card: the configuration's square input size (the height of a non-square one; a vision
+        transformer built for another fixed `img_size`: that one), mean, std, interpolation and crop; the
+        class names for ImageNet's 1000 classes or those timm knows for its ImageNet subsets, else none.
     """
     cfg: Mapping[str, Any] = getattr(model, "pretrained_cfg", None) or {}
     tag = cfg.get("tag")
     classes = int(getattr(model, "num_classes", 0) or cfg.get("num_classes") or 0)
     size = cfg.get("input_size")
+    pixels = int(size[-2]) if size else 224
+    built = getattr(getattr(model, "patch_embed", None), "img_size", None)  # a ViT built at another img_size
+    if isinstance(built, (tuple, list)) and built and getattr(model.patch_embed, "strict_img_size", False):
+        pixels = int(built[0])
     return ModelCard(
         name=name or f"{PREFIX}:{cfg.get('architecture') or type(model).__name__}" + (f".{tag}" if tag else ""),
-        input_size=int(size[-2]) if size else 224,
+        input_size=pixels,
         mean=_triple(cfg.get("mean"), IMAGENET_MEAN),
         std=_triple(cfg.get("std"), IMAGENET_STD),
         categories=_categories(model, classes),
