@@ -358,3 +358,22 @@ def test_the_layer_before_resnets_activation():
     resnet = jittercam.load_model("resnet18", weights="random")
     layer = find_target_layer(resnet, input_size=64)
     assert (layer.name, activation_input(resnet, layer)) == ("layer4", "layer4.1.bn2")
+
+
+def test_pointing_explains_an_image_once_for_all_its_classes(model, tmp_path, monkeypatch):
+    """An image with two labelled classes is explained in one call with a (1, 2) target (one forward, two
+    backward passes for Grad-CAM); the stored hits are those of separate calls (the test above)."""
+    from jittercam.methods.base import GradientMapMethod
+
+    shapes: list[tuple[int, ...]] = []
+    many = GradientMapMethod._explain_many
+
+    def spy(self, images, targets):
+        shapes.append(tuple(targets.shape))
+        return many(self, images, targets)
+
+    monkeypatch.setattr(GradientMapMethod, "_explain_many", spy)
+    bench(model, tmp_path / "p.db", "pointing", ["gradcam"], experiment_options={"tolerance": 5})
+    assert (1, 2) in shapes or any(k == 2 for _, k in shapes)
+    assert ("gradcam", "", "item-001#" + str(StandIn().load("item-001", model.jittercam_card).labels[0]), "all") \
+        in rows(tmp_path / "p.db")

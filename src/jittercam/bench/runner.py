@@ -616,7 +616,10 @@ class _Worker:
         rows = torch.tensor([unit.row for unit in units], device=self.device)
         x = inputs[rows]
         targets = torch.tensor([unit.target for unit in units], dtype=torch.long, device=self.device)
-        if self.experiment.one_at_a_time:
+        several = len(set(rows.tolist())) < len(units)
+        if several and not self.experiment.one_at_a_time:  # several classes of one image: one call for them
+            maps, seconds = self._explain_per_image(arm, inputs, units)
+        elif self.experiment.one_at_a_time:
             if id(arm) not in self.warm:  # lazy set-up (probes, cuDNN's choices) is not the method's cost
                 arm.explainer(x[:1], targets[:1])
                 self.warm.add(id(arm))
@@ -637,6 +640,32 @@ class _Worker:
             with deferred_interrupt():
                 self.store.cache_maps(entries)
         return maps, seconds
+
+    def _explain_per_image(
+        self, arm: Arm, inputs: torch.Tensor, units: list[Unit]
+    ) -> tuple[torch.Tensor, list[float]]:
+        """Maps for units several of which explain one image (the pointing game's classes): each image once,
+        with its K classes as a `(R, K)` target (one forward and K backward passes for a gradient CAM),
+        images grouped by K; the time is shared equally among the units."""
+        by_row: dict[int, list[int]] = {}
+        for index, unit in enumerate(units):
+            by_row.setdefault(unit.row, []).append(index)
+        by_count: dict[int, list[int]] = {}
+        for row, indices in by_row.items():
+            by_count.setdefault(len(indices), []).append(row)
+        found: list[torch.Tensor | None] = [None] * len(units)
+        total = 0.0
+        for count, rows in by_count.items():
+            classes = torch.tensor([[units[i].target for i in by_row[row]] for row in rows], device=self.device)
+            x = inputs[torch.tensor(rows, device=self.device)]
+            part, spent = self._timed(arm, x, classes if count > 1 else classes[:, 0])
+            part = part if count > 1 else part[:, None]
+            total += spent
+            for row, per_class in zip(rows, part, strict=True):
+                for index, one in zip(by_row[row], per_class, strict=True):
+                    found[index] = one
+        maps = torch.stack([one for one in found if one is not None])
+        return maps, [total / len(units)] * len(units)
 
     def _timed(self, arm: Arm, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
         return runtime.timed(partial(arm.explainer, x, targets), self.device)
