@@ -31,6 +31,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
     fit.add_argument("--steps", type=int, help="optimiser steps (default: 1200, or 250 with --quick)")
     fit.add_argument("--quick", action="store_true", help="the tiny setting: 2 classes at 64 px, seconds")
     fit.add_argument("--force", action="store_true", help="retrain even when the file holds this model")
+    fit.add_argument("--arch", choices=("cnn", "vit"), default="cnn",
+                     help="the small CNN (default) or a small class-token vision transformer with the same 16 x 16 "
+                     "grid (patch 8 at 128 px)")
     return parser
 
 
@@ -38,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = dict(QUICK) if args.quick else {}
     if args.steps is not None:
         options["steps"] = args.steps
+    if args.arch != "cnn":
+        options["arch"] = args.arch
     result = train(args.seed, out_path=args.out, force=args.force,
                    log=lambda line: print(line, file=sys.stderr), **options)
     m = result.metrics

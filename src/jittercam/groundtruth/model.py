@@ -13,6 +13,7 @@ the shape changes), then ReLU; each ReLU is its own module so every module runs 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..card import ModelCard, attach_card, update_card
@@ -56,18 +57,73 @@ class GroundTruthNet(nn.Module):
         return self.fc(self.pool(features).flatten(1))
 
 
-def build(classes: int = 4, width: int = 8, size: int = 128) -> GroundTruthNet:
+class Block(nn.Module):
+    """A pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)); each part its own module."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm1(x)
+        x = x + self.attn(y, y, y, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class GroundTruthViT(nn.Module):
+    """A small class-token vision transformer with the CNN's geometry: 8 × 8 patches (a 16 × 16 token grid
+    at 128 px, the CNN's map), `depth` pre-norm blocks of width `dim`, the class token's final norm read by a
+    linear head. Every token attends to every other from the first block on: a global receptive field,
+    where the CNN's is local. The position embeddings are learned at 16 × 16 and resized bicubically to the
+    grid of another input size (the curriculum's smaller canvas, Upscale-CAM, CAMERAS)."""
+
+    stride = 8
+    fusion_layers = ()
+
+    def __init__(self, classes: int = 4, dim: int = 64, depth: int = 4, heads: int = 4, grid: int = 16) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, self.stride, self.stride)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, dim, grid, grid) * 0.02)
+        self.blocks = nn.Sequential(*(Block(dim, heads) for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grid = self.patch_embed(x)
+        position = self.pos_embed
+        if position.shape[-2:] != grid.shape[-2:]:
+            position = F.interpolate(position, size=grid.shape[-2:], mode="bicubic", align_corners=False)
+        tokens = (grid + position).flatten(2).transpose(1, 2)
+        tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), tokens], dim=1)
+        return self.head(self.norm(self.blocks(tokens))[:, 0])
+
+
+ARCHITECTURES = ("cnn", "vit")
+
+
+def build(classes: int = 4, width: int = 8, size: int = 128, arch: str = "cnn") -> nn.Module:
     """A fresh network (eval mode) carrying a ModelCard: `size` px input, the dataset's MEAN / STD, its
     `fusion_layers`, and as `heldout` (the held-out dataset's configuration, what `jittercam bench
-    groundtruth` evaluates on) the default one of seed 0 until `train` or `load` records the real one."""
-    model = GroundTruthNet(classes, width).eval()
-    card = ModelCard(name=f"{NAME}-w{width}", input_size=size, mean=MEAN, std=STD,
-                     categories=PATTERNS[:classes], fusion_layers=GroundTruthNet.fusion_layers)
+    groundtruth` evaluates on) the default one of seed 0 until `train` or `load` records the real one.
+    `arch` "cnn" is `GroundTruthNet` of stem width `width`; "vit" is `GroundTruthViT` of width 8 · `width`."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch must be one of {ARCHITECTURES}, not {arch!r}")
+    if arch == "vit":
+        model: nn.Module = GroundTruthViT(classes, dim=8 * width, grid=size // GroundTruthViT.stride).eval()
+        name, fusion = f"{NAME}-vit-w{width}", GroundTruthViT.fusion_layers
+    else:
+        model, name, fusion = GroundTruthNet(classes, width).eval(), f"{NAME}-w{width}", GroundTruthNet.fusion_layers
+    card = ModelCard(name=name, input_size=size, mean=MEAN, std=STD, categories=PATTERNS[:classes],
+                     fusion_layers=fusion)
     attach_card(model, card)
     return carry(model, heldout=heldout_config(0, size, classes))
 
 
-def carry(model: GroundTruthNet, *, heldout: dict, weights_file: str | None = None) -> GroundTruthNet:
+def carry(model: nn.Module, *, heldout: dict, weights_file: str | None = None) -> GroundTruthNet:
     """Record on `model`'s card the held-out configuration it is evaluated on and, when it was read from
     a file, that file.
 

@@ -46,7 +46,7 @@ from ..card import ModelCard, model_card
 from ..errors import JitterCamError
 from ..models import RANDOM, register_model
 from .dataset import NAME, SCALE, GroundTruthDataset, heldout_config, normalise
-from .model import GroundTruthNet, build, carry
+from .model import ARCHITECTURES, build, carry
 
 WARM_OFFSET = 2_000_003
 FORMAT = 2
@@ -56,7 +56,7 @@ DEFAULT_SHAPE = (128, 4, 8)  # size, classes, width: `train`'s defaults, the fil
 
 @dataclass
 class TrainResult:
-    model: GroundTruthNet
+    model: torch.nn.Module
     metrics: dict
     path: Path | None
     cached: bool  # loaded from `path` instead of trained
@@ -69,20 +69,24 @@ def cache_root() -> Path | None:
     return (Path(root) if root else Path.home() / ".cache" / "jittercam") / NAME
 
 
-def default_path(seed: int, steps: int, size: int, classes: int, width: int) -> Path:
+def default_path(seed: int, steps: int, size: int, classes: int, width: int, arch: str = "cnn") -> Path:
     root = cache_root()
     if root is None:
         raise JitterCamError("JITTERCAM_CACHE_DIR=off: pass an output path for the trained model")
-    return root / f"gt-s{seed}-n{steps}-p{size}-c{classes}-w{width}.pt"
+    kind = "" if arch == "cnn" else f"{arch}-"
+    return root / f"gt-{kind}s{seed}-n{steps}-p{size}-c{classes}-w{width}.pt"
 
 
 def train(seed: int = 0, steps: int = DEFAULT_STEPS, out_path: str | Path | None = None, *,
           size: int = DEFAULT_SHAPE[0], classes: int = DEFAULT_SHAPE[1], count: int = 4096, heldout: int = 512,
           batch: int = 32, width: int = DEFAULT_SHAPE[2],
           lr: float = 3e-3, warmup: float = 0.5, distractor: float = 0.5,
-          patch: tuple[int, int] | None = None, scale: tuple[float, float] = SCALE,
+          patch: tuple[int, int] | None = None, scale: tuple[float, float] = SCALE, arch: str = "cnn",
           force: bool = False, save: bool = True, log: Callable[[str], None] | None = None) -> TrainResult:
-    """Train (or load from the cache) and evaluate; see the module. `save=False` writes nothing."""
+    """Train (or load from the cache) and evaluate; see the module. `save=False` writes nothing. `arch`
+    "vit" trains `GroundTruthViT` (same data, schedule and checks) instead of the CNN."""
+    if arch not in ARCHITECTURES:
+        raise JitterCamError(f"arch must be one of {', '.join(ARCHITECTURES)}, not {arch!r}", option="arch")
     if steps < 1 or batch < 2 or heldout < 1 or not 0 <= warmup <= 1:
         raise JitterCamError("steps must be >= 1, batch >= 2, heldout >= 1 and warmup in [0, 1]")
     data = GroundTruthDataset(seed, size, count, classes, patch=patch, scale=scale, distractor=distractor)
@@ -93,20 +97,20 @@ def train(seed: int = 0, steps: int = DEFAULT_STEPS, out_path: str | Path | None
     test = GroundTruthDataset(**heldout_config(seed, size, classes, data.patch, data.scale, distractor, heldout))
     config = {"format": FORMAT, "seed": seed, "steps": steps, "batch": batch, "width": width, "lr": lr,
               "warmup": warm_steps, "warm": warm.config(), "data": data.config(),
-              "heldout": test.config(), "torch": str(torch.__version__)}
+              "heldout": test.config(), "torch": str(torch.__version__), **({"arch": arch} if arch != "cnn" else {})}
     path = None
     if save:
-        path = Path(out_path) if out_path is not None else default_path(seed, steps, size, classes, width)
+        path = Path(out_path) if out_path is not None else default_path(seed, steps, size, classes, width, arch)
         if path.exists() and not force:
             stored = torch.load(path, map_location="cpu", weights_only=True)
             if stored.get("config") == config:
-                model = build(classes, width, size)
+                model = build(classes, width, size, arch)
                 model.load_state_dict(stored["state_dict"])
                 carry(model, heldout=test.config())
                 return TrainResult(model, stored["metrics"], path, cached=True)
 
     torch.manual_seed(seed)
-    model = build(classes, width, size)
+    model = build(classes, width, size, arch)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)))
     order = torch.Generator().manual_seed(seed)
@@ -137,14 +141,14 @@ def train(seed: int = 0, steps: int = DEFAULT_STEPS, out_path: str | Path | None
     return TrainResult(model, metrics, path, cached=False)
 
 
-def load(path: str | Path) -> GroundTruthNet:
+def load(path: str | Path) -> torch.nn.Module:
     """A model saved by `train` (eval mode, with its ModelCard and its held-out configuration)."""
     if not Path(path).is_file():
         raise JitterCamError(f"no such ground-truth model file: {path}")
     try:
         stored = torch.load(path, map_location="cpu", weights_only=True)
         config = stored["config"]
-        model = build(config["data"]["classes"], config["width"], config["data"]["size"])
+        model = build(config["data"]["classes"], config["width"], config["data"]["size"], config.get("arch", "cnn"))
         model.load_state_dict(stored["state_dict"])
         carry(model, heldout=config["heldout"], weights_file=str(path))
     except (OSError, KeyError, TypeError, RuntimeError, pickle.UnpicklingError):
@@ -190,7 +194,7 @@ def trained_path() -> Path:
                          "2 CPU cores), or pass its file as weights", option="weights")
 
 
-def trained_model(weights: str | Path | None) -> GroundTruthNet:
+def trained_model(weights: str | Path | None) -> torch.nn.Module:
     """The model `load_model(NAME, weights)` builds: the file `weights`, `"random"` for an
     untrained one (tests), or (None) the cached training `trained_path()` finds, which `train()` (the
     command `jittercam groundtruth train`) writes."""
@@ -200,7 +204,7 @@ def trained_model(weights: str | Path | None) -> GroundTruthNet:
 
 
 @register_model(NAME, summary="the ground-truth benchmark's model, made by `jittercam groundtruth train`")
-def _ground_truth_source(weights: str | Path | None) -> tuple[GroundTruthNet, ModelCard]:
+def _ground_truth_source(weights: str | Path | None) -> tuple[torch.nn.Module, ModelCard]:
     """The model source of the ground-truth benchmark (see `trained_model`)."""
     model = trained_model(weights)
     return model, model_card(model)

@@ -43,6 +43,7 @@ class HuggingFaceClassifier(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        self.training = model.training  # a new module says True: `train(self.training)` would flip the model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The logits.
