@@ -97,9 +97,8 @@ def test_jittercam_wraps_them(resnet18, name):
 
 def test_options_and_refusals(tiny):
     assert "k=2.0" in repr(FEM(tiny, input_size=32)) and "variant='paper'" in repr(FEM(tiny, input_size=32))
-    with pytest.raises(JitterCamError, match="variant must be one of 'paper', 'pytorch-grad-cam'") as error:
+    with pytest.raises(JitterCamError, match="variant must be one of 'paper', 'pytorch-grad-cam'"):
         FEM(tiny, input_size=32, variant="xplique")
-    assert error.value.option == "variant"
     with pytest.raises(JitterCamError, match="k must be a finite number"):
         FEM(tiny, input_size=32, k=float("nan"))
     with pytest.raises(JitterCamError, match="supports precision fp32, not 'fp16'"):

@@ -38,6 +38,47 @@ def first_component(samples: torch.Tensor, centre: bool) -> torch.Tensor:
     return u[:, :, 0] * (s[:, :1] * sign[:, None])
 
 
+def flag(name: str, value) -> bool:
+    """`value` when it is a bool (a CLI's `METHOD.NAME=VALUE` gives the string "false", which `bool` would
+    read as True).
+
+    Args:
+        name: the option's name, for the message.
+        value (Any): the value given.
+
+    Returns:
+        The bool.
+
+    Raises:
+        JitterCamError: `value` is not a bool.
+    """
+    if not isinstance(value, bool):
+        raise JitterCamError(f"{name} must be True or False, not {value!r}")
+    return value
+
+
+def number(name: str, value, positive: bool = False) -> float:
+    """`value` as a float when it is a finite real number (and > 0 where `positive`).
+
+    Args:
+        name: the option's name, for the message.
+        value (Any): the value given.
+        positive: refuse 0 and negative numbers too.
+
+    Returns:
+        The float.
+
+    Raises:
+        JitterCamError: `value` is not such a number.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or (
+        positive and value <= 0
+    ):
+        kind = "a positive number" if positive else "a finite number"
+        raise JitterCamError(f"{name} must be {kind}, not {value!r}")
+    return float(value)
+
+
 def _positions(maps: torch.Tensor) -> torch.Tensor:
     """`(B, C, h, w)` → `(B, h·w, C)`: one sample per position."""
     return maps.flatten(2).transpose(1, 2)
@@ -50,8 +91,8 @@ class _ProjectionCAM(CAMMethod):
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
 
     def __init__(self, model, target_layer=None, *, centre: bool, relu: bool = True, **options) -> None:
+        self.centre, self.relu = flag("centre", centre), flag("relu", relu)
         super().__init__(model, target_layer, **options)
-        self.centre, self.relu = bool(centre), bool(relu)
 
     def features(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         raise NotImplementedError
@@ -95,7 +136,7 @@ class EigenCAM(_ProjectionCAM):
         **options (Any): `batch_size`, `input_size` and `layer`, as `CAMMethod` takes them.
 
     Raises:
-        JitterCamError: as `CAMMethod` raises it.
+        JitterCamError: `centre` or `relu` is not a bool; or as `CAMMethod` raises it.
     """
 
     def __init__(self, model, target_layer=None, *, centre: bool = False, relu: bool = True, **options) -> None:
@@ -133,7 +174,7 @@ class EigenGradCAM(_ProjectionCAM):
         **options (Any): `batch_size`, `input_size` and `layer`, as `CAMMethod` takes them.
 
     Raises:
-        JitterCamError: as `CAMMethod` raises it.
+        JitterCamError: `centre` or `relu` is not a bool; or as `CAMMethod` raises it.
     """
 
     def __init__(self, model, target_layer=None, *, centre: bool = True, relu: bool = True, **options) -> None:
@@ -191,7 +232,7 @@ def kernel_matrix(
         squares = dots.diagonal(dim1=1, dim2=2)
         distances = (squares[:, :, None] + squares[:, None, :] - 2 * dots).clamp_min(0)
         return torch.exp(-gamma * distances)
-    raise JitterCamError(f"kernel must be one of {', '.join(map(repr, KERNELS))}, not {kernel!r}", option="kernel")
+    raise JitterCamError(f"kernel must be one of {', '.join(map(repr, KERNELS))}, not {kernel!r}")
 
 
 def kernel_first_component(kernels: torch.Tensor) -> torch.Tensor:
@@ -251,8 +292,8 @@ class KPCACAM(CAMMethod):
         **options (Any): `batch_size`, `input_size` and `layer`, as `CAMMethod` takes them.
 
     Raises:
-        JitterCamError: an unknown `kernel`, a `gamma` that is not a positive number; or as `CAMMethod`
-            raises it.
+        JitterCamError: an unknown `kernel`, a `gamma` that is not a positive number (or None), a `degree` or
+            `coef0` that is not a finite number, a `relu` that is not a bool; or as `CAMMethod` raises it.
     """
 
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
@@ -270,14 +311,11 @@ class KPCACAM(CAMMethod):
         **options,
     ) -> None:
         if kernel not in KERNELS:
-            raise JitterCamError(
-                f"kernel must be one of {', '.join(map(repr, KERNELS))}, not {kernel!r}", option="kernel"
-            )
-        if gamma is not None and not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma > 0):
-            raise JitterCamError(f"gamma must be a positive number or None, not {gamma!r}", option="gamma")
+            raise JitterCamError(f"kernel must be one of {', '.join(map(repr, KERNELS))}, not {kernel!r}")
+        self.kernel, self.gamma = kernel, None if gamma is None else number("gamma", gamma, positive=True)
+        self.degree, self.coef0 = number("degree", degree), number("coef0", coef0)
+        self.relu = flag("relu", relu)
         super().__init__(model, target_layer, **options)
-        self.kernel, self.gamma = kernel, None if gamma is None else float(gamma)
-        self.degree, self.coef0, self.relu = float(degree), float(coef0), bool(relu)
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         activations = layer_activations(self.model, self.layer, images)

@@ -2,13 +2,12 @@
 strong (the k-sigma rule), weighted by the channel's mean — no gradient, no class."""
 from __future__ import annotations
 
-import math
-
 import torch
 
 from ..errors import JitterCamError
 from ..probe import TargetLayer
 from .base import CAMMethod, layer_activations
+from .eigen import number
 from .registry import register_method
 
 VARIANTS = ("paper", "pytorch-grad-cam")
@@ -52,13 +51,9 @@ class FEM(CAMMethod):
 
     def __init__(self, model, target_layer=None, *, k: float = 2.0, variant: str = "paper", **options) -> None:
         if variant not in VARIANTS:
-            raise JitterCamError(
-                f"variant must be one of {', '.join(map(repr, VARIANTS))}, not {variant!r}", option="variant"
-            )
-        if isinstance(k, bool) or not isinstance(k, (int, float)) or not math.isfinite(k):
-            raise JitterCamError(f"k must be a finite number, not {k!r}", option="k")
+            raise JitterCamError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, not {variant!r}")
+        self.k, self.variant = number("k", k), variant
         super().__init__(model, target_layer, **options)
-        self.k, self.variant = float(k), variant
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         activations = layer_activations(self.model, self.layer, images)
