@@ -159,6 +159,8 @@ def test_class_agnostic_methods_ignore_the_target(resnet18, resnet_batch, name):
     torch.testing.assert_close(method(x, [9, 9, 9]), maps)
     torch.testing.assert_close(method(x), maps)
     assert method.passes() == 1 and method.layer_map
+    with pytest.raises(JitterCamError, match="class index 1000 is out of range"):
+        method(x, 1000)  # ignored, but not a class of the model
 
 
 @pytest.mark.parametrize("name", ["eigencam", "eigengradcam", "kpcacam"])

@@ -76,6 +76,8 @@ def test_paper_fem_is_another_map_than_the_peers(lite0, lite0_batch):
     peer = jittercam.upsample(FEM(lite0, variant="pytorch-grad-cam")(x, targets), 224)
     assert (paper - peer).abs().amax(dim=(1, 2)).min() > 0.1
     torch.testing.assert_close(FEM(lite0)(x), FEM(lite0)(x, [5, 6, 7]))  # class-agnostic: the target is ignored
+    with pytest.raises(JitterCamError, match="class index 1000 is out of range"):
+        FEM(lite0)(x, 1000)
 
 
 def test_elementwise_in_bf16(lite0, lite0_batch):

@@ -9,6 +9,7 @@ import math
 import torch
 
 from ..errors import JitterCamError
+from ..inputs import check_target_range
 from ..probe import TargetLayer
 from .base import CAMMethod, activations_and_gradients, layer_activations
 from .registry import register_method
@@ -147,11 +148,16 @@ class EigenCAM(_ProjectionCAM):
 
         Args:
             images: `(B, 3, H, W)` model inputs.
-            target: ignored.
+            target: ignored, once checked to be in the model's range.
 
         Returns:
             `(B, C, h, w)` activations.
+
+        Raises:
+            JitterCamError: a class index is out of range.
         """
+        if target is not None:  # unused, but a class the model does not have is still refused
+            check_target_range(target, self.layer.num_classes)
         return layer_activations(self.model, self.layer, images)
 
 
@@ -318,6 +324,8 @@ class KPCACAM(CAMMethod):
         super().__init__(model, target_layer, **options)
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        if target is not None:  # unused, but a class the model does not have is still refused
+            check_target_range(target, self.layer.num_classes)
         activations = layer_activations(self.model, self.layer, images)
         batch, _, height, width = activations.shape
         samples = _positions(activations.double())

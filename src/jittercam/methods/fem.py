@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import JitterCamError
+from ..inputs import check_target_range
 from ..probe import TargetLayer
 from .base import CAMMethod, layer_activations
 from .eigen import number
@@ -56,6 +57,8 @@ class FEM(CAMMethod):
         super().__init__(model, target_layer, **options)
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        if target is not None:  # unused, but a class the model does not have is still refused
+            check_target_range(target, self.layer.num_classes)
         activations = layer_activations(self.model, self.layer, images)
         mean = activations.mean(dim=(2, 3), keepdim=True)
         std = activations.std(dim=(2, 3), keepdim=True, correction=0)
