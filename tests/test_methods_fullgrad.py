@@ -50,6 +50,13 @@ def test_by_hand_on_one_convolution(tiny):
     assert all(p.grad is None for p in tiny.parameters())
 
 
+def _collector(bias: torch.Tensor, terms: list):
+    def hook(_module, _inputs, output):
+        output.register_hook(lambda grad: terms.append(grad * bias[:, None, None]))
+
+    return hook
+
+
 def _authors_fullgrad(model: nn.Module, images: torch.Tensor, targets: list[int]) -> torch.Tensor:
     """The authors' algorithm (idiap/fullgrad-saliency `FullGrad.saliency`), written out here: tensor
     hooks collect the gradient at every convolution's and batch norm's output, times its (effective) bias;
@@ -63,10 +70,7 @@ def _authors_fullgrad(model: nn.Module, images: torch.Tensor, targets: list[int]
         else:
             continue
 
-        def hook(_module, _inputs, output, bias=bias.detach()):
-            output.register_hook(lambda grad: terms.append(grad * bias[:, None, None]))
-
-        handles.append(module.register_forward_hook(hook))
+        handles.append(module.register_forward_hook(_collector(bias.detach(), terms)))
     pixels = images.clone().requires_grad_(True)
     try:
         out = model(pixels)
