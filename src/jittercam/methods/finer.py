@@ -131,22 +131,20 @@ class FinerCAM(CAMMethod):
         **options,
     ) -> None:
         if base_method not in BASES:
-            raise JitterCamError(f"base_method must be one of {', '.join(BASES)}, not {base_method!r}",
-                                 option="base_method")
+            raise JitterCamError(f"base_method must be one of {', '.join(BASES)}, not {base_method!r}")
         if variant not in VARIANTS:
-            raise JitterCamError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, not {variant!r}",
-                                 option="variant")
+            raise JitterCamError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, not {variant!r}")
         gamma = VARIANTS[variant] if gamma is None else gamma
         if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0 <= gamma < float("inf"):
-            raise JitterCamError(f"gamma must be a finite number >= 0, got {gamma!r}", option="gamma")
+            raise JitterCamError(f"gamma must be a finite number >= 0, got {gamma!r}")
         if isinstance(references, bool) or not isinstance(references, int) or references < 1:
-            raise JitterCamError(f"references must be a positive integer, got {references!r}", option="references")
+            raise JitterCamError(f"references must be a positive integer, got {references!r}")
         base_class = method_class(base_method)
         self.precisions = base_class.precisions
         super().__init__(model, target_layer, **options)
         if references > self.layer.num_classes - 1:
             raise JitterCamError(f"references={references}, but the model has {self.layer.num_classes} classes: "
-                                 f"at most {self.layer.num_classes - 1} besides the target", option="references")
+                                 f"at most {self.layer.num_classes - 1} besides the target")
         self.base_method, self.gamma, self.references, self.variant = base_method, float(gamma), references, variant
         self._contrastive = _ContrastiveModel(model, self)
         extra: dict[str, Any] = {} if self.precision == "fp32" else {"precision": self.precision}

@@ -130,8 +130,7 @@ class FullGrad(CAMMethod):
 
     def __init__(self, model: nn.Module, *, variant: str = "paper", **options) -> None:
         if variant not in VARIANTS:
-            raise JitterCamError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, not {variant!r}",
-                                 option="variant")
+            raise JitterCamError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, not {variant!r}")
         super().__init__(model, **options)
         self.variant = variant
         self.layers = bias_layers(model, variant)

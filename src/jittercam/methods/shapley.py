@@ -115,8 +115,7 @@ class ShapleyCAM(CAMMethod):
 
     def __init__(self, model, target_layer=None, *, score: str = "rest", **options) -> None:
         if score not in SCORES:
-            raise JitterCamError(f"score must be one of {', '.join(map(repr, SCORES))}, not {score!r}",
-                                 option="score")
+            raise JitterCamError(f"score must be one of {', '.join(map(repr, SCORES))}, not {score!r}")
         super().__init__(model, target_layer, **options)
         self.score = score
 
