@@ -221,6 +221,7 @@ def test_jitter_cam_over_finercam_routes_the_base_method(resnet18, resnet_batch)
     method = jittercam.create("jittercam:finercam", resnet18, target_layer="layer4", base_method="layercam",
                               input_size=96, size=4)
     assert method.base.base_method == "layercam" and "base_method='layercam'" in repr(method)
+    assert method.base.passes() == 1 and method.passes(96) == (4 - 3 + 1) ** 2
     maps = method(resnet_batch[:2], [1, 2])
     assert maps.shape == (2, 4, 4) and torch.isfinite(maps).all() and (maps >= 0).all()
     assert "jittercam:finercam" in jittercam.available_methods()

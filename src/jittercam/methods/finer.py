@@ -150,6 +150,9 @@ class FinerCAM(CAMMethod):
         extra: dict[str, Any] = {} if self.precision == "fp32" else {"precision": self.precision}
         self.base = base_class(self._contrastive, layer=self.layer, batch_size=self.batch_size, **extra)
 
+    def passes(self, input_size: int | None = None) -> int:
+        return self.base.passes(input_size)
+
     def options(self) -> dict:
         return {**super().options(), "base_method": self.base_method, "gamma": self.gamma,
                 "references": self.references, "variant": self.variant}
