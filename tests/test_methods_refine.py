@@ -24,7 +24,7 @@ def test_default_layers_are_the_authors(resnet18, lite0):
     assert [one.name for one in resolution_levels(resnet18, 64)] == ["relu", "layer1", "layer2", "layer3", "layer4"]
     method = RefineCAM(resnet18, input_size=64)
     assert [one.name for one in method.layers] == ["layer1", "layer2", "layer3", "layer4"]
-    assert method.base == "gradcam++" and method.passes() == 1 and method.layer_map is False
+    assert method.base_method == "gradcam++" and method.passes() == 1 and method.layer_map is False
     sizes = [one.map_size for one in RefineCAM(lite0).layers]
     assert sizes == [56, 28, 14, 7]  # the last map at each of Lite0's four deepest resolutions
 
@@ -47,7 +47,7 @@ def test_paper_scaling_equals_torchcam(request, which):
     x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
     targets = [3, 7, 1] if which == "resnet18" else [1, 88, 409]
     before = _state(model)
-    method = RefineCAM(model, layers, base="gradcam", input_size=size)
+    method = RefineCAM(model, layers, base_method="gradcam", input_size=size)
     got = method(x, targets)
     assert _state(model) == before  # model untouched (before the peer, which fills .grad)
     expected = _torchcam(model, layers, x, targets)
@@ -75,7 +75,7 @@ def test_pytorch_grad_cam_scaling_equals_the_peer(resnet18, base, peer_base, opt
     for cam in peer.base_cam_per_layer:
         cam.activations_and_grads.release()
     resnet18.zero_grad(set_to_none=True)
-    method = RefineCAM(resnet18, names, base=base, base_options=options, scaling="pytorch-grad-cam", input_size=96)
+    method = RefineCAM(resnet18, names, base_method=base, base_options=options, scaling="pytorch-grad-cam", input_size=96)
     got = method(x, targets)
     assert got.shape == (2, 96, 96)
     # the peer min-max scales the product too, and resizes with OpenCV (bilinear, half-pixel centres)
@@ -96,7 +96,7 @@ def test_product_by_hand(resnet18):
     got = RefineCAM(resnet18, names, input_size=64)(x, target)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     # a base that is not a gradient CAM: one call per layer, its passes summed
-    scored = RefineCAM(resnet18, names, base="scorecam", input_size=64, batch_size=64)
+    scored = RefineCAM(resnet18, names, base_method="scorecam", input_size=64, batch_size=64)
     assert scored.passes() == 64 + 256
 
 
@@ -106,6 +106,6 @@ def test_refusals(resnet18):
     with pytest.raises(JitterCamError, match="at least two layers"):
         RefineCAM(resnet18, ["layer4"], input_size=64)
     with pytest.raises(JitterCamError, match="at its layer's resolution"):
-        RefineCAM(resnet18, ["layer3", "layer4"], input_size=64, base="rise")
+        RefineCAM(resnet18, ["layer3", "layer4"], input_size=64, base_method="rise")
     with pytest.raises(JitterCamError, match="unknown"):
-        RefineCAM(resnet18, ["layer3", "layer4"], input_size=64, base="nosuch")
+        RefineCAM(resnet18, ["layer3", "layer4"], input_size=64, base_method="nosuch")

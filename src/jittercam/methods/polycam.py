@@ -11,6 +11,7 @@ from torch import nn
 
 from ..errors import JitterCamError
 from ..inputs import resolve_targets
+from ..probe import TargetLayer
 from .base import CAMMethod, pair_chunks
 from .capture import LayerCapture
 from .refine import Layers, named_layers, resolution_levels
@@ -92,6 +93,7 @@ class PolyCAM(CAMMethod):
             probe raises it.
     """
 
+    layer: TargetLayer  # the finest of `layers`: never None here
     layer_map = False  # the recursion ends at the shallowest layer's grid
 
     def __init__(
@@ -177,7 +179,8 @@ class PolyCAM(CAMMethod):
             elif self.variant == "-":
                 weights = (baseline - self._scores(images, 1 - masks, classes)).relu()
             else:
-                weights = (self._scores(images, masks, classes) + baseline - self._scores(images, 1 - masks, classes)).relu()
+                kept, removed = self._scores(images, masks, classes), self._scores(images, 1 - masks, classes)
+                weights = (kept + baseline - removed).relu()
             maps.append(torch.einsum("bc,bchw->bhw", weights, a.float()).relu()[:, None])
         refined = maps[-1]
         for current in reversed(maps[:-1]):

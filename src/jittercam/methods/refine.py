@@ -168,7 +168,7 @@ class RefineCAM(CAMMethod):
         target_layer: the layers (modules or names, at least two); None (default): the last map at each of
             the `levels` deepest resolutions (`resolution_levels`: ResNet `layer1` … `layer4`, as the
             authors).
-        base: the registered name of the per-layer CAM, one whose map is at its layer's resolution
+        base_method: the registered name of the per-layer CAM, one whose map is at its layer's resolution
             ("gradcam++" by default, as the authors and both peers; "gradcam", "layercam", "scorecam", …).
         base_options: the base's own options (e.g. `{"epsilon": 1e-6}` for pytorch-grad-cam's Grad-CAM++).
         scaling: "paper" (default) or "pytorch-grad-cam", as above.
@@ -177,7 +177,7 @@ class RefineCAM(CAMMethod):
         input_size: the square input size the layers are probed at; None: the model card's.
 
     Raises:
-        JitterCamError: an unknown `scaling` or `base`, a base whose map is not at its layer's resolution,
+        JitterCamError: an unknown `scaling` or `base_method`, a base whose map is not at its layer's resolution,
             fewer than two layers, or as the probe raises it.
     """
 
@@ -188,7 +188,7 @@ class RefineCAM(CAMMethod):
         model: nn.Module,
         target_layer: Layers = None,
         *,
-        base: str = "gradcam++",
+        base_method: str = "gradcam++",
         base_options: dict[str, Any] | None = None,
         scaling: str = "paper",
         levels: int = 4,
@@ -200,7 +200,7 @@ class RefineCAM(CAMMethod):
                                  option="scaling")
         if not isinstance(levels, int) or levels < 2:
             raise JitterCamError(f"levels must be an integer of at least 2, not {levels!r}", option="levels")
-        self.scaling, self.levels, self.base = scaling, levels, base
+        self.scaling, self.levels, self.base_method = scaling, levels, base_method
         self.base_options = dict(base_options or {})
         layers = named_layers(model, target_layer, input_size)
         if layers is None:
@@ -211,14 +211,11 @@ class RefineCAM(CAMMethod):
         self.layers = layers
         finest = max(layers, key=lambda one: one.map_size)
         super().__init__(model, batch_size=batch_size, layer=finest)
-        kind = method_class(base)
+        kind = method_class(base_method)
         if not (kind.uses_layer and kind.layer_map):
             raise JitterCamError(f"RefineCAM needs a base whose map is at its layer's resolution (gradcam++, "
-                                 f"gradcam, layercam, scorecam, ...), not {base!r}", option="base")
-        self.bases = [create(base, model, layer=one, batch_size=batch_size, **self.base_options) for one in layers]
-        if not all(b.uses_layer and b.layer_map for b in self.bases):
-            raise JitterCamError(f"RefineCAM needs a base whose map is at its layer's resolution (gradcam++, "
-                                 f"gradcam, layercam, scorecam, ...), not {base!r}", option="base")
+                                 f"gradcam, layercam, scorecam, ...), not {base_method!r}", option="base_method")
+        self.bases = [create(base_method, model, layer=one, batch_size=batch_size, **self.base_options) for one in layers]
         self._one_pass = all(isinstance(b, (_GradientWeightedCAM, LayerCAM, HiResCAM)) for b in self.bases)
 
     def passes(self, input_size: int | None = None) -> int:
@@ -236,7 +233,7 @@ class RefineCAM(CAMMethod):
         return sum(b.passes(input_size) for b in self.bases)
 
     def options(self) -> dict[str, Any]:
-        return {"target_layer": [one.name for one in self.layers], "base": self.base,
+        return {"target_layer": [one.name for one in self.layers], "base_method": self.base_method,
                 "base_options": self.base_options, "scaling": self.scaling, "batch_size": self.batch_size}
 
     def layer_maps(self, images: torch.Tensor, target: torch.Tensor | None) -> list[torch.Tensor]:
@@ -259,6 +256,7 @@ class RefineCAM(CAMMethod):
             elif isinstance(b, LayerCAM):
                 maps.append(_layer_map(a, g))
             else:
+                assert isinstance(b, HiResCAM)
                 cam = (g * a).sum(dim=1)
                 maps.append(cam.relu() if b.relu else cam)
         return maps
