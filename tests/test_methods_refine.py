@@ -75,7 +75,8 @@ def test_pytorch_grad_cam_scaling_equals_the_peer(resnet18, base, peer_base, opt
     for cam in peer.base_cam_per_layer:
         cam.activations_and_grads.release()
     resnet18.zero_grad(set_to_none=True)
-    method = RefineCAM(resnet18, names, base_method=base, base_options=options, scaling="pytorch-grad-cam", input_size=96)
+    method = RefineCAM(resnet18, names, base_method=base, base_options=options, scaling="pytorch-grad-cam",
+                       input_size=96)
     got = method(x, targets)
     assert got.shape == (2, 96, 96)
     # the peer min-max scales the product too, and resizes with OpenCV (bilinear, half-pixel centres)

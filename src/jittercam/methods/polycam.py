@@ -48,8 +48,18 @@ def percentile_normalise(maps: torch.Tensor, outlier: float) -> torch.Tensor:
         The maps scaled, same shape.
     """
     flat = maps.flatten(-2).float()
-    levels = torch.tensor([outlier / 100, 1 - outlier / 100], device=maps.device)
-    low, high = torch.quantile(flat, levels, dim=-1, keepdim=True)
+    ordered = flat.sort(dim=-1).values  # percentiles by hand: torch.quantile refuses inputs of 2**24 values
+    count = flat.shape[-1]
+
+    def percentile(q: float) -> torch.Tensor:
+        position = q / 100 * (count - 1)
+        below = int(position)
+        above = min(below + 1, count - 1)
+        fraction = position - below
+        start, end = ordered[..., below : below + 1], ordered[..., above : above + 1]
+        return start + fraction * (end - start)
+
+    low, high = percentile(outlier), percentile(100 - outlier)
     return ((flat - low) / high.clamp_min(1e-12)).clamp(0, 1).view_as(maps)
 
 

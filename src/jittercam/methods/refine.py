@@ -215,7 +215,8 @@ class RefineCAM(CAMMethod):
         if not (kind.uses_layer and kind.layer_map):
             raise JitterCamError(f"RefineCAM needs a base whose map is at its layer's resolution (gradcam++, "
                                  f"gradcam, layercam, scorecam, ...), not {base_method!r}", option="base_method")
-        self.bases = [create(base_method, model, layer=one, batch_size=batch_size, **self.base_options) for one in layers]
+        self.bases = [create(base_method, model, layer=one, batch_size=batch_size, **self.base_options)
+                      for one in layers]
         self._one_pass = all(isinstance(b, (_GradientWeightedCAM, LayerCAM, HiResCAM)) for b in self.bases)
 
     def passes(self, input_size: int | None = None) -> int:
