@@ -85,3 +85,13 @@ def test_a_wrong_option_is_one_line(tmp_path, capsys):
     assert main(["bench", "relevance", "--dataset", "offline", "--relevance", "negative", "--db", str(db)]) == 2
     error = capsys.readouterr().err.strip()
     assert "--relevance" in error and "positive" in error and len(error.splitlines()) == 1 and not db.exists()
+
+
+def test_the_note_says_the_chance_level_and_the_relevance_counted():
+    from jittercam.bench.experiments.relevance import Relevance
+    from jittercam.bench.stats import Stat
+
+    stats = {"gradcam": {"mass": Stat(0.5, 4), "share": Stat(0.25, 4)}, "centre": {"mass": Stat(0.3, 4)}}
+    (note,) = Relevance.notes("lite0", stats, {}, {"options": {"relevance": "abs"}})
+    assert "(25.0 % on average over these 4 pairs)" in note and "relevance counted: abs" in note
+    assert Relevance.notes("lite0", {"centre": {"mass": Stat(0.3, 4)}}, {}, {}) == []
