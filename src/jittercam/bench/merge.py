@@ -257,6 +257,8 @@ class Group:
     reasons: Counter = field(default_factory=Counter)
     curves: dict[str, dict[tuple[str, str], CurveMean]] = field(default_factory=dict)
     series: dict[tuple[str, str], dict[float, Stat]] = field(default_factory=dict)
+    # (method, variant) -> metric -> its per-item column: for a report that compares arms item by item
+    columns: dict[tuple[str, str], dict[str, Column]] = field(default_factory=dict)
 
     @property
     def paper_applies(self) -> bool:
@@ -292,6 +294,7 @@ def _fill(stores: Stores, group: Group) -> None:
     for method, variant in db.execute("SELECT DISTINCT method, variant FROM current ORDER BY 1, 2").fetchall():
         key = (method, variant)
         columns = _columns(db, key, experiment.paired if experiment else ())
+        group.columns[key] = columns
         group.stats[key] = (experiment.summarise(columns, group.config) if experiment
                             else {name: _mean(column) for name, column in columns.items()})
         if experiment is not None:

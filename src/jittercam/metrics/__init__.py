@@ -21,6 +21,8 @@ scaling of maps is called `minmax` (`jittercam.maps.minmax`, `energy_in_mask(...
 - `rank_correlation` (§4.2).
 - Ground truth (issue 14): `evidence_auc` (ROC AUC of the map against an evidence mask), `two_peaks` /
   `resolves` (a Rayleigh-style two-peak criterion per map) and `resolving_power` over a separation sweep.
+- `relevance_mass`, `relevance_rank` (Arras et al. 2022, CLEVR-XAI; = Quantus's on maps at the mask's
+  size): the share of the map's relevance in the mask, and of its |mask| most relevant pixels.
 """
 from .correlation import rank_correlation
 from .faithfulness import (
@@ -61,6 +63,7 @@ from .perturbation import (
     gaussian_blur,
     insertion,
 )
+from .relevance import RELEVANCE, TIES, relevance_mass, relevance_rank
 
 __all__ = [
     "auc", "blur_kernel", "gaussian_blur", "deletion", "insertion", "deletion_insertion",
@@ -72,4 +75,5 @@ __all__ = [
     "boxes_to_mask", "energy_in_mask", "energy_in_boxes",
     "rank_correlation",
     "evidence_auc", "profile", "two_peaks", "resolves", "resolving_power", "Profile", "TwoPeaks",
+    "relevance_mass", "relevance_rank", "RELEVANCE", "TIES",
 ]
