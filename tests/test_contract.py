@@ -23,6 +23,31 @@ def _options(name: str) -> dict:
 
 
 NAMES = [*jittercam.available_methods(), "guided:jittercam", "upscale:gradcam++"]
+MULTI_LAYER = {"polycam", "refinecam", "winsorcam"}  # they need maps at two resolutions at least
+
+
+class TwoStageCNN(torch.nn.Module):
+    """Two convolutions (16x16, then 8x8 maps at 32 px) for the multi-layer methods."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stage1 = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 2, 2), torch.nn.ReLU())
+        self.stage2 = torch.nn.Sequential(torch.nn.Conv2d(4, 6, 2, 2), torch.nn.ReLU())
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.fc = torch.nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.stage2(self.stage1(x))).flatten(1))
+
+
+@pytest.fixture
+def tiny(request, tiny):
+    """The conftest's one-layer CNN, or a two-stage one for a multi-layer method."""
+    name = getattr(getattr(request.node, "callspec", None), "params", {}).get("name", "")
+    if set(name.split(":")) & MULTI_LAYER:
+        torch.manual_seed(0)
+        return TwoStageCNN().eval()
+    return tiny
 
 
 def _state(model):

@@ -81,7 +81,7 @@ class GroundTruthViT(nn.Module):
     grid of another input size (the curriculum's smaller canvas, Upscale-CAM, CAMERAS)."""
 
     stride = 8
-    fusion_layers = ()
+    fusion_layers: tuple[str, ...] = ()
 
     def __init__(self, classes: int = 4, dim: int = 64, depth: int = 4, heads: int = 4, grid: int = 16) -> None:
         super().__init__()
@@ -94,7 +94,7 @@ class GroundTruthViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         grid = self.patch_embed(x)
-        position = self.pos_embed
+        position: torch.Tensor = self.pos_embed
         if position.shape[-2:] != grid.shape[-2:]:
             position = F.interpolate(position, size=grid.shape[-2:], mode="bicubic", align_corners=False)
         tokens = (grid + position).flatten(2).transpose(1, 2)
@@ -112,18 +112,20 @@ def build(classes: int = 4, width: int = 8, size: int = 128, arch: str = "cnn") 
     `arch` "cnn" is `GroundTruthNet` of stem width `width`; "vit" is `GroundTruthViT` of width 8 · `width`."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"arch must be one of {ARCHITECTURES}, not {arch!r}")
+    fusion: tuple[str, ...]
     if arch == "vit":
         model: nn.Module = GroundTruthViT(classes, dim=8 * width, grid=size // GroundTruthViT.stride).eval()
-        name, fusion = f"{NAME}-vit-w{width}", GroundTruthViT.fusion_layers
+        name, fusion = f"{NAME}-vit-w{width}", ()
     else:
-        model, name, fusion = GroundTruthNet(classes, width).eval(), f"{NAME}-w{width}", GroundTruthNet.fusion_layers
+        model, name = GroundTruthNet(classes, width).eval(), f"{NAME}-w{width}"
+        fusion = GroundTruthNet.fusion_layers
     card = ModelCard(name=name, input_size=size, mean=MEAN, std=STD, categories=PATTERNS[:classes],
                      fusion_layers=fusion)
     attach_card(model, card)
     return carry(model, heldout=heldout_config(0, size, classes))
 
 
-def carry(model: nn.Module, *, heldout: dict, weights_file: str | None = None) -> GroundTruthNet:
+def carry(model: nn.Module, *, heldout: dict, weights_file: str | None = None) -> nn.Module:
     """Record on `model`'s card the held-out configuration it is evaluated on and, when it was read from
     a file, that file.
 
