@@ -1,6 +1,8 @@
 """Vision transformers: token and channels-last maps found by the probe, read as (B, C, h, w) grids."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -193,3 +195,49 @@ def test_efficientformer_is_explained_at_its_final_tokens_and_refuses_other_size
     assert GradCAM(model)(torch.randn(1, 3, 224, 224), 0).shape == (1, 7, 7)
     with pytest.raises(JitterCamError, match=r"^Upscale-CAM runs the model at 448x448 pixels, which it does not"):
         jittercam.create("upscale", model)(torch.randn(1, 3, 224, 224), 0)
+
+
+def test_score_cam_on_a_vit_equals_pytorch_grad_cam_with_its_reshape():
+    pgc = pytest.importorskip("pytorch_grad_cam")
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    model = vit(size=64, depth=2, embed_dim=32, num_heads=2)
+    layer = model.blocks[-1].norm1
+    images = torch.randn(2, 3, 64, 64)
+    peer = pgc.ScoreCAM(model=model, target_layers=[layer], reshape_transform=partial(reshape_transform, height=4,
+                                                                                       width=4))
+    peer.batch_size = 32
+    expected = torch.from_numpy(peer(input_tensor=images, targets=[ClassifierOutputTarget(3)] * 2)).float()
+    method = jittercam.create("scorecam", model, variant="pytorch-grad-cam", batch_size=32)
+    assert method.layer.module is layer and method.passes() == 32
+    torch.testing.assert_close(jittercam.upsample(method(images, 3), 64), expected, atol=5e-5, rtol=0)
+
+
+def test_ablation_cam_on_a_vit_zeroes_a_channel_of_the_grid_tokens():
+    """Desai & Ramaswamy's w_k = (y_c - y_c^k) / y_c with channel k of the map zeroed: on a token layer the
+    map is the grid tokens (the class token is no position of the map and keeps its value). pytorch-grad-cam's
+    `AblationLayerVit` instead sets the channel of every token to min - 1e7 when the layer has negative values
+    (its own comment: "deviating from the paper"), so the two are not compared."""
+    model = vit(size=64, depth=2, embed_dim=32, num_heads=2)
+    images = torch.randn(1, 3, 64, 64)
+    method = jittercam.create("ablationcam", model, closed_form=False)
+    maps = method(images, 3)
+    layer = method.layer
+    with torch.no_grad():
+        base = model(images)[0, 3]
+        captured = {}
+        handle = layer.module.register_forward_hook(lambda m, i, o: captured.setdefault("out", o.clone()))
+        model(images)
+        handle.remove()
+        tokens = captured["out"]
+        grid = layer.to_map(tokens)[0]  # (C, 4, 4)
+        weights = []
+        for k in range(grid.shape[0]):
+            ablated = grid.clone()
+            ablated[k] = 0
+            replaced = layer.from_map(ablated[None], tokens)
+            handle = layer.module.register_forward_hook(lambda m, i, o, r=replaced: r)
+            weights.append((base - model(images)[0, 3]) / base)
+            handle.remove()
+        expected = torch.einsum("c,chw->hw", torch.stack(weights), grid).relu()
+    torch.testing.assert_close(maps[0], expected, rtol=1e-4, atol=1e-5)
