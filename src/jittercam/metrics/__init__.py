@@ -21,6 +21,8 @@ scaling of maps is called `minmax` (`jittercam.maps.minmax`, `energy_in_mask(...
 - `rank_correlation` (§4.2).
 - Ground truth (issue 14): `evidence_auc` (ROC AUC of the map against an evidence mask), `two_peaks` /
   `resolves` (a Rayleigh-style two-peak criterion per map) and `resolving_power` over a separation sweep.
+- `road` (Rong et al. 2022; issue 24): MoRF/LeRF probability and accuracy per percentage of pixels removed
+  and filled by `noisy_linear_imputation`, and the combined score.
 """
 from .correlation import rank_correlation
 from .faithfulness import (
@@ -61,6 +63,7 @@ from .perturbation import (
     gaussian_blur,
     insertion,
 )
+from .road import NEIGHBOURS, PERCENTAGES, ROADResult, noisy_linear_imputation, road
 
 __all__ = [
     "auc", "blur_kernel", "gaussian_blur", "deletion", "insertion", "deletion_insertion",
@@ -72,4 +75,5 @@ __all__ = [
     "boxes_to_mask", "energy_in_mask", "energy_in_boxes",
     "rank_correlation",
     "evidence_auc", "profile", "two_peaks", "resolves", "resolving_power", "Profile", "TwoPeaks",
+    "road", "noisy_linear_imputation", "ROADResult", "PERCENTAGES", "NEIGHBOURS",
 ]
