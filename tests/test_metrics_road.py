@@ -160,6 +160,7 @@ def test_noise_in_pixel_units_is_divided_by_the_std(setup):
 
 @pytest.mark.parametrize(("kwargs", "option"), [
     ({"percentages": [10, 120]}, "percentages"),
+    ({"percentages": [100]}, "percentages"),
     ({"percentages": []}, "percentages"),
     ({"orders": ("morf", "up")}, "orders"),
     ({"noise_space": "pixel"}, "noise_space"),
@@ -178,3 +179,7 @@ def test_errors(setup, kwargs, option):
         metrics.road(model, images, maps, target=7, noise_space="input")
     with pytest.raises(JitterCamError):
         metrics.noisy_linear_imputation(images, torch.zeros(3, 4, 4, dtype=torch.bool))
+    with pytest.raises(JitterCamError, match="every pixel"):
+        metrics.noisy_linear_imputation(images, torch.ones(3, SIZE, SIZE, dtype=torch.bool))
+    kept = metrics.noisy_linear_imputation(images, torch.zeros(3, SIZE, SIZE, dtype=torch.bool))
+    assert torch.equal(kept, images)

@@ -124,9 +124,11 @@ def _system(removed: np.ndarray, pixels: np.ndarray) -> tuple[sp.csc_matrix, np.
 
 def _impute_one(pixels: np.ndarray, removed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The linear imputation (no noise) of one image's removed pixels: ((C, k) values, their flat indices)."""
+    if not removed.any():
+        return np.zeros((pixels.shape[0], 0)), np.zeros(0, dtype=np.int64)
+    if removed.all():
+        raise JitterCamError("every pixel is removed: nothing to impute from", option="removed")
     matrix, rhs, index = _system(removed, pixels)
-    if index.size == 0:
-        return np.zeros((pixels.shape[0], 0)), index
     solved = np.asarray(spsolve(matrix, rhs)).reshape(index.size, pixels.shape[0])
     return solved.T, index
 
@@ -169,7 +171,7 @@ def noisy_linear_imputation(
 
     Raises:
         JitterCamError: `images` is not a floating-point `(B, C, H, W)` batch, `removed` is not one `(H, W)`
-            mask per image, or `noise` is negative or has the wrong length.
+            mask per image or removes every pixel of one, or `noise` is negative or has the wrong length.
     """
     check_images(images)
     B, C, H, W = images.shape
@@ -202,10 +204,10 @@ def _check_percentages(percentages: Sequence[float]) -> list[float]:
     try:
         values = [float(p) for p in percentages]
     except (TypeError, ValueError):
-        raise JitterCamError(f"percentages must be numbers in [0, 100], got {percentages!r}",
+        raise JitterCamError(f"percentages must be numbers in [0, 100), got {percentages!r}",
                              option="percentages") from None
-    if not values or any(not (0 <= p <= 100) or isinstance(p, bool) for p in values):
-        raise JitterCamError(f"percentages must be numbers in [0, 100], got {list(percentages)!r}",
+    if not values or any(not (0 <= p < 100) for p in values):  # 100%: nothing left to impute from
+        raise JitterCamError(f"percentages must be numbers in [0, 100), got {list(percentages)!r}",
                              option="percentages")
     return values
 
@@ -244,7 +246,7 @@ def road(
         images: `(B, C, H, W)` tensors exactly as the model takes them (already normalised).
         maps: raw `(B, h, w)` maps of any size; resized to `(H, W)` (bilinear), only their order matters.
         target: None (the model's top-1 on the unchanged image), an int, or one class per image.
-        percentages: percentages of pixels removed (default 10, 20, …, 90: pytorch-grad-cam's).
+        percentages: percentages of pixels removed, in [0, 100) (default 10, 20, …, 90: pytorch-grad-cam's).
         orders: which of "morf" and "lerf" to compute, in the order their noise is drawn (the other's
             results are NaN).
         noise: the std of the noise added to imputed pixels (0.01, all peers').
@@ -259,7 +261,7 @@ def road(
         `ROADResult`: per-image means, combined score and curves, on the images' device.
 
     Raises:
-        JitterCamError: bad `images` or `maps`; `percentages` not numbers in [0, 100]; `orders` not "morf"
+        JitterCamError: bad `images` or `maps`; `percentages` not numbers in [0, 100); `orders` not "morf"
             and/or "lerf"; `noise` negative; `noise_space` unknown; `std` missing (no card) for pixel-space
             noise; `target` not a valid class index; `model` not returning `(N, classes)` scores.
     """

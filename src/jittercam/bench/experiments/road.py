@@ -48,8 +48,8 @@ class ROAD(Experiment):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         percentages = self.settings["percentages"]
-        if not percentages or any(not 0 <= float(p) <= 100 for p in percentages):
-            raise JitterCamError(f"percentages must be between 0 and 100, got {list(percentages)!r}",
+        if not percentages or any(not 0 <= float(p) < 100 for p in percentages):
+            raise JitterCamError(f"percentages must be at least 0 and below 100, got {list(percentages)!r}",
                                  option="percentages")
 
     def config(self) -> dict[str, Any]:
