@@ -91,7 +91,8 @@ def test_equals_pytorch_grad_cam_with_seeded_noise(setup):
     cams = maps.numpy()
     # pytorch-grad-cam's percentile is the share kept: ROAD...(q) removes 100 − q percent; scores minus the original
     for order, peer in (("morf", ROADMostRelevantFirst), ("lerf", ROADLeastRelevantFirst)):
-        result = metrics.road(model, images, maps, TARGETS, [20, 70], orders=(order,), noise_space="input", seed=3)
+        result = metrics.road(model, images, maps, TARGETS, [20, 70], orders=(order,), noise_space="input", seed=3,
+                              ties="stable")
         torch.manual_seed(3)
         theirs = np.stack([peer(q)(images, cams, targets, model) for q in (80, 30)], axis=1)
         ours = getattr(result, f"{order}_scores") - result.original[:, None]
@@ -100,7 +101,7 @@ def test_equals_pytorch_grad_cam_with_seeded_noise(setup):
         assert getattr(result, f"{other}_scores").isnan().all()
     # ROADCombined draws LeRF's noise first, then MoRF's, each over its percentiles 10 ... 90 (removing 90 ... 10)
     result = metrics.road(model, images, maps, TARGETS, range(90, 0, -10), orders=("lerf", "morf"),
-                          noise_space="input", seed=5)
+                          noise_space="input", seed=5, ties="stable")
     torch.manual_seed(5)
     theirs = ROADCombined()(images, cams, targets, model)
     np.testing.assert_allclose(result.combined.numpy(), theirs, rtol=0, atol=1e-6)
@@ -129,7 +130,7 @@ def test_equals_quantus_road_on_one_channel_images():
         theirs = quantus.ROAD(percentages=percentages, noise=0.0, disable_warnings=True)(
             model=model, x_batch=images.numpy(), y_batch=labels.numpy(), a_batch=maps[:, None].numpy(),
             device="cpu")
-    ours = metrics.road(model, images, maps, labels, percentages, orders=("morf",), noise=0.0)
+    ours = metrics.road(model, images, maps, labels, percentages, orders=("morf",), noise=0.0, ties="stable")
     assert ours.morf_accuracy.mean(0).tolist() == pytest.approx([theirs[p] for p in percentages], abs=1e-6)
 
 
@@ -158,7 +159,24 @@ def test_noise_in_pixel_units_is_divided_by_the_std(setup):
     assert not torch.equal(other.morf_scores, tensor.morf_scores)
 
 
+def test_ties_are_broken_by_the_authors_jitter(setup):
+    model, images, _ = setup
+    flat = torch.zeros(3, SIZE, SIZE)  # a constant map: every pixel tied
+    jitter = 1e-4 * torch.randn(SIZE * SIZE, generator=torch.Generator().manual_seed(4))
+    jittered = metrics.road(model, images, flat, TARGETS, [30, 70], noise=0.0, seed=4)
+    by_hand = metrics.road(model, images, jitter.view(1, SIZE, SIZE).expand(3, -1, -1), TARGETS, [30, 70],
+                           noise=0.0, ties="stable")
+    torch.testing.assert_close(jittered.morf_scores, by_hand.morf_scores)
+    torch.testing.assert_close(jittered.lerf_scores, by_hand.lerf_scores)
+    rows = metrics.road(model, images, flat, TARGETS, [30, 70], noise=0.0, ties="stable")  # top rows first
+    top = torch.zeros(3, SIZE, SIZE, dtype=torch.bool)
+    top[:, :6] = True  # 30% of 20 rows
+    direct = model(metrics.noisy_linear_imputation(images, top, 0.0)).softmax(1)[torch.arange(3), TARGETS]
+    torch.testing.assert_close(rows.morf_scores[:, 0], direct)
+
+
 @pytest.mark.parametrize(("kwargs", "option"), [
+    ({"ties": "random"}, "ties"),
     ({"percentages": [10, 120]}, "percentages"),
     ({"percentages": [100]}, "percentages"),
     ({"percentages": []}, "percentages"),

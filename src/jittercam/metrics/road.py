@@ -26,9 +26,14 @@ Checked against the authors' code, tleemann/road_evaluation (`road/imputations.p
   multiples of 10); its average over 10…90 is symmetric, so its combined score is ours over the same
   percentages. The authors' LeRF at `th_p` keeps the int(H·W·th_p) most relevant pixels (removes 1 − th_p);
 - ranking: the map is resized to the input (bilinear, align_corners=False, `jittercam.maps.resize`, as
-  deletion) and ordered by value, ties in row-major order (MoRF removes the first of a tie first, LeRF the
-  last); the authors add 1e-4·N(0, 1) to the min–max scaled map to break ties at random, Quantus sorts with
-  numpy's unstable argsort, pytorch-grad-cam removes every pixel tied at its threshold;
+  deletion; pytorch-grad-cam's own CAMs come resized by cv2's INTER_LINEAR, the same for upsampling) and
+  ordered by value. Ties (the zeros of a ReLU'd CAM, a constant map) matter: removing a tied block in
+  row-major order takes out contiguous rows, which imputation fills much worse than scattered pixels. The
+  default (`ties="jitter"`, the authors' `ImputedDataset`) min–max scales the map, (m − min)/(max − min +
+  1e-5), and adds 1e-4·N(0, 1), one `(H, W)` draw shared by the batch (the authors draw one per data set),
+  the first draw of the seeded generator; `ties="stable"` keeps the values and orders ties row-major (MoRF
+  removes the first of a tie first, LeRF the last): the peers' order on maps without ties (Quantus sorts
+  with numpy's unstable argsort, pytorch-grad-cam removes every pixel tied at its threshold);
 - noise: std 0.01 (all three). The authors impute [0, 1] pixels before normalisation (`run_road`'s
   `transform_test` comes after), so the default (`noise_space="pixels"`, the paper's) is 0.01 in pixel units,
   0.01/std_c in the input tensor; the imputation itself commutes with the per-channel normalisation (each
@@ -233,6 +238,7 @@ def road(
     noise_space: str = "pixels",
     std: Sequence[float] | None = None,
     seed: int = 0,
+    ties: str = "jitter",
     batch_size: int | None = None,
 ) -> ROADResult:
     """ROAD (Rong et al. 2022) per image: MoRF and LeRF probabilities and accuracies at each percentage of
@@ -253,7 +259,10 @@ def road(
         noise_space: "pixels" (default, the authors': `noise` in [0, 1] pixel units, i.e. noise/std_c in the
             input tensor) or "input" (pytorch-grad-cam's and Quantus's: in the input tensor's units).
         std: the per-channel std of the input normalisation for `noise_space="pixels"`; None: the model's card.
-        seed: seed of the CPU generator the noise is drawn from.
+        seed: seed of the CPU generator the noise (and the tie-breaking jitter) is drawn from.
+        ties: "jitter" (default, the authors': 1e-4·N(0, 1) added to the min–max scaled map, ties broken at
+            random) or "stable" (the map as it is, ties in row-major order; pytorch-grad-cam's and Quantus's
+            order where the map has no ties).
         batch_size: imputed images per forward pass. None: the measured plan's (`jittercam.tuning`) where one
             was made, else the device's default.
 
@@ -263,7 +272,7 @@ def road(
     Raises:
         JitterCamError: bad `images` or `maps`; `percentages` not numbers in [0, 100); `orders` not "morf"
             and/or "lerf"; `noise` negative; `noise_space` unknown; `std` missing (no card) for pixel-space
-            noise; `target` not a valid class index; `model` not returning `(N, classes)` scores.
+            noise; `ties` unknown; `target` not a valid class index; `model` not returning `(N, classes)` scores.
     """
     check_images(images)
     maps = check_maps(maps, images.shape[0], "maps")
@@ -273,6 +282,8 @@ def road(
     chosen = _check_orders(orders)
     if noise_space not in ("pixels", "input"):
         raise JitterCamError(f"noise_space must be 'pixels' or 'input', got {noise_space!r}", option="noise_space")
+    if ties not in ("jitter", "stable"):
+        raise JitterCamError(f"ties must be 'jitter' or 'stable', got {ties!r}", option="ties")
     if isinstance(noise, bool) or not isinstance(noise, Real) or not noise >= 0:
         raise JitterCamError(f"noise must be a non-negative std, got {noise!r}", option="noise")
     B, C, H, W = images.shape
@@ -288,7 +299,11 @@ def road(
     generator = torch.Generator().manual_seed(int(seed))
 
     with torch.no_grad():
-        flat = resize(maps.to(device), (H, W)).flatten(1)
+        flat = resize(maps.to(device), (H, W)).flatten(1).float()
+        if ties == "jitter":
+            low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+            jitter = 1e-4 * torch.randn(H * W, generator=generator)
+            flat = (flat - low) / (high - low + 1e-5) + jitter.to(device)
         order = torch.argsort(flat, dim=1, descending=True, stable=True)
         rank = torch.empty_like(order).scatter_(1, order, torch.arange(H * W, device=device).expand_as(order))
         rank_np = rank.cpu().numpy().reshape(B, H, W)

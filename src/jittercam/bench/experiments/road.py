@@ -16,8 +16,8 @@ class ROAD(Experiment):
     """`metrics.road` on the top-1 class of each image: the softmax probability of that class after removing
     p% of the pixels most relevant first (MoRF, lower is better) and least relevant first (LeRF, higher is
     better), the removed pixels filled by noisy linear imputation (noise 0.01 in [0, 1] pixel units, the
-    authors'). Per item: `morf` and `lerf`, the means over the percentages (pytorch-grad-cam's
-    `ROAD…Average`; the curve of probabilities beside each), `combined` = (LeRF − MoRF)/2 (its
+    authors'), ties in the map broken by the authors' jitter (`ties`). Per item: `morf` and `lerf`, the means
+    over the percentages (pytorch-grad-cam's `ROAD…Average`; the curve of probabilities beside each), `combined` = (LeRF − MoRF)/2 (its
     `ROADCombined`, higher is better), and `morf_accuracy` / `lerf_accuracy`, the share of percentages at
     which the top-1 class is unchanged (the authors' and Quantus's accuracy, per image; the curve of 0/1
     beside each). The noise of each item is seeded by `noise_seed` and the item's key, so that a resumed run
@@ -35,6 +35,8 @@ class ROAD(Experiment):
                "P,P,...", parse.numbers(float, minimum=0)),
         Option("noise", 0.01, "std of the imputation noise in [0, 1] pixel units (default: 0.01)", "STD",
                parse.number(float, minimum=0)),
+        Option("ties", "jitter", "how tied map values are ordered: jitter (the authors': 1e-4 N(0,1) on the "
+               "min-max scaled map) or stable (row-major) (default: jitter)", choices=("jitter", "stable")),
         Option("noise_seed", 0, "seed of the imputation noise, combined with each item's key (default: 0)", "N",
                parse.number(int)),
     )
@@ -55,7 +57,7 @@ class ROAD(Experiment):
     def config(self) -> dict[str, Any]:
         return {"percentages": [float(p) for p in self.settings["percentages"]],
                 "noise": float(self.settings["noise"]), "noise_space": "pixels",
-                "noise_seed": int(self.settings["noise_seed"]),
+                "noise_seed": int(self.settings["noise_seed"]), "ties": self.settings["ties"],
                 "imputation": "noisy linear (1/6 edge, 1/12 diagonal)", "softmax": True}
 
     def score(self, setting, arm, images, units, maps, seconds, state) -> Scores:
@@ -67,7 +69,7 @@ class ROAD(Experiment):
             result = metrics.road(setting.model, x[index:index + 1], maps[index:index + 1],
                                   targets[index:index + 1], self.settings["percentages"],
                                   noise=float(self.settings["noise"]), std=setting.std, seed=seed,
-                                  batch_size=setting.batch_size)
+                                  ties=self.settings["ties"], batch_size=setting.batch_size)
             for order in ("morf", "lerf"):
                 curve = getattr(result, f"{order}_scores")[0]
                 hits = getattr(result, f"{order}_accuracy")[0]
