@@ -17,8 +17,8 @@ class ROAD(Experiment):
     p% of the pixels most relevant first (MoRF, lower is better) and least relevant first (LeRF, higher is
     better), the removed pixels filled by noisy linear imputation (noise 0.01 in [0, 1] pixel units, the
     authors'), ties in the map broken by the authors' jitter (`ties`). Per item: `morf` and `lerf`, the means
-    over the percentages (pytorch-grad-cam's `ROAD…Average`; the curve of probabilities beside each), `combined` = (LeRF − MoRF)/2 (its
-    `ROADCombined`, higher is better), and `morf_accuracy` / `lerf_accuracy`, the share of percentages at
+    over the percentages (pytorch-grad-cam's `ROAD…Average`; the curve of probabilities beside each),
+    `combined` = (LeRF − MoRF)/2 (its `ROADCombined`, higher is better), and `morf_accuracy` / `lerf_accuracy`, the share of percentages at
     which the top-1 class is unchanged (the authors' and Quantus's accuracy, per image; the curve of 0/1
     beside each). The noise of each item is seeded by `noise_seed` and the item's key, so that a resumed run
     draws what a whole one would. Runs on any dataset: `--dataset offline`, or `--dataset groundtruth --model
