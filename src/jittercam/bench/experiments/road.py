@@ -13,16 +13,15 @@ from .base import Experiment, Option, Scores, register_experiment, rows_of, targ
 
 @register_experiment
 class ROAD(Experiment):
-    """`metrics.road` on the top-1 class of each image: the softmax probability of that class after removing
-    p% of the pixels most relevant first (MoRF, lower is better) and least relevant first (LeRF, higher is
-    better), the removed pixels filled by noisy linear imputation (noise 0.01 in [0, 1] pixel units, the
-    authors'), ties in the map broken by the authors' jitter (`ties`). Per item: `morf` and `lerf`, the means
-    over the percentages (pytorch-grad-cam's `ROAD…Average`; the curve of probabilities beside each),
-    `combined` = (LeRF − MoRF)/2 (its `ROADCombined`, higher is better), and `morf_accuracy` / `lerf_accuracy`, the share of percentages at
-    which the top-1 class is unchanged (the authors' and Quantus's accuracy, per image; the curve of 0/1
-    beside each). The noise of each item is seeded by `noise_seed` and the item's key, so that a resumed run
-    draws what a whole one would. Runs on any dataset: `--dataset offline`, or `--dataset groundtruth --model
-    groundtruth`."""
+    """`metrics.road` on the top-1 class of each image: the softmax probability of that class after removing p% of the
+    pixels most relevant first (MoRF, lower is better) and least relevant first (LeRF, higher is better), the
+    removed pixels filled by noisy linear imputation (noise 0.01 in [0, 1] pixel units, the authors'), ties in the
+    map broken by the authors' jitter (`ties`). Per item: `morf` and `lerf`, the means over the percentages
+    (pytorch-grad-cam's `ROAD…Average`; the curve of probabilities beside each), `combined` = (LeRF − MoRF)/2 (its
+    `ROADCombined`, higher is better), and `morf_accuracy` / `lerf_accuracy`, the share of percentages at which the
+    top-1 class is unchanged (the authors' and Quantus's accuracy, per image; the curve of 0/1 beside each). The
+    noise of each item is seeded by `noise_seed` and the item's key, so that a resumed run draws what a whole one
+    would. Runs on any dataset: `--dataset offline`, or `--dataset groundtruth --model groundtruth`."""
 
     name = "road"
     paper = "beyond the paper (ROAD, Rong et al. 2022)"
