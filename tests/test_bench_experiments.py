@@ -102,6 +102,8 @@ GOOD = [f"item-{i:03d}" for i in (0, 1, 2, 4, 5, 6, 7)]
 EXPECTED = {  # experiment -> (methods, options, variants, metrics per item)
     "faithfulness": (["gradcam", "constant"], {"alphas": (0.0, 2.5)}, None, None),
     "local-accuracy": (["gradcam", "centre"], {}, {""}, {"deletion", "insertion"}),
+    "road": (["gradcam", "centre"], {"percentages": (20.0, 80.0)}, {""},
+             {"morf", "lerf", "combined", "morf_accuracy", "lerf_accuracy"}),
     "weak-localisation": (["gradcam"], {}, {""},
                           {f"{p}@{a:g}" for p in ("val", "mean", "eng") for a in metrics.THRESHOLDS}),
     "pointing": (["gradcam", "random"], {}, {""}, None),

@@ -23,6 +23,8 @@ scaling of maps is called `minmax` (`jittercam.maps.minmax`, `energy_in_mask(...
   `resolves` (a Rayleigh-style two-peak criterion per map) and `resolving_power` over a separation sweep.
 - `relevance_mass`, `relevance_rank` (Arras et al. 2022, CLEVR-XAI; = Quantus's on maps at the mask's
   size): the share of the map's relevance in the mask, and of its |mask| most relevant pixels.
+- `road` (Rong et al. 2022; issue 24): MoRF/LeRF probability and accuracy per percentage of pixels removed
+  and filled by `noisy_linear_imputation`, and the combined score.
 """
 from .correlation import rank_correlation
 from .faithfulness import (
@@ -64,6 +66,7 @@ from .perturbation import (
     insertion,
 )
 from .relevance import RELEVANCE, TIES, relevance_mass, relevance_rank
+from .road import NEIGHBOURS, PERCENTAGES, ROADResult, noisy_linear_imputation, road
 
 __all__ = [
     "auc", "blur_kernel", "gaussian_blur", "deletion", "insertion", "deletion_insertion",
@@ -76,4 +79,5 @@ __all__ = [
     "rank_correlation",
     "evidence_auc", "profile", "two_peaks", "resolves", "resolving_power", "Profile", "TwoPeaks",
     "relevance_mass", "relevance_rank", "RELEVANCE", "TIES",
+    "road", "noisy_linear_imputation", "ROADResult", "PERCENTAGES", "NEIGHBOURS",
 ]

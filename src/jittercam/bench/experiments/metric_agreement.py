@@ -29,8 +29,7 @@ from .groundtruth import RESOLVED_SHARE
 #: The metrics a researcher would use, computed from boxes, model and image only -> +1 higher is better, −1 lower.
 PROXIES: dict[str, int] = {
     "deletion": -1, "insertion": 1, "ad": -1, "iic": 1, "pointing": 1, "energy_boxes": 1, "mass": 1, "rank": 1,
-    # ROAD (issue 24, another part): most-relevant-first lower is better, least-relevant-first higher. SLOT: scored
-    # only once `jittercam.metrics.road` exists (see `_road`), left out of the tables until then.
+    # ROAD: most-relevant-first lower is better, least-relevant-first higher (`metrics.road`)
     "road_morf": -1, "road_lerf": 1,
 }
 #: The ground truth's own references -> direction. `resolving_power` (px, lower is better) comes from the pairs.
@@ -41,14 +40,11 @@ LABELS = {"deletion": "Deletion", "insertion": "Insertion", "ad": "AD", "iic": "
           "auc": "evidence AUC", "resolving_power": "resolving power"}
 
 
-def _road(setting, images, maps, targets) -> dict[str, list[float]] | None:
-    """SLOT for ROAD: `metrics.road(model, images, maps, targets, ...)` from issue 24's ROAD part, once it is
-    there; its per-image MoRF and LeRF scores (the mean over the removal percentages). None until then."""
-    road = getattr(metrics, "road", None)
-    if road is None:
-        return None
-    found = road(setting.model, images, maps, targets, batch_size=setting.batch_size)  # pragma: no cover
-    return {"road_morf": found.morf.tolist(), "road_lerf": found.lerf.tolist()}  # pragma: no cover
+def _road(setting, images, maps, targets) -> dict[str, list[float]]:
+    """ROAD (`metrics.road`, its default percentages, noise and seed): per image the MoRF and LeRF
+    probabilities, each the mean over the removal percentages."""
+    found = metrics.road(setting.model, images, maps, targets, batch_size=setting.batch_size)
+    return {"road_morf": found.morf.tolist(), "road_lerf": found.lerf.tolist()}
 
 
 def _item_scores(columns: Mapping[str, Column], metric: str) -> tuple[tuple[str, ...], np.ndarray]:
@@ -138,7 +134,7 @@ class MetricAgreement(Experiment):
     metrics from the class's boxes, the model and the image: `deletion`, `insertion` (RISE's AUCs), `ad`,
     `iic` (per item 100·max(0, Y − O)/Y and 100·1[Y < O], Y, O as `metrics.faithfulness`), `pointing` (hit
     on the boxes' mask), `energy_boxes`, `mass`, `rank` (on the boxes' mask), ROAD's `road_morf`/`road_lerf`
-    (a slot: once `metrics.road` exists); and the references on the exact evidence: `energy`
+    (`metrics.road`); and the references on the exact evidence: `energy`
     (`metrics.energy_in_mask`) and `auc` (`metrics.evidence_auc`) on single-patch items, `separation` and
     `resolved` on pairs (the resolving power, as the `groundtruth` experiment). The report ranks the methods
     by every metric and gives Kendall's tau against each reference with a bootstrap interval over items."""
@@ -193,7 +189,7 @@ class MetricAgreement(Experiment):
         rank = metrics.relevance_rank(maps, box_masks).tolist()
         energy = metrics.energy_in_mask(maps, evidence).tolist()
         auc = metrics.evidence_auc(maps, evidence).tolist()
-        road = _road(setting, x, maps, targets) or {}
+        road = _road(setting, x, maps, targets)
         for index, unit in enumerate(units):
             y, o = float(found.original[index]), float(found.masked[index])
             scores.add(arm.variant, unit, "ad", 100 * max(0.0, y - o) / y if y > 0 else None)
@@ -280,6 +276,6 @@ class MetricAgreement(Experiment):
                  "from boxes, model and image) and by the ground truth (columns, from the exact evidence); 1: the same "
                  f"order, 0: unrelated, −1: reversed; [2.5 %, 97.5 %] of {boots} paired bootstrap resamples of the "
                  f"items ({len(singles)} single-patch images, {len(pairs)} pairs)",
-                 "ROAD MoRF / LeRF: a slot, filled once `jittercam.metrics.road` exists"]
+                 "ROAD MoRF / LeRF: `jittercam.metrics.road` with its defaults (10 … 90 % removed)"]
         writer.table(f"{cls.name} on {group.dataset}, {group.label}: agreement with the ground truth", "Metric",
                      [f"τ vs {LABELS[r]}" for r in shown_refs], rows, notes)
