@@ -53,7 +53,7 @@ def test_end_to_end_on_the_ground_truth_model(tmp_path):
     assert "| Metric | τ vs energy on evidence | τ vs evidence AUC | τ vs resolving power |" in text
     for label in ("Deletion", "Insertion", "AD", "Pointing", "Energy in boxes", "Relevance mass", "Relevance rank"):
         assert f"\n| {label} |" in text
-    assert "20 paired bootstrap resamples" in text and "ROAD MoRF / LeRF: a slot" in text
+    assert "20 paired bootstrap resamples" in text and "ROAD MoRF / LeRF: `jittercam.metrics.road`" in text
 
 
 def test_only_the_ground_truth(tmp_path, capsys):
