@@ -14,9 +14,11 @@ class _GradientWeightedCAM(CAMMethod):
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
 
     precisions = ("fp32", "bf16", "fp16")
+    compiles = True
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, target, self.precision)
+        activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, target, self.precision,
+                                                              self.compiled_run(images))
         weights = self.channel_weights(activations, gradients)
         return torch.einsum("bc,bchw->bhw", weights, activations).relu()
 
