@@ -195,11 +195,11 @@ def split(model: nn.Module, module: nn.Module, call: int = 0) -> tuple[fx.GraphM
     crossing = [calls[call]] + [
         node for node in nodes[:cut] if node is not calls[call] and any(user not in before for user in node.users)
     ]
-    trunk_graph, trunk_values = fx.Graph(), {}
+    trunk_graph, trunk_values = fx.Graph(), dict[fx.Node, fx.Node]()
     for node in nodes[:cut]:
         trunk_values[node] = trunk_graph.node_copy(node, lambda value: trunk_values[value])
     trunk_graph.output(tuple(trunk_values[node] for node in crossing))
-    head_graph, head_values = fx.Graph(), {}
+    head_graph, head_values = fx.Graph(), dict[fx.Node, fx.Node]()
     for index, node in enumerate(crossing):
         head_values[node] = head_graph.placeholder(f"cut_{index}")
     for node in nodes[cut:]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import compiled as compiled_pieces
 from ..card import model_device, model_dtype
 from ..errors import JitterCamError
 from ..inputs import (
@@ -17,7 +18,6 @@ from ..inputs import (
     resolve_targets,
 )
 from ..probe import TargetLayer
-from .. import compiled as compiled_pieces
 from .base import CAMMethod, activations_and_logits, compiled_gradients, pair_chunks, progress_bar
 from .capture import LayerCapture
 from .registry import register_method

@@ -23,9 +23,9 @@ on the unchanged image, which the curve needs anyway (29 passes per image and ga
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 from numbers import Integral
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import torch
@@ -202,6 +202,11 @@ def _run(
     limits = [thresholds[order].to(torch.int32).view(-1, 1) for order in orders]
     out = torch.empty(G, B, points, device=device, dtype=images.dtype)
 
+    forward = None
+    if compile is not None:
+        mode = compiled_pieces.resolve_mode(compile, device, False)
+        forward = cast(nn.Module, partial(compiled_pieces.forward, model, mode=mode))  # called as a model
+
     total = B * G * points
     # one buffer for every chunk: fresh large allocations cost page faults on CPU
     buffer = torch.empty((min(batch_size, total), C, H, W), device=device, dtype=images.dtype,
@@ -218,11 +223,8 @@ def _run(
             changed = (rank[b] < limits[g][lo:hi]).view(hi - lo, 1, H, W)
             torch.where(changed, finish[b], start[b], out=batch[rows])
             runs.append((b, g, lo, hi, rows))
-        if compile is None:
-            probs = scores(model, batch, softmax)
-        else:
-            mode = compiled_pieces.resolve_mode(compile, device, False)
-            probs = scores(lambda x: compiled_pieces.forward(model, x, mode), buffer, softmax)[: end - begin]
+        # compiled: the whole buffer, one shape for every chunk
+        probs = scores(model, batch, softmax) if forward is None else scores(forward, buffer, softmax)[: end - begin]
         if known and begin == 0:
             check_target_range(tgt, probs.shape[1])
         for b, g, lo, hi, rows in runs:
