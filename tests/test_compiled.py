@@ -241,3 +241,19 @@ def test_explain_compile_flag_refused_for_methods_without_a_compiled_path(tmp_pa
                  "--weights", "random", "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "--compile applies to methods with a compiled path" in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_compiled_on_cuda_with_cuda_graphs():
+    """On CUDA, compile=True runs the one-pass methods as CUDA graphs ("reduce-overhead"): one image, then a
+    batch, equal to the eager maps; Ablation-CAM's closed form likewise; deletion compiled."""
+    model = _model(SkipNet).cuda()
+    x = _images().cuda()
+    for name in ("gradcam", "ablationcam"):
+        eager = jittercam.create(name, model, input_size=32, batch_size=4)
+        fast = jittercam.create(name, model, input_size=32, batch_size=4, compile=True)
+        for images, target in ((x[:1], [2]), (x, [0, 3, 1]), (x[:1], [4])):
+            _close(fast(images, target), eager(images, target))
+    saliency = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(2)).cuda()
+    fast_auc = metrics.deletion(model, x, saliency, step=128, batch_size=4, compile=True)
+    assert torch.allclose(fast_auc, metrics.deletion(model, x, saliency, step=128, batch_size=4), atol=TOLERANCE)
