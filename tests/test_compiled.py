@@ -99,8 +99,28 @@ def test_trace_refuses_a_model_fx_cannot_trace():
             y = self.conv(x)
             return y.mean((2, 3)) if y.sum() > 0 else -y.mean((2, 3))  # data-dependent control flow
 
+    model = Branchy().eval()
     with pytest.raises(JitterCamError, match=r"torch\.fx can trace"):
-        compiled.split(Branchy(), Branchy().conv)
+        compiled.split(model, model.conv)
+    with pytest.raises(JitterCamError, match=r"torch\.fx can trace") as error:  # at construction
+        jittercam.create("gradcam", model, target_layer="conv", input_size=32, compile=True)
+    assert error.value.option == "compile"
+
+
+def test_an_untraceable_model_still_compiles_whole_for_the_metrics(aot_eager):
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 4, stride=4)
+
+        def forward(self, x):
+            y = self.conv(x).mean((2, 3))
+            return y if bool(y.sum() > 0) else -y
+
+    torch.manual_seed(0)
+    model, x, saliency = Branchy().eval(), _images(), torch.rand(3, 8, 8)
+    fast = metrics.deletion(model, x, saliency, step=128, batch_size=4, compile=True)
+    assert torch.allclose(fast, metrics.deletion(model, x, saliency, step=128, batch_size=4), atol=TOLERANCE)
 
 
 @pytest.mark.parametrize("value, expected", [(False, None), (None, None), (True, "auto"), ("default", "default")])

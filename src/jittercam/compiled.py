@@ -254,7 +254,8 @@ def _called(function: Callable, mode: str) -> Callable:
 
 def forward(model: nn.Module, images: torch.Tensor, mode: str) -> torch.Tensor:
     """The model's output on `images`, from its compiled, traced forward (no padding here: give full
-    batches, see `padded_rows`). Autocast and grad mode are the caller's.
+    batches, see `padded_rows`). Autocast and grad mode are the caller's. A model torch.fx cannot trace is
+    compiled as it is (`torch.compile` wraps it; the model is not changed).
 
     Args:
         model: the classifier.
@@ -263,14 +264,15 @@ def forward(model: nn.Module, images: torch.Tensor, mode: str) -> torch.Tensor:
 
     Returns:
         The model's output.
-
-    Raises:
-        JitterCamError: torch.fx cannot trace the model.
     """
     mode = resolve_mode(mode, images.device, False)
 
     def build() -> Callable:
-        return _called(_compile(trace(model)[0], mode), mode)
+        try:
+            module: nn.Module = trace(model)[0]
+        except JitterCamError:  # no hook is needed here: torch.compile's own capture of the model will do
+            module = model
+        return _called(_compile(module, mode), mode)
 
     return _entry(model, _key("forward", images, mode, (torch.is_grad_enabled(),)), build)(images)
 

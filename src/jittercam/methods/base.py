@@ -73,7 +73,8 @@ class CAMMethod(ABC):
     Raises:
         JitterCamError: the probe refuses the model or `target_layer` (see `find_target_layer`); a target
             layer is given to a method that uses none; `batch_size` is not a positive integer; the method does
-            not support `precision`; `compile` is not a valid value, or the method has no compiled path.
+            not support `precision`; `compile` is not a valid value, the method has no compiled path, or
+            torch.fx cannot trace the model (compiled methods that read a layer need its graph).
     """
 
     uses_layer: bool = True
@@ -108,6 +109,8 @@ class CAMMethod(ABC):
         self.compile = compiled_pieces.check_compile(compile)
         if self.compile is not None and not self.compiles:
             raise JitterCamError(f"{type(self).__name__} has no compiled path", option="compile")
+        if self.compile is not None and self.layer is not None:
+            compiled_pieces.head_inputs(model, self.layer)  # refuses now a model torch.fx cannot cut there
 
     def __call__(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
         return self.attribute(images, target)
