@@ -88,7 +88,8 @@ export JITTERCAM_CACHE_DIR="${TMPDIR:-/tmp}/jittercam-gpu-cache"  # the plans tu
 
 # ------------------------------------------------------------------------------------------ machine
 say "gpu_check $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/gpu: /' | tee -a "$SUMMARY"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>&1 | sed 's/^/gpu: /' \
+    | tee -a "$SUMMARY"
 nvidia-smi >>"$LOG" 2>&1
 "$PYTHON" - <<'PY' 2>&1 | tee -a "$SUMMARY"
 import os, platform
@@ -199,7 +200,7 @@ done
 {
     echo "--- worth reading"
     grep -E "^(eager CPU vs CUDA|compiled CUDA vs eager CPU|deletion/insertion)" "$LOG"
-    grep -E "passed|failed|skipped" "$LOG" | grep -E "^[0-9]+ (passed|failed)" | tail -3
+    grep -E "^[0-9]+ (passed|failed|skipped)" "$LOG" | tail -3
     for plan in plan-bf16 plan-bf16-compiled plan-fp32; do
         [ -f "$OUTDIR/$plan.json" ] && "$PYTHON" -c "import json,sys; r=json.load(open(sys.argv[1])); \
 print(sys.argv[2], {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items() if k.endswith(('ms', 'minutes', 'diff', 'batch'))})" \
@@ -208,4 +209,4 @@ print(sys.argv[2], {k: (round(v, 4) if isinstance(v, float) else v) for k, v in 
     grep -E "^\| resnet50 \| (gradcam|jittercam|ablationcam|scorecam|deletion)" "$LOG" | cut -c1-220
     grep -E "Jitter-CAM \+ deletion \+ insertion" "$LOG"
 } >>"$SUMMARY" 2>/dev/null
-cat "$SUMMARY"
+sed -n '/^--- worth reading/,$p' "$SUMMARY"

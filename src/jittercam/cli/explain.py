@@ -58,8 +58,8 @@ def add_parser(commands) -> None:
     explain.add_argument("--compile", action="store_true",
                          help="run the forward passes through torch.compile, for the methods that have a compiled "
                          "path (the gradient CAMs, Jitter-CAM / Upscale-CAM over them, Score-CAM, Ablation-CAM, "
-                         "RISE): pays on a GPU over many images; the first image waits for the compilation, and on "
-                         "2 CPU cores it did not pay (docs/guide/speed.md)")
+                         "RISE): the first image waits for the compilation (minutes on a CPU); on 2 CPU cores it paid "
+                         "for Jitter-CAM over many images only (docs/guide/speed.md)")
     explain.add_argument(
         "--threads", type=int, metavar="N",
         help="CPU threads for torch (default: the cores that other work leaves idle, looked at again every 10 s)",
