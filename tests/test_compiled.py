@@ -277,3 +277,17 @@ def test_compiled_on_cuda_with_cuda_graphs():
     saliency = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(2)).cuda()
     fast_auc = metrics.deletion(model, x, saliency, step=128, batch_size=4, compile=True)
     assert torch.allclose(fast_auc, metrics.deletion(model, x, saliency, step=128, batch_size=4), atol=TOLERANCE)
+
+
+def test_bench_compile_flag_reaches_the_methods_that_have_a_compiled_path():
+    from jittercam.bench import runner
+    from jittercam.bench.cli import settings_from
+    from jittercam.cli import parser
+
+    args = parser().parse_args(["bench", "pointing", "--dataset", "offline", "--compile", "--db",
+                                      "x.db", "--methods", "gradcam,guidedbackprop"])
+    settings = settings_from(args)
+    assert settings.compile is True
+    assert runner._options_for("gradcam", settings)["compile"] is True
+    assert "compile" not in runner._options_for("guidedbackprop", settings)
+    assert "compile" not in runner._options_for("gradcam", runner.Settings("pointing", "offline", Path("x.db")))
