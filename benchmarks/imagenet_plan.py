@@ -1,7 +1,7 @@
 """How long Jitter-CAM + deletion + insertion take for all 50,000 ImageNet validation images, measured
 on a slice: real JPEGs decoded and resized by DataLoader workers, explained and scored in batches.
 
-    python benchmarks/imagenet_plan.py --device cuda --images 512 [--precision bf16] [--model resnet50]
+    python benchmarks/imagenet_plan.py --device cuda --images 512 [--precision bf16] [--model resnet50] [--compile]
 
 The slice is the project's example photos repeated (decoding is part of the cost; the photos' content
 is not). Random weights are fine for timing. Prints seconds per image for each stage and the whole, the
@@ -52,6 +52,8 @@ def main() -> None:
     parser.add_argument("--batch-images", type=int, default=16, help="images per step")
     parser.add_argument("--precision", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--compile", action="store_true",
+                        help="Jitter-CAM and deletion/insertion through torch.compile (compiled in the warm-up)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -61,7 +63,7 @@ def main() -> None:
     plan = tuning.tune(model, device)
     print(f"plan: batch {plan.batch_size}, channels_last={plan.channels_last}, "
           f"{plan.seconds_per_image * 1e3:.3f} ms/forward (contiguous {plan.contiguous_seconds_per_image * 1e3:.3f})")
-    jitter = create("jittercam", model, precision=args.precision)
+    jitter = create("jittercam", model, precision=args.precision, compile=args.compile)
     amp = DTYPES[args.precision]
     autocast = (lambda: torch.autocast(device.type, dtype=amp)) if amp else contextlib.nullcontext
     loader = DataLoader(Repeated(args.images, card), batch_size=args.batch_images, num_workers=args.workers,
@@ -70,7 +72,7 @@ def main() -> None:
     def step(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         maps = jitter(images)
         with autocast():
-            scores = metrics.deletion_insertion(model, images, maps)
+            scores = metrics.deletion_insertion(model, images, maps, compile=args.compile)
         return maps, scores.deletion.auc, scores.insertion.auc
 
     first = next(iter(loader)).to(device)
@@ -79,7 +81,7 @@ def main() -> None:
 
     def scored(images: torch.Tensor, maps: torch.Tensor) -> None:
         with autocast():
-            metrics.deletion_insertion(model, images, maps)
+            metrics.deletion_insertion(model, images, maps, compile=args.compile)
 
     explain = score = 0.0
     start = time.perf_counter()
@@ -95,7 +97,7 @@ def main() -> None:
         "images": args.images, "batch_images": args.batch_images, "plan_batch": plan.batch_size,
         "channels_last": plan.channels_last, "jittercam_ms": explain / args.images * 1e3,
         "deletion_insertion_ms": score / args.images * 1e3, "total_ms": per_image * 1e3,
-        "imagenet_val_minutes": per_image * 50_000 / 60, "torch": torch.__version__,
+        "imagenet_val_minutes": per_image * 50_000 / 60, "torch": torch.__version__, "compile": args.compile,
     }
     if amp is not None:  # distance from fp32 on the first batch
         full = create("jittercam", model)

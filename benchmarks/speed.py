@@ -3,7 +3,7 @@
     python benchmarks/speed.py [--quick] [--device cpu|cuda] [--models resnet50,efficientnet_lite0]
                                [--methods all|NAME,...] [--repeats N] [--json FILE] [--load]
                                [--no-peers] [--no-slow-peers] [--rise-masks N] [--images N]
-                               [--precision fp32|bf16|fp16] [--tune] [--threads N]
+                               [--precision fp32|bf16|fp16] [--tune] [--threads N] [--compile]
 
 One image (examples/images/ILSVRC2012_val_00000262.JPEG, the goldfish, through `jittercam.data.load_image`
 and `to_input` with the model's card), each model on `--device`. EfficientNet-Lite0 has its real weights;
@@ -55,6 +55,12 @@ and prints both tables and loaded / idle. `--tune` measures `jittercam.tuning`'s
 for each model first (where the library has it), so that the default batching uses it; each Jitter-CAM
 row says which plan it ran with.
 
+`--compile` adds, after each row of a method with a compiled path (`compile=True`: the gradient CAMs,
+Jitter-CAM / Upscale-CAM over them, Score-CAM, Ablation-CAM, RISE) and of deletion + insertion, a row
+`NAME, compiled`: the same call through `jittercam.compiled` (torch.compile; "reduce-overhead", CUDA graphs,
+for a one-pass method on CUDA), timed after one untimed call that compiles (its seconds are in the note,
+with the eager row's time and eager ÷ compiled).
+
 The machine (CPU model, os.cpu_count, the CPUs this process may use, torch's threads, GPU and cuDNN's
 TF32 setting, torch and pytorch-grad-cam versions, load average) heads the output and the JSON
 (`--json FILE`). `--quick`: EfficientNet-Lite0 only, Grad-CAM, Jitter-CAM, the floor and deletion +
@@ -85,7 +91,7 @@ import torch
 import torch.nn.functional as F
 
 import jittercam
-from jittercam import runtime
+from jittercam import frontend, runtime
 from jittercam.inputs import parse_device
 from jittercam.methods import CAMERAS, CAMMethod, JitterCAM, UpscaleCAM, registry
 from jittercam.methods.jitter import enlarge, patch_windows
@@ -471,10 +477,13 @@ class ModelBench:
             row.notes.append(f"peer {cls_name} failed: {type(exc).__name__}: {exc}"[:200])
 
     # ----------------------------------------------------------------------------------------- methods
-    def build(self, name: str) -> CAMMethod:
+    def build(self, name: str, compile: bool = False) -> CAMMethod:
         """`create(name, model)` with RISE's `--rise-masks` and, where the method accepts it, `--precision`
-        (a method that refuses it is built in fp32: its row then has no precision note)."""
-        options = {"masks": self.args.rise_masks} if registry.method_class(name) is jittercam.RISE else {}
+        (a method that refuses it is built in fp32: its row then has no precision note); `compile=True`
+        with `compile`."""
+        options: dict = {"masks": self.args.rise_masks} if registry.method_class(name) is jittercam.RISE else {}
+        if compile:
+            options["compile"] = True
         if self.args.precision != "fp32" and "precision" in registry.method_options(name):
             try:
                 return registry.create(name, self.model, **options, precision=self.args.precision)
@@ -483,6 +492,17 @@ class ModelBench:
         if name == "jittercam" and not options:
             return self.jitter
         return registry.create(name, self.model, **options)
+
+    def compiled(self, row: Row, label: str, call: Callable[[], object], per: int = 1) -> None:
+        """The row `label` for `call` run compiled: one untimed call compiles, then the clock; beside `row`."""
+        compile_seconds = self.clock.once(call)
+        timing = self.clock(call)
+        seconds = timing.seconds / per
+        compiled = Row(self.name, label, seconds, row.passes, len(timing.samples), row.floor, row.floor_what,
+                       samples=timing.samples)
+        compiled.notes += [f"compiling call {quantity(compile_seconds)}", f"eager {quantity(row.seconds)}",
+                           f"eager ÷ compiled {row.seconds / seconds:.2f}×"]
+        self.add(compiled)
 
     def method(self, name: str) -> None:
         method = self.build(name)
@@ -504,6 +524,9 @@ class ModelBench:
         if row.peer_seconds is not None:
             self.save()
             self.log(f"{name}: peer {row.peer} {quantity(row.peer_seconds)}")
+        if self.args.compile and frontend.takes(name, "compile"):
+            fast = self.build(name, compile=True)
+            self.compiled(row, f"{name}, compiled", lambda: fast(self.image, self.target))
 
     def deletion(self, images: torch.Tensor, label: str, batch: int) -> None:
         maps = jittercam.GradCAM(self.model)(images, self.target.expand(len(images)))
@@ -512,8 +535,12 @@ class ModelBench:
         stack = images.repeat_interleave(passes, 0).contiguous()
         floor = self.clock(lambda: forward_passes(self.model, stack, batch)).seconds
         per = len(images)
-        self.add(Row(self.name, label, timing.seconds / per, passes, len(timing.samples), floor / per,
-                     f"{passes} × fwd, batch {batch}, timed", samples=timing.samples))
+        row = self.add(Row(self.name, label, timing.seconds / per, passes, len(timing.samples), floor / per,
+                           f"{passes} × fwd, batch {batch}, timed", samples=timing.samples))
+        if self.args.compile:
+            targets = self.target.expand(len(images))
+            self.compiled(row, f"{label}, compiled",
+                          lambda: deletion_insertion(self.model, images, maps, targets, compile=True), per)
 
     def throughput(self, count: int) -> None:
         """Jitter-CAM and deletion + insertion on `count` images at once, per image, against the plain
@@ -534,6 +561,9 @@ class ModelBench:
         if getattr(jitter, "precision", "fp32") != "fp32":
             row.notes.insert(0, jitter.precision)
         self.add(row)
+        if self.args.compile:
+            fast = self.build("jittercam", compile=True)
+            self.compiled(row, f"jittercam, per image of {count}, compiled", lambda: fast(images, targets), count)
         self.deletion(images, f"{DELETION}, per image of {count}", batch)
 
     def run(self, names: list[str]) -> None:
@@ -569,13 +599,17 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def projection(rows: list[Row]) -> str | None:
-    jitter = next((r for r in rows if r.method.startswith("jittercam, per image")), None)
-    metric = next((r for r in rows if r.method.startswith(f"{DELETION}, per image")), None)
+def projection(rows: list[Row], compiled: bool = False) -> str | None:
+    def wanted(row: Row, start: str) -> bool:
+        return row.method.startswith(start) and row.method.endswith(", compiled") == compiled
+
+    jitter = next((r for r in rows if wanted(r, "jittercam, per image")), None)
+    metric = next((r for r in rows if wanted(r, f"{DELETION}, per image")), None)
     if jitter is None or metric is None or jitter.model != metric.model:
         return None
     per = jitter.seconds + metric.seconds
-    return (f"{jitter.model}: Jitter-CAM + deletion + insertion {quantity(per)} per image in batch -> "
+    how = ", compiled," if compiled else ""
+    return (f"{jitter.model}: Jitter-CAM + deletion + insertion{how} {quantity(per)} per image in batch -> "
             f"{per * IMAGENET_VAL / 60:.1f} min for {IMAGENET_VAL:,} images (explanations and metrics only, "
             "no decoding)")
 
@@ -614,6 +648,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                         help="our methods' precision where they offer it (and a floor under that autocast)")
     parser.add_argument("--tune", action="store_true", help="measure and cache jittercam.tuning's plan per model first")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the compiled path (compile=True) beside each method and metric that has one")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
     parser.add_argument("--load", action="store_true", help="run again under a busy process per core; report both")
     parser.add_argument("--load-kind", choices=sorted(SPIN), default="numpy",
@@ -662,6 +698,9 @@ def main(argv: list[str] | None = None) -> None:
     if (line := projection(rows)) is not None:
         print(f"\n{line}")
         report["projection"] = line
+    if (line := projection(rows, compiled=True)) is not None:
+        print(line)
+        report["projection_compiled"] = line
     if args.load:
         threads = "1 thread each" if args.load_kind == "numpy" else "torch's default threads each"
         print(f"\nunder load: {runtime.allowed_cpus()} busy processes ({args.load_kind} matmul, {threads})", flush=True)

@@ -59,6 +59,7 @@ class Settings:
     batch_size: int | None = None
     device: str = "cpu"
     precision: str = "fp32"
+    compile: bool = False  # the methods' compiled path (`jittercam.compiled`), where they have one
     threads: int | None = None  # None: the CPUs other work leaves idle (`ThreadGovernor`)
     cmap: str = "jet"
     alpha: float = 0.5
@@ -117,7 +118,7 @@ def check(settings: Settings) -> list[str]:
         JitterCamError: naming the option (`option=` the `Settings` field).
     """
     names = method_names(settings.methods)
-    check_applies(names, size=settings.size, target_layer=settings.target_layer)
+    check_applies(names, size=settings.size, target_layer=settings.target_layer, compile=settings.compile or None)
     check_method_options(settings.method_options, names)
     for option, value, low in (("batch_size", settings.batch_size, 1), ("threads", settings.threads, 1),
                                ("npy_max", settings.npy_max, 8)):
@@ -234,6 +235,7 @@ class Explanation:
         model = load_model(settings.model, weights=settings.weights).to(device)
         shared = {"batch_size": settings.batch_size, "size": settings.size, "target_layer": settings.target_layer,
                   "precision": None if settings.precision == "fp32" else settings.precision,
+                  "compile": True if settings.compile else None,
                   "progress": settings.progress}
         self.methods = build_methods(names, model, shared, settings.method_options)
         card = model_card(model)

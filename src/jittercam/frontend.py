@@ -26,6 +26,8 @@ MethodOptions = Mapping[str, Mapping[str, Any]]
 _APPLIES = {
     "size": "jittercam and upscale methods only",
     "target_layer": "methods that take a layer's maps (gradcam, jittercam, ...)",
+    "compile": "methods with a compiled path (the gradient CAMs, jittercam and upscale over them, scorecam, "
+               "ablationcam, rise)",
 }
 
 
@@ -66,9 +68,12 @@ def parse_method_options(specs: Iterable[str]) -> dict[str, dict[str, Any]]:
 
 def takes(name: str, option: str) -> bool:
     """Whether `create(name, ...)` uses `option`: `target_layer` only where the innermost method reads a
-    layer's activations (`rise` does not), any other option where a part of `name` accepts it."""
+    layer's activations (`rise` does not), `compile` where the innermost method has a compiled path, any other
+    option where a part of `name` accepts it."""
     if option == "target_layer":
         return bool(getattr(method_class(name.split(":")[-1]), "uses_layer", True))
+    if option == "compile":  # every method takes the argument; only some have a compiled path
+        return bool(getattr(method_class(name.split(":")[-1]), "compiles", False))
     return option in method_options(name)
 
 
@@ -145,10 +150,10 @@ def build_methods(names: Sequence[str], model: nn.Module, shared: Mapping[str, A
 
 def describe(method: CAMMethod) -> dict[str, Any]:
     """A method and its options as JSON-able data, without what does not change a map (batch size,
-    progress bars); wrapped methods nested."""
+    progress bars, compilation); wrapped methods nested."""
     described: dict[str, Any] = {"class": type(method).__name__}
     for key, value in method.options().items():
-        if key in ("batch_size", "progress"):
+        if key in ("batch_size", "progress", "compile"):
             continue
         described[key] = describe(value) if isinstance(value, CAMMethod) else value
     return described

@@ -76,6 +76,9 @@ def add_parser(commands) -> None:
                         help="images per forward pass, for the methods and metrics too (default: the plan measured "
                         "once per model and device, see `jittercam tune`)")
     parser.add_argument("--input-size", type=int, metavar="PIXELS", help="square input size (default: the model's)")
+    parser.add_argument("--compile", action="store_true",
+                        help="the methods with a compiled path and deletion/insertion through torch.compile (pays "
+                        "over many images; the stored results do not change)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the offline dataset and of the random methods (default: %(default)s)")
     parser.add_argument("--gallery", type=int, default=4, metavar="N",
@@ -133,7 +136,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(
         experiment=args.experiment, dataset=args.dataset, db=args.db, model=args.model, methods=args.methods,
         weights=args.weights, device=args.device, batch_size=args.batch_size, seed=args.seed, limit=args.limit,
-        gallery=args.gallery, input_size=args.input_size,
+        gallery=args.gallery, input_size=args.input_size, compile=args.compile,
         dataset_options={name: getattr(args, name) for name in _dataset_flags()},
         experiment_options=_experiment_options(args), method_options=_method_options(args.option),
         retry_skipped=args.retry_skipped, cache=args.cache, quiet=args.quiet,

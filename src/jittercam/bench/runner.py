@@ -95,6 +95,8 @@ class Settings:
         limit: the first N items of the dataset; None: all.
         gallery: items whose maps are kept for the report's gallery.
         input_size: a square input size other than the model's.
+        compile: the methods that have a compiled path and deletion/insertion run through torch.compile
+            (`jittercam.compiled`); the results stored do not depend on it.
         dataset_options: the dataset's own options (`--labels`, `--boxes`, ...); None values: not given.
         experiment_options: the experiment's options, parsed (`Option.parse`).
         method_options: method name (or '*' for all) -> its options.
@@ -116,6 +118,7 @@ class Settings:
     limit: int | None = None
     gallery: int = 4
     input_size: int | None = None
+    compile: bool = False
     dataset_options: dict[str, str | None] = field(default_factory=dict)
     experiment_options: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # name or '*' -> options
@@ -206,8 +209,8 @@ def check_method_options(overrides: dict[str, dict[str, Any]], names: Sequence[s
 def _options_for(name: str, settings: Settings) -> dict[str, Any]:
     """The options a method is built with: `batch_size` (None lets the method choose), the run's seed
     where it takes one, then `--option` overrides ('*' first, then the wrapper's name, then the full name)."""
-    return frontend.options_for(name, {"batch_size": settings.batch_size, "seed": settings.seed},
-                                settings.method_options)
+    return frontend.options_for(name, {"batch_size": settings.batch_size, "seed": settings.seed,
+                                       "compile": True if settings.compile else None}, settings.method_options)
 
 
 describe = frontend.describe
@@ -345,7 +348,7 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
     if settings.batch_size is None:
         batch_size = _measured_batch(model, device, card.input_size, settings.quiet) or batch_size
     setting = Setting(model, tuple(card.mean), tuple(card.std), card.input_size, settings.batch_size,
-                      tuple(card.fusion_layers))
+                      tuple(card.fusion_layers), settings.compile)
 
     def build(name: str, **extra) -> CAMMethod:
         return create(name, model, **{**_options_for(name, settings), **extra})

@@ -60,6 +60,11 @@ def add_parser(commands) -> None:
                          help="the forward passes' precision, for the methods that offer it (Grad-CAM, Grad-CAM++, "
                          "XGrad-CAM, HiResCAM and Jitter-CAM / Upscale-CAM over them): bf16/fp16 pay off on a GPU, "
                          "not on a CPU (default: %(default)s)")
+    explain.add_argument("--compile", action="store_true",
+                         help="run the forward passes through torch.compile, for the methods that have a compiled "
+                         "path (the gradient CAMs, Jitter-CAM / Upscale-CAM over them, Score-CAM, Ablation-CAM, "
+                         "RISE): the first image waits for the compilation (minutes on a CPU); on 2 CPU cores it paid "
+                         "for Jitter-CAM over many images only (docs/guide/speed.md)")
     explain.add_argument(
         "--threads", type=int, metavar="N",
         help="CPU threads for torch (default: the cores that other work leaves idle, looked at again every 10 s)",
@@ -101,7 +106,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         method_options=parse_method_options(args.option), model=args.model,
         weights=args.weights, target=_one_or_list(args.target), top=args.top,
         target_layer=args.target_layer, size=args.size,
-        batch_size=args.batch_size, device=args.device, precision=args.precision, threads=args.threads,
+        batch_size=args.batch_size, device=args.device, precision=args.precision,
+        compile=args.compile, threads=args.threads,
         cmap=args.cmap, alpha=args.alpha, title=args.title, npy_max=args.npy_max,
         skip_existing=args.skip_existing, skip_bad=args.skip_bad, recursive=args.recursive,
         progress=not args.quiet and on_terminal(),  # the long ones (RISE, Score-CAM, ...) have a bar of their own

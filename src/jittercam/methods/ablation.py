@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .. import compiled as compiled_pieces
 from ..card import model_device, model_dtype
 from ..errors import JitterCamError
 from ..inputs import (
@@ -17,7 +18,7 @@ from ..inputs import (
     resolve_targets,
 )
 from ..probe import TargetLayer
-from .base import CAMMethod, activations_and_logits, pair_chunks, progress_bar
+from .base import CAMMethod, activations_and_logits, compiled_gradients, pair_chunks, progress_bar
 from .capture import LayerCapture
 from .registry import register_method
 
@@ -112,7 +113,11 @@ class AblationCAM(CAMMethod):
             default) or "auto" (pytorch-grad-cam's rule, as above).
         progress: True shows a tqdm bar over the ablated copies (off by default).
         **options (Any): `batch_size` (ablated copies per forward in full re-runs, images per chunk),
-            `input_size`, `layer` and `precision`, as `CAMMethod` takes them.
+            `input_size`, `layer`, `precision` and `compile`, as `CAMMethod` takes them. Compiled, the
+            closed form runs the model's compiled trunk and head (CUDA graphs on CUDA under `compile=True`),
+            head-only re-runs feed the ablated copies to the compiled head itself (no input image at all;
+            the last chunk padded) where the head reads the layer's output alone, and full re-runs the
+            compiled model. The decision between them is made eagerly, as above.
 
     Raises:
         JitterCamError: `closed_form` is not True, False or None; `ablated_value` is neither a finite
@@ -120,6 +125,7 @@ class AblationCAM(CAMMethod):
     """
 
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
+    compiles = True  # the closed form's forward and backward, the head-only re-runs (`compile=`)
 
     def __init__(
         self,
@@ -274,6 +280,9 @@ class AblationCAM(CAMMethod):
     def _with_gradients(self, images: torch.Tensor, target: torch.Tensor | None):
         """The layer's raw output, the gradient of the target's logit with respect to it, the logits and
         the classes: one forward (no graph before the layer) and one backward of the layers after it."""
+        run = self.compiled_run(images)
+        if run is not None:
+            return compiled_gradients(self.model, self.layer, images, target, "fp32", run)
         with torch.inference_mode(False):
             with LayerCapture.of(self.layer, "graph") as capture, torch.no_grad():
                 logits = self.model(images)
@@ -301,7 +310,9 @@ class AblationCAM(CAMMethod):
             for pair in pair_chunks(batch * channels, size, images.device):
                 image, channel = pair // channels, pair % channels
                 ablated = self._ablated(raw, image, channel, values, out=buffer[: pair.numel()])
-                out = self._run(rerun, images, image, ablated)
+                out = self._compiled_run(rerun, images, image, buffer, pair.numel())
+                if out is None:
+                    out = self._run(rerun, images, image, ablated)
                 scores[pair] = out.gather(1, target[image][:, None]).squeeze(1)
                 bar.update(pair.numel())
             return logits.gather(1, target[:, None]) - scores.view(batch, channels)
@@ -313,6 +324,25 @@ class AblationCAM(CAMMethod):
         ablated = torch.index_select(raw, 0, image, out=out)
         ablated[torch.arange(image.numel(), device=raw.device), channel] = values[image][:, None, None]
         return ablated
+
+    def _compiled_run(self, rerun: _Rerun, images: torch.Tensor, image: torch.Tensor, buffer: torch.Tensor,
+                      count: int) -> torch.Tensor | None:
+        """The re-run's logits from the compiled head fed the whole `buffer` (a fixed shape; its rows past
+        `count` are left from the last chunk), with what else the head reads from the trunk run on the re-run's
+        input (padded likewise); or None to re-run eagerly: not compiled, or a layer whose output is not a
+        `(B, C, h, w)` map."""
+        if self.compile is None or self.layer.layout != "nchw":
+            return None
+        mode = compiled_pieces.resolve_mode(self.compile, images.device, False)
+        rest: tuple = ()
+        if compiled_pieces.head_inputs(self.model, self.layer) > 1:
+            inputs = images[image] if rerun.pixels is None else rerun.inputs(images, image)
+            if inputs.shape[0] > 1:
+                inputs = compiled_pieces.pad(inputs, buffer.shape[0])
+            trunk, _ = compiled_pieces.trunk_and_head(self.model, self.layer, inputs, mode, grad=False)
+            rest = tuple(trunk(inputs)[1:])
+        _, head = compiled_pieces.trunk_and_head(self.model, self.layer, buffer, mode, grad=False)
+        return head(buffer, *rest)[:count]
 
     def _run(self, rerun: _Rerun, images: torch.Tensor, image: torch.Tensor, ablated: torch.Tensor):
         """Logits of the network with the layer's output replaced by `ablated`."""

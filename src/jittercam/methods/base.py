@@ -4,11 +4,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from .. import compiled as compiled_pieces
 from ..card import model_dtype
 from ..errors import JitterCamError
 from ..inputs import (
@@ -30,6 +32,14 @@ def autocast(device: torch.device, precision: str):
     """Autocast to `precision` on `device` ("fp32": disabled)."""
     dtype = AUTOCAST[precision]
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+@dataclass(frozen=True)
+class CompiledRun:
+    """How one chunk runs compiled: the `torch.compile` mode and the batch size it is padded to."""
+
+    mode: str
+    rows: int
 
 
 class CAMMethod(ABC):
@@ -57,16 +67,22 @@ class CAMMethod(ABC):
         layer: an already probed target layer (a wrapper hands its base's on), skipping the probe.
         precision: "fp32" (default); "bf16"/"fp16" runs the network's forward under autocast where the
             method supports it (the gradient CAMs); maps are float32 either way.
+        compile: False (default: eager); True runs the forward passes through `torch.compile`d pieces of
+            the model (`jittercam.compiled`: "reduce-overhead", i.e. CUDA graphs, for a one-pass method on
+            CUDA, "default" otherwise), or a mode: "default", "reduce-overhead" (falls back to "default"
+            off CUDA), "max-autotune". Only where the method has a compiled path (`compiles`).
 
     Raises:
         JitterCamError: the probe refuses the model or `target_layer` (see `find_target_layer`); a target
             layer is given to a method that uses none; `batch_size` is not a positive integer; the method does
-            not support `precision`.
+            not support `precision`; `compile` is not a valid value, the method has no compiled path, or
+            torch.fx cannot trace the model (compiled methods that read a layer need its graph).
     """
 
     uses_layer: bool = True
     layer_map: bool = True
     precisions: tuple[str, ...] = ("fp32",)  # which `precision` values the method implements
+    compiles: bool = False  # the method has a compiled path (`compile=`)
 
     def __init__(
         self,
@@ -77,6 +93,7 @@ class CAMMethod(ABC):
         input_size: int | None = None,
         layer: TargetLayer | None = None,
         precision: str = "fp32",
+        compile: bool | str | None = False,
     ) -> None:
         self.model = model = ready_model(model)
         if layer is None and self.uses_layer:
@@ -91,6 +108,11 @@ class CAMMethod(ABC):
                 f"{type(self).__name__} supports precision {', '.join(self.precisions)}, not {precision!r}"
             )
         self.precision = precision
+        self.compile = compiled_pieces.check_compile(compile)
+        if self.compile is not None and not self.compiles:
+            raise JitterCamError(f"{type(self).__name__} has no compiled path", option="compile")
+        if self.compile is not None and self.layer is not None:
+            compiled_pieces.head_inputs(model, self.layer)  # refuses now a model torch.fx cannot cut there
 
     def __call__(self, images: torch.Tensor, target: Target = None) -> torch.Tensor:
         return self.attribute(images, target)
@@ -177,9 +199,45 @@ class CAMMethod(ABC):
         layer = None if self.layer is None else self.layer.name
         return {"target_layer": layer, "batch_size": self.batch_size, **self.precision_option()}
 
-    def precision_option(self) -> dict[str, str]:
-        """`{"precision": ...}` when it is not the default fp32 (so fp32 methods keep their `repr`)."""
-        return {} if self.precision == "fp32" else {"precision": self.precision}
+    def precision_option(self) -> dict[str, Any]:
+        """`{"precision": ...}` when it is not the default fp32 (so fp32 methods keep their `repr`), and
+        `{"compile": ...}` when the method runs compiled."""
+        compiled = {} if getattr(self, "compile", None) is None else {"compile": self.compile}
+        return {**({} if self.precision == "fp32" else {"precision": self.precision}), **compiled}
+
+    def compiled_run(self, images: torch.Tensor, one_pass: bool = True, rows: int | None = None) -> CompiledRun | None:
+        """How a chunk of `images` runs compiled, or None when the method runs eagerly.
+
+        Args:
+            images: the chunk about to be run.
+            one_pass: the method costs one forward (and backward) per image (CUDA graphs under "auto").
+            rows: the batch size compiled for; None: the method's chunk size. A chunk of fewer images is
+                padded to it (one image alone keeps its shape).
+
+        Returns:
+            The mode and the padded batch size, or None.
+        """
+        if self.compile is None:
+            return None
+        batch = self.chunk_size(images) if rows is None else rows
+        return CompiledRun(compiled_pieces.resolve_mode(self.compile, images.device, one_pass),
+                           compiled_pieces.padded_rows(images.shape[0], batch))
+
+    def run_model(self, inputs: torch.Tensor, rows: int) -> torch.Tensor:
+        """The model's output on `inputs`: eager, or compiled with the batch padded to `rows`.
+
+        Args:
+            inputs: a batch of model inputs.
+            rows: the batch size the compiled forward runs at (the method's forward batch).
+
+        Returns:
+            The model's output for `inputs`.
+        """
+        run = self.compiled_run(inputs, one_pass=False, rows=rows)
+        if run is None:
+            return self.model(inputs)
+        count = inputs.shape[0]
+        return compiled_pieces.forward(self.model, compiled_pieces.pad(inputs, run.rows), run.mode)[:count]
 
     def __repr__(self) -> str:
         options = ", ".join(f"{key}={value!r}" for key, value in self.options().items())
@@ -194,16 +252,19 @@ class GradientMapMethod(CAMMethod):
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
 
     precisions = ("fp32", "bf16", "fp16")
+    compiles = True
 
     @abstractmethod
     def gradient_map(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         """`(B, h, w)` maps from `(B, C, h, w)` activations and gradients."""
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, target, self.precision)
+        activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, target, self.precision,
+                                                              self.compiled_run(images))
         return self.gradient_map(activations, gradients)
 
     def _explain_many(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # eager: the compiled pieces are built for one class per image
         activations, gradients, _ = activations_and_gradients(self.model, self.layer, images, targets, self.precision)
         return maps_per_class(self.gradient_map, activations, gradients)
 
@@ -217,7 +278,12 @@ def maps_per_class(gradient_map, activations: torch.Tensor, gradients: torch.Ten
 
 
 def activations_and_gradients(
-    model: nn.Module, layer: TargetLayer, images: torch.Tensor, target: Target, precision: str = "fp32"
+    model: nn.Module,
+    layer: TargetLayer,
+    images: torch.Tensor,
+    target: Target,
+    precision: str = "fp32",
+    compiled: CompiledRun | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward and one backward: the target layer's activations `A`, the gradient of the target's
     logit with respect to `A`, and the class indices explained.
@@ -234,6 +300,8 @@ def activations_and_gradients(
             per image (`jittercam.inputs.as_targets`): still one forward, then K backward passes to the layer.
         precision: "fp32" (default); under "bf16"/"fp16" the forward runs under autocast and both tensors
             come back as float32.
+        compiled: None (eager, with a hook), or how to run the model's compiled trunk and head
+            (`compiled_gradients`).
 
     Returns:
         `(A, gradients, classes)`: the activations and their gradient, both `(B, C, h, w)`, and the `(B,)`
@@ -243,6 +311,11 @@ def activations_and_gradients(
     Raises:
         JitterCamError: a class index is out of range, or the target layer did not run for this input.
     """
+    if compiled is not None:
+        activations, gradients, _, classes = compiled_gradients(model, layer, images, target, precision, compiled)
+        if AUTOCAST[precision] is not None:
+            activations, gradients = activations.float(), gradients.float()
+        return (activations.relu() if layer.rectify else activations), gradients, classes
     with torch.inference_mode(False):  # callers may be inside inference_mode; gradients are needed here
         with LayerCapture.of(layer, "graph") as capture, torch.no_grad(), autocast(images.device, precision):
             logits = model(images)
@@ -263,6 +336,44 @@ def activations_and_gradients(
     if layer.rectify:
         activations = activations.relu()
     return activations, gradients, classes
+
+
+def compiled_gradients(
+    model: nn.Module, layer: TargetLayer, images: torch.Tensor, target: Target, precision: str, compiled: CompiledRun
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`activations_and_gradients` through the compiled trunk and head (`jittercam.compiled.split`): the
+    trunk runs without autograd, the head with autograd from the layer's map, the batch padded to
+    `compiled.rows` with copies of its first image (their scores are not summed, so they add no gradient).
+
+    Args:
+        model: the classifier.
+        layer: its probed target layer.
+        images: `(B, 3, H, W)` model inputs.
+        target: an int, one class per image, or None for each image's top-1 class.
+        precision: "fp32", "bf16" or "fp16" (autocast around both pieces).
+        compiled: the mode and the padded batch size.
+
+    Returns:
+        `(A, gradients, logits, classes)`: the layer's map (not rectified) and its gradient `(B, C, h, w)`
+            in the autocast dtype, the logits and the `(B,)` class indices.
+
+    Raises:
+        JitterCamError: a class index is out of range; torch.fx cannot trace the model.
+    """
+    count = images.shape[0]
+    padded = compiled_pieces.pad(images, compiled.rows)
+    with torch.inference_mode(False), autocast(images.device, precision):
+        with torch.no_grad():
+            trunk, _ = compiled_pieces.trunk_and_head(model, layer, padded, compiled.mode, grad=False)
+            cut = trunk(padded)
+        _, head = compiled_pieces.trunk_and_head(model, layer, padded, compiled.mode, grad=True)
+        leaf = layer.to_map(cut[0]).detach().requires_grad_(True)
+        with torch.enable_grad():
+            logits = head(layer.from_map(leaf.clone(), cut[0]), *cut[1:])
+            classes = resolve_targets(target, logits[:count].detach()).clone()
+            score = logits[:count].gather(1, classes[:, None]).sum()
+            (gradients,) = torch.autograd.grad(score, leaf)
+    return leaf.detach()[:count], gradients[:count], logits.detach()[:count], classes
 
 
 def layer_activations(model: nn.Module, layer: TargetLayer, images: torch.Tensor) -> torch.Tensor:

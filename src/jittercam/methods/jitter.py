@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..card import model_device
+from ..compiled import check_compile
 from ..errors import JitterCamError
 from ..inputs import check_target_range
 from ..probe import TargetLayer
@@ -53,10 +54,16 @@ def check_square(images: torch.Tensor) -> None:
         raise JitterCamError(f"images must be a square (B, 3, p, p) batch, got shape {tuple(images.shape)}")
 
 
-def as_base(model: nn.Module, base, target_layer, batch_size, input_size, precision="fp32") -> CAMMethod:
-    """`base` built for `model` when it is a class; checked to give maps at its layer's resolution."""
+def as_base(model: nn.Module, base, target_layer, batch_size, input_size, precision="fp32",
+            compile=False) -> CAMMethod:
+    """`base` built for `model` when it is a class; checked to give maps at its layer's resolution. A base
+    built here runs compiled when `compile` says so; "auto" (True) becomes "default" for it: its chunks are
+    full batches of patches, a throughput case, where CUDA graphs are not worth their memory."""
     if isinstance(base, type):
-        options = {} if precision == "fp32" else {"precision": precision}
+        options: dict = {} if precision == "fp32" else {"precision": precision}
+        mode = check_compile(compile)
+        if mode is not None:
+            options["compile"] = "default" if mode == "auto" else mode
         base = base(model, target_layer, batch_size=batch_size, input_size=input_size, **options)
     elif target_layer is not None:
         raise JitterCamError("target_layer goes to the base method when the base is already built")
@@ -83,15 +90,19 @@ class EnlargingMethod(CAMMethod):
         input_size: the square input size the base's target layer is probed at; None: the model card's.
         interpolation: how the input is enlarged: "bilinear" (default; half-pixel centres) or "nearest".
         precision: "fp32" (default), or "bf16"/"fp16" where the base supports it.
+        compile: False (default); True or a mode runs the base built here compiled (see `CAMMethod`;
+            "auto" is "default" for the base); only with a base that has a compiled path.
 
     Raises:
         JitterCamError: an unknown `interpolation`; `target_layer` given with a built base; a base whose
-            maps do not have a target layer's resolution; `size` below m; or as `CAMMethod` raises it.
+            maps do not have a target layer's resolution; `size` below m; `compile` with a base that has no
+            compiled path; or as `CAMMethod` raises it.
     """
 
     layer: TargetLayer  # the base's, which as_base checks: never None here
 
     layer_map = False
+    compiles = True  # with the default base, Grad-CAM; an instance has its base's
 
     def __init__(
         self,
@@ -104,12 +115,14 @@ class EnlargingMethod(CAMMethod):
         input_size: int | None = None,
         interpolation: str = "bilinear",
         precision: str = "fp32",
+        compile: bool | str | None = False,
     ) -> None:
         if interpolation not in INTERPOLATIONS:
             raise JitterCamError(f"interpolation must be 'bilinear' or 'nearest', not {interpolation!r}")
-        self.base = as_base(model, base, target_layer, batch_size, input_size, precision)
+        self.base = as_base(model, base, target_layer, batch_size, input_size, precision, compile)
         self.precisions = self.base.precisions
-        super().__init__(model, batch_size=batch_size, layer=self.base.layer, precision=precision)
+        self.compiles = self.base.compiles
+        super().__init__(model, batch_size=batch_size, layer=self.base.layer, precision=precision, compile=compile)
         self.interpolation = interpolation
         self.size = size
         self._map_size = MapSizes(self.base)

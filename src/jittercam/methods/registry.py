@@ -29,7 +29,7 @@ _METHODS: dict[str, type[CAMMethod]] = {}
 _WRAPPERS: dict[str, _Wrapper] = {}
 # options that describe the base method's layer and input; a wrapper passes them on to its base
 _BASE_OPTIONS = {"target_layer", "input_size"}
-_SHARED_OPTIONS = {"batch_size", "precision"}  # a wrapper and its base both take these
+_SHARED_OPTIONS = {"batch_size", "precision", "compile"}  # a wrapper and its base both take these
 
 
 @dataclass(frozen=True)
@@ -259,7 +259,7 @@ def create(name: str, model: nn.Module, **options) -> CAMMethod:
         **options (Any): the method's constructor options (`target_layer`, `batch_size`, `input_size`, and
             each method's own, e.g. Jitter-CAM's `size`). For `WRAPPER:BASE`, an option the wrapper's
             constructor names goes to the wrapper, the layer and input options go to the base, and
-            `batch_size` and `precision` to both.
+            `batch_size`, `precision` and `compile` to both.
 
     Returns:
         The built method: call it (or its `attribute`) on `(B, 3, H, W)` images and a target.

@@ -212,15 +212,18 @@ class RISE(CAMMethod):
         batch_size: masked inputs per forward pass, images × masks; when None, the measured plan's, else
             the device's default.
         input_size: not used (no layer is probed); accepted as every method takes it.
+        compile: False (default); True or a mode runs the masked passes through the compiled model, the
+            last forward padded to a full one (see `CAMMethod`).
 
     Raises:
         JitterCamError: a `target_layer` is given; `masks` or `grid` is not a positive integer; `keep` is
             not a probability in (0, 1]; `seed` is neither an integer nor None; `batch_size` is not a
-            positive integer.
+            positive integer; `compile` is not a valid value.
     """
 
     uses_layer = False
     layer_map = False
+    compiles = True  # the masked passes (`compile=`)
 
     def __init__(
         self,
@@ -234,8 +237,9 @@ class RISE(CAMMethod):
         progress: bool = False,
         batch_size: int | None = None,
         input_size: int | None = None,
+        compile: bool | str | None = False,
     ) -> None:
-        super().__init__(model, target_layer, batch_size=batch_size, input_size=input_size)
+        super().__init__(model, target_layer, batch_size=batch_size, input_size=input_size, compile=compile)
         self.masks = _positive_int("masks", masks)
         self.grid = _positive_int("grid", grid)
         if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
@@ -256,6 +260,7 @@ class RISE(CAMMethod):
             "keep": self.keep,
             "seed": self.seed,
             "batch_size": self.batch_size,
+            **self.precision_option(),
         }
 
     def grids(self, size: tuple[int, int]) -> MaskGrids:
@@ -290,7 +295,7 @@ class RISE(CAMMethod):
                 for start in range(0, masks.shape[0], per_forward):
                     some = masks[start : start + per_forward]
                     masked = (images[:, None] * some[None, :, None]).flatten(0, 1)  # image-major
-                    logits = self.model(masked)
+                    logits = self.run_model(masked, per_forward * count)
                     if not checked:
                         check_target_range(target, logits.shape[1])
                         checked = True

@@ -63,13 +63,15 @@ class ScoreCAM(CAMMethod):
         variant: "paper" (default) or "pytorch-grad-cam", as above.
         progress: True shows a tqdm bar over the masked passes (off by default).
         **options (Any): `batch_size` (the number of masked inputs per forward pass, and of images per
-            chunk), `input_size`, `layer` and `precision`, as `CAMMethod` takes them.
+            chunk), `input_size`, `layer`, `precision` and `compile` (the masked passes compiled, the last
+            chunk padded), as `CAMMethod` takes them.
 
     Raises:
         JitterCamError: an unknown `variant`, or as `CAMMethod` raises it.
     """
 
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
+    compiles = True  # the masked passes (`compile=`)
 
     def __init__(self, model, target_layer=None, *, variant: str = "paper", progress: bool = False, **options):
         if variant not in VARIANTS:
@@ -137,7 +139,7 @@ class ScoreCAM(CAMMethod):
                 span = upsampled.amax(dim=(2, 3), keepdim=True) - low
                 # the paper variant never sees a constant map here; where() only keeps a 0/0 out of reach
                 masks = (upsampled - low) / (torch.where(span > 0, span, 1) if paper else span + 1e-8)
-                logits = self.model(images[image] * masks)
+                logits = self.run_model(images[image] * masks, size)
                 if paper:
                     logits = logits.softmax(dim=1)
                 scores[pair] = logits.gather(1, target[image][:, None]).squeeze(1)

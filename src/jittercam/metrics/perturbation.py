@@ -23,9 +23,9 @@ on the unchanged image, which the curve needs anyway (29 passes per image and ga
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 from numbers import Integral
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
+from .. import compiled as compiled_pieces
 from ..errors import JitterCamError
 from ..inputs import as_target, check_target_range
 from ..maps import resize
@@ -172,6 +173,7 @@ def _run(
     step: int | None,
     batch_size: int,
     softmax: bool,
+    compile: str | None = None,
 ) -> list[PerturbationCurves]:
     """Play several games (start, finish, starts_at_image) on each image in one stream of chunks.
 
@@ -179,7 +181,9 @@ def _run(
     the step that shows the unchanged image, so that when `target` is None the top-1 class is read
     from game 0's first pass before any other score of that image. A chunk is built run by run (one
     image and game per run): the step thresholds are compared with the image's rank map by
-    broadcasting and `torch.where` writes straight into the chunk, with no gathered copies.
+    broadcasting and `torch.where` writes straight into the chunk, with no gathered copies. Compiled
+    (`compile` a mode), the whole buffer always runs, so that every chunk has one shape: the last one's
+    rows past its end are the previous chunk's images, and their scores are dropped.
     """
     B, C, H, W = images.shape
     device = images.device
@@ -198,6 +202,11 @@ def _run(
     limits = [thresholds[order].to(torch.int32).view(-1, 1) for order in orders]
     out = torch.empty(G, B, points, device=device, dtype=images.dtype)
 
+    forward = None
+    if compile is not None:
+        mode = compiled_pieces.resolve_mode(compile, device, False)
+        forward = cast(nn.Module, partial(compiled_pieces.forward, model, mode=mode))  # called as a model
+
     total = B * G * points
     # one buffer for every chunk: fresh large allocations cost page faults on CPU
     buffer = torch.empty((min(batch_size, total), C, H, W), device=device, dtype=images.dtype,
@@ -214,7 +223,8 @@ def _run(
             changed = (rank[b] < limits[g][lo:hi]).view(hi - lo, 1, H, W)
             torch.where(changed, finish[b], start[b], out=batch[rows])
             runs.append((b, g, lo, hi, rows))
-        probs = scores(model, batch, softmax)
+        # compiled: the whole buffer, one shape for every chunk
+        probs = scores(model, batch, softmax) if forward is None else scores(forward, buffer, softmax)[: end - begin]
         if known and begin == 0:
             check_target_range(tgt, probs.shape[1])
         for b, g, lo, hi, rows in runs:
@@ -226,8 +236,10 @@ def _run(
     return [PerturbationCurves(auc(out[g]), out[g], fractions, tgt.clone()) for g in range(G)]
 
 
-def _prepare(model, images, saliency, batch_size) -> tuple[torch.Tensor, int]:
+def _prepare(model, images, saliency, batch_size, compile=False) -> tuple[torch.Tensor, int]:
     check_images(images)
+    if compiled_pieces.check_compile(compile) is not None and not isinstance(model, nn.Module):
+        raise JitterCamError("compile needs the model as a torch module", option="compile")
     saliency = check_maps(saliency, images.shape[0], "saliency")
     if not isinstance(model, nn.Module) and not callable(model):
         raise JitterCamError("model must be a callable torch module")
@@ -245,6 +257,7 @@ def deletion_insertion(
     softmax: bool = True,
     deletion_substrate: Substrate = None,
     insertion_substrate: Substrate = None,
+    compile: bool | str = False,
 ) -> DeletionInsertion:
     """Both games on each image, streamed through the model together (2·(n+1) passes per image).
 
@@ -261,6 +274,9 @@ def deletion_insertion(
         deletion_substrate: what deletion puts in place of removed pixels, instead of RISE's zeros: a
             tensor like `images` or a function of the images.
         insertion_substrate: what insertion starts from, instead of RISE's blur: the same kinds.
+        compile: False (default); True (or a mode of `jittercam.compiled.MODES`) runs the perturbed
+            batches through the compiled model (`jittercam.compiled.forward`), every forward at
+            `batch_size` images.
 
     Returns:
         Deletion's and insertion's `PerturbationCurves`, all tensors on the images' device.
@@ -268,16 +284,17 @@ def deletion_insertion(
     Raises:
         JitterCamError: `images` is not a non-empty floating-point `(B, C, H, W)` batch; `saliency` is not
             `(B, h, w)` with one finite map per image; `step` is not a positive integer; a substrate has
-            the wrong shape; `target` is not a valid class index (or one per image); `model` is not
-            callable or does not return `(N, classes)` scores.
+            the wrong shape; `compile` is not a valid value; `target` is not a valid class index (or one
+            per image); `model` is not callable or does not return `(N, classes)` scores.
     """
-    saliency, batch_size = _prepare(model, images, saliency, batch_size)
+    saliency, batch_size = _prepare(model, images, saliency, batch_size, compile)
+    mode = compiled_pieces.check_compile(compile)
     with torch.no_grad():
         zeros = _substrate(deletion_substrate, images, torch.zeros_like)
         blurred = _substrate(insertion_substrate, images, gaussian_blur)
         deletion_curves, insertion_curves = _run(
             model, images, saliency, [(images, zeros, True), (blurred, images, False)],
-            target, step, batch_size, softmax,
+            target, step, batch_size, softmax, mode,
         )
     return DeletionInsertion(deletion_curves, insertion_curves)
 
@@ -293,6 +310,7 @@ def deletion(
     softmax: bool = True,
     substrate: Substrate = None,
     return_curves: bool = False,
+    compile: bool | str = False,
 ) -> torch.Tensor | PerturbationCurves:
     """RISE deletion AUC per image (lower is better).
 
@@ -311,6 +329,9 @@ def deletion(
         substrate: what is put in place of removed pixels, instead of RISE's zeros: a tensor like `images`
             or a function of the images.
         return_curves: return the whole `PerturbationCurves` instead of the AUCs.
+        compile: False (default); True (or a mode of `jittercam.compiled.MODES`) runs the perturbed
+            batches through the compiled model (`jittercam.compiled.forward`), every forward at
+            `batch_size` images.
 
     Returns:
         `(B,)` AUCs on the images' device, or `PerturbationCurves` if `return_curves`.
@@ -318,13 +339,15 @@ def deletion(
     Raises:
         JitterCamError: `images` is not a non-empty floating-point `(B, C, H, W)` batch; `saliency` is not
             `(B, h, w)` with one finite map per image; `step` is not a positive integer; a substrate has
-            the wrong shape; `target` is not a valid class index (or one per image); `model` is not
-            callable or does not return `(N, classes)` scores.
+            the wrong shape; `compile` is not a valid value; `target` is not a valid class index (or one
+            per image); `model` is not callable or does not return `(N, classes)` scores.
     """
-    saliency, batch_size = _prepare(model, images, saliency, batch_size)
+    saliency, batch_size = _prepare(model, images, saliency, batch_size, compile)
+    mode = compiled_pieces.check_compile(compile)
     with torch.no_grad():
         finish = _substrate(substrate, images, torch.zeros_like)
-        (curves,) = _run(model, images, saliency, [(images, finish, True)], target, step, batch_size, softmax)
+        (curves,) = _run(model, images, saliency, [(images, finish, True)], target, step, batch_size, softmax,
+                         mode)
     return curves if return_curves else curves.auc
 
 
@@ -339,6 +362,7 @@ def insertion(
     softmax: bool = True,
     substrate: Substrate = None,
     return_curves: bool = False,
+    compile: bool | str = False,
 ) -> torch.Tensor | PerturbationCurves:
     """RISE insertion AUC per image (higher is better).
 
@@ -357,6 +381,9 @@ def insertion(
         substrate: what insertion starts from, instead of RISE's blur: a tensor like `images` or a
             function of the images.
         return_curves: return the whole `PerturbationCurves` instead of the AUCs.
+        compile: False (default); True (or a mode of `jittercam.compiled.MODES`) runs the perturbed
+            batches through the compiled model (`jittercam.compiled.forward`), every forward at
+            `batch_size` images.
 
     Returns:
         `(B,)` AUCs on the images' device, or `PerturbationCurves` if `return_curves`.
@@ -364,11 +391,13 @@ def insertion(
     Raises:
         JitterCamError: `images` is not a non-empty floating-point `(B, C, H, W)` batch; `saliency` is not
             `(B, h, w)` with one finite map per image; `step` is not a positive integer; a substrate has
-            the wrong shape; `target` is not a valid class index (or one per image); `model` is not
-            callable or does not return `(N, classes)` scores.
+            the wrong shape; `compile` is not a valid value; `target` is not a valid class index (or one
+            per image); `model` is not callable or does not return `(N, classes)` scores.
     """
-    saliency, batch_size = _prepare(model, images, saliency, batch_size)
+    saliency, batch_size = _prepare(model, images, saliency, batch_size, compile)
+    mode = compiled_pieces.check_compile(compile)
     with torch.no_grad():
         start = _substrate(substrate, images, gaussian_blur)
-        (curves,) = _run(model, images, saliency, [(start, images, False)], target, step, batch_size, softmax)
+        (curves,) = _run(model, images, saliency, [(start, images, False)], target, step, batch_size, softmax,
+                         mode)
     return curves if return_curves else curves.auc

@@ -232,6 +232,7 @@ class Setting:
         input_size: the square input size in pixels.
         batch_size: for the metrics' forward passes; None: their default (or a tuned plan).
         fusion_layers: the model's stage outputs (LayerCAM fused).
+        compile: the metrics' forward passes through torch.compile (`jittercam.compiled`).
     """
 
     model: nn.Module
@@ -240,6 +241,7 @@ class Setting:
     input_size: int
     batch_size: int | None  # for the metrics' forward passes; None: their default (or a tuned plan)
     fusion_layers: tuple[str, ...] = ()  # the model's stage outputs (LayerCAM fused)
+    compile: bool = False  # the metrics' forward passes through torch.compile
 
 
 @dataclass(frozen=True)
@@ -660,7 +662,7 @@ def deletion_insertion_scores(setting: Setting, variant: Variant, images: torch.
     """
     x = images[rows_of(units, images.device)]
     games = metrics.deletion_insertion(setting.model, x, maps, targets_of(units, x.device),
-                                       batch_size=setting.batch_size)
+                                       batch_size=setting.batch_size, compile=setting.compile)
     scores = Scores()
     for kind, curves in (("deletion", games.deletion), ("insertion", games.insertion)):
         for unit, area, curve in zip(units, curves.auc.tolist(), curves.scores, strict=True):
