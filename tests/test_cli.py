@@ -99,7 +99,7 @@ def test_method_before_the_images_and_methods_by_comma_or_repeated(tmp_path, cap
         (["--device", "nosuchdevice"], "--device 'nosuchdevice' is not a torch device"),
         (["--target-layer", "nosuch"], "the model has no module named 'nosuch'"),
         (["--method", "rise", "--target-layer", "layer4"], "--target-layer applies to methods that take"),
-        (["--method", "rise", "--precision", "bf16"], "--precision bf16: rise computes in fp32 only; gradcam"),
+        (["--method", "rise", "--precision", "bf16"], "--precision bf16: rise computes in fp32 only; "),
         (["--nosuchoption"], "unrecognized arguments: --nosuchoption"),
         (["--threads", "two"], "argument --threads: invalid int value: 'two'"),
     ],
