@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from ..errors import JitterCamError
 from ..probe import TargetLayer
-from .baselines import image_generators
 from .base import progress_bar
+from .baselines import image_generators
 from .registry import register_method
 from .scorecam import ScoreCAM
 from .smoothgrad import check_sampling, noise_draws
