@@ -1,0 +1,99 @@
+"""Attention rollout against jacobgil/vit-explain's definition on a timm ViT with its attention matrices
+unfused (on a copy), the paper's normalisation by hand, refusals."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import jittercam
+from jittercam import JitterCamError
+from jittercam.methods.rollout import AttentionRollout
+
+timm = pytest.importorskip("timm")
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, depth=3, num_classes=10).eval()
+
+
+def _explicit_attentions(model, x):
+    """Per block, the attention probabilities timm itself forms (its `attn_drop` input) on a copy of the model
+    with fused attention off — the matrices vit-explain hooks."""
+    twin = copy.deepcopy(model)
+    recorded = []
+    for block in twin.blocks:
+        block.attn.fused_attn = False
+        block.attn.attn_drop.register_forward_hook(lambda _m, _i, output: recorded.append(output.detach()))
+    with torch.no_grad():
+        twin(x)
+    return recorded
+
+
+def _vit_explain(attentions, image, discard_ratio, head_fusion):
+    """vit-explain's `rollout` for image `image` of the batch, step by step as it defines it (one image at a
+    time: its discarding touches the batch's first image only)."""
+    result = torch.eye(attentions[0].size(-1))
+    for attention in attentions:
+        heads = attention[image : image + 1]
+        fused = {"mean": heads.mean(dim=1), "max": heads.max(dim=1)[0], "min": heads.min(dim=1)[0]}[head_fusion]
+        flat = fused.view(fused.size(0), -1)
+        _, indices = flat.topk(int(flat.size(-1) * discard_ratio), -1, False)
+        indices = indices[indices != 0]
+        flat[0, indices] = 0
+        a = (fused + torch.eye(fused.size(-1))) / 2
+        a = a / a.sum(dim=-1)
+        result = torch.matmul(a, result)
+    return result[0, 0, 1:]
+
+
+@pytest.mark.parametrize("head_fusion, discard_ratio", [("mean", 0.9), ("max", 0.5), ("min", 0.0)])
+def test_equals_vit_explain_on_a_timm_vit(vit, head_fusion, discard_ratio):
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    attentions = _explicit_attentions(vit, x)
+    method = AttentionRollout(vit, head_fusion=head_fusion, discard_ratio=discard_ratio, variant="vit-explain")
+    got = method(x, [1, 4, 7])  # class-agnostic: the targets are ignored
+    assert got.shape == (3, 4, 4)
+    for image in range(3):
+        expected = _vit_explain(attentions, image, discard_ratio, head_fusion).reshape(4, 4)
+        # the peer's post-processing, max-scaling, applied to both
+        torch.testing.assert_close(got[image] / got[image].max(), expected / expected.max(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(method(x), got)
+
+
+def test_paper_rollout_renormalises_rows(vit):
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    result = torch.eye(17).expand(2, 17, 17)
+    for attention in _explicit_attentions(vit, x):
+        a = (attention.mean(dim=1) + torch.eye(17)) / 2
+        result = (a / a.sum(dim=-1, keepdim=True)) @ result
+    got = AttentionRollout(vit)(x)
+    torch.testing.assert_close(got, result[:, 0, 1:].reshape(2, 4, 4), rtol=1e-5, atol=1e-7)
+    assert torch.allclose(result.sum(dim=-1), torch.ones(2, 17), atol=1e-5)  # the rows stay distributions
+
+
+def test_model_untouched_and_registered(vit):
+    assert all(block.attn.fused_attn for block in vit.blocks)
+    AttentionRollout(vit)(torch.randn(1, 3, 64, 64))
+    assert all(block.attn.fused_attn and not block.attn.qkv._forward_hooks for block in vit.blocks)
+    assert "rollout" in jittercam.available_methods()
+    assert AttentionRollout(vit).passes() == 1
+
+
+def test_refusals_in_one_line(vit):
+    torch.manual_seed(0)
+    resnet = jittercam.load_model("resnet18", weights="random")
+    pooled = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, depth=1, num_classes=10,
+                               class_token=False, global_pool="avg")
+    for model, option in ((resnet, None), (pooled, None)):
+        with pytest.raises(JitterCamError, match="rollout needs a vision transformer") as error:
+            AttentionRollout(model)
+        assert "\n" not in str(error.value) and error.value.option == option
+    for options, option in (({"head_fusion": "sum"}, "head_fusion"), ({"discard_ratio": 1.0}, "discard_ratio"),
+                            ({"variant": "x"}, "variant")):
+        with pytest.raises(JitterCamError) as error:
+            AttentionRollout(vit, **options)
+        assert error.value.option == option
