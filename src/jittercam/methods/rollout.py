@@ -48,7 +48,7 @@ class AttentionRecorder:
     def _hook(self, attention: nn.Module):
         def record(_module, _inputs, output: torch.Tensor) -> None:
             batch, tokens, _ = output.shape
-            heads = attention.num_heads
+            heads = int(attention.num_heads)  # type: ignore[arg-type]
             qkv = output.detach().reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
             query, key = qkv[0], qkv[1]
             query = getattr(attention, "q_norm", nn.Identity())(query)
@@ -59,14 +59,15 @@ class AttentionRecorder:
 
     def __enter__(self) -> AttentionRecorder:
         self.attentions = []
-        self._handles = [module.qkv.register_forward_hook(self._hook(module)) for module in self.modules]
+        self._handles = [
+            module.get_submodule("qkv").register_forward_hook(self._hook(module)) for module in self.modules
+        ]
         return self
 
-    def __exit__(self, *_exc) -> bool:
+    def __exit__(self, *_exc) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        return False
 
 
 def rollout(attentions: list[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0,
@@ -171,8 +172,8 @@ class AttentionRollout(CAMMethod):
         rolled = rollout(recorder.attentions, self.head_fusion, self.discard_ratio, self.variant)
         prefix = int(getattr(self.model, "num_prefix_tokens", 1))
         row = rolled[:, 0, prefix:]
-        patch = self.model.patch_embed.patch_size
-        height, width = images.shape[-2] // patch[0], images.shape[-1] // patch[1]
+        patch = tuple(getattr(self.model.patch_embed, "patch_size", (16, 16)))
+        height, width = images.shape[-2] // int(patch[0]), images.shape[-1] // int(patch[1])
         if height * width != row.shape[1]:
             raise JitterCamError(f"rollout found {row.shape[1]} patch tokens for a {height}x{width} patch grid")
         return row.reshape(-1, height, width)
