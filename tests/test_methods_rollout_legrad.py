@@ -1,5 +1,5 @@
-"""Attention rollout against jacobgil/vit-explain's definition on a timm ViT with its attention matrices
-unfused (on a copy), the paper's normalisation by hand, refusals."""
+"""Attention rollout against jacobgil/vit-explain's definition and LeGrad against torchcam and autograd, on timm
+and torchvision ViTs (attention matrices unfused on a copy), the paper's normalisation by hand, refusals."""
 from __future__ import annotations
 
 import copy
@@ -9,6 +9,7 @@ import torch
 
 import jittercam
 from jittercam import JitterCamError
+from jittercam.methods.legrad import LeGrad
 from jittercam.methods.rollout import AttentionRollout
 
 timm = pytest.importorskip("timm")
@@ -97,3 +98,73 @@ def test_refusals_in_one_line(vit):
         with pytest.raises(JitterCamError) as error:
             AttentionRollout(vit, **options)
         assert error.value.option == option
+
+
+@pytest.fixture(scope="module")
+def torchvision_vit():
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=64, patch_size=16, num_layers=3, num_heads=2, hidden_dim=32, mlp_dim=64,
+                              num_classes=10).eval()
+    torch.nn.init.normal_(model.heads.head.weight, std=0.2)  # torchvision starts the head at zero
+    return model
+
+
+@pytest.mark.parametrize("last", [None, 2])
+def test_legrad_torchcam_variant_equals_torchcam_on_a_torchvision_vit(torchvision_vit, last):
+    torchcam = pytest.importorskip("torchcam.methods")
+    model = torchvision_vit
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    target = [3, 7, 1]
+    blocks = list(model.encoder.layers)[-(last or 3):]
+    with torchcam.LeGrad(model, blocks) as peer:
+        model(x)
+        expected = peer(class_idx=target, normalized=False)[0]
+    got = LeGrad(model, blocks=last, variant="torchcam")(x, target)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+    assert all(p.grad is None for p in model.parameters())
+
+
+def _explicit_legrad(model, x, target, score):
+    """LeGrad by autograd through the attention matrices timm forms with fused attention off (on a copy)."""
+    twin = copy.deepcopy(model)
+    attentions, tokens = [], []
+    for block in twin.blocks:
+        block.attn.fused_attn = False
+        block.attn.attn_drop.register_forward_hook(lambda _m, _i, output: attentions.append(output))
+        block.register_forward_hook(lambda _m, _i, output: tokens.append(output))
+    twin(x)
+    maps = []
+    for attention, z in zip(attentions, tokens):
+        s = score(twin, z).gather(1, target[:, None]).sum()
+        (grad,) = torch.autograd.grad(s, attention, retain_graph=True)
+        maps.append(grad.relu().mean(dim=(1, 2))[:, 1:])
+    return torch.stack(maps).mean(dim=0).reshape(-1, 4, 4).detach()
+
+
+@pytest.mark.parametrize("variant, score", [
+    ("paper", lambda m, z: m.forward_head(m.norm(z))),
+    ("torchcam", lambda m, z: m.head(m.fc_norm(m.norm(z.mean(dim=1))))),
+])
+def test_legrad_on_a_timm_vit_is_the_gradient_at_its_attention_matrices(vit, variant, score):
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    target = torch.tensor([2, 5])
+    expected = _explicit_legrad(vit, x, target, score)
+    got = LeGrad(vit, variant=variant)(x, target)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+    assert expected.abs().max() > 0
+    assert all(p.grad is None for p in vit.parameters()) and all(b.attn.fused_attn for b in vit.blocks)
+
+
+def test_legrad_refusals(vit):
+    torch.manual_seed(0)
+    with pytest.raises(JitterCamError, match="legrad needs a timm or torchvision VisionTransformer"):
+        LeGrad(jittercam.load_model("resnet18", weights="random"))
+    with pytest.raises(JitterCamError) as error:
+        LeGrad(vit, blocks=4)
+    assert error.value.option == "blocks"
+    with pytest.raises(JitterCamError) as error:
+        LeGrad(vit, variant="x")
+    assert error.value.option == "variant"
+    assert "legrad" in jittercam.available_methods()
