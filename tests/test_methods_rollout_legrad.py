@@ -89,15 +89,15 @@ def test_refusals_in_one_line(vit):
     resnet = jittercam.load_model("resnet18", weights="random")
     pooled = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, depth=1, num_classes=10,
                                class_token=False, global_pool="avg")
-    for model, option in ((resnet, None), (pooled, None)):
+    for model in (resnet, pooled):
         with pytest.raises(JitterCamError, match="rollout needs a vision transformer") as error:
             AttentionRollout(model)
-        assert "\n" not in str(error.value) and error.value.option == option
+        assert "\n" not in str(error.value)
     for options, option in (({"head_fusion": "sum"}, "head_fusion"), ({"discard_ratio": 1.0}, "discard_ratio"),
                             ({"variant": "x"}, "variant")):
         with pytest.raises(JitterCamError) as error:
             AttentionRollout(vit, **options)
-        assert error.value.option == option
+        assert str(error.value).startswith(option)
 
 
 @pytest.fixture(scope="module")
@@ -163,8 +163,8 @@ def test_legrad_refusals(vit):
         LeGrad(jittercam.load_model("resnet18", weights="random"))
     with pytest.raises(JitterCamError) as error:
         LeGrad(vit, blocks=4)
-    assert error.value.option == "blocks"
+    assert str(error.value).startswith("blocks")
     with pytest.raises(JitterCamError) as error:
         LeGrad(vit, variant="x")
-    assert error.value.option == "variant"
+    assert str(error.value).startswith("variant")
     assert "legrad" in jittercam.available_methods()

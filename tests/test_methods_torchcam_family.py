@@ -178,7 +178,7 @@ def test_model_left_untouched_and_counts(tiny):
 def test_bad_options_are_refused_in_one_line(tiny, factory, option):
     with pytest.raises(JitterCamError) as error:
         factory(tiny)
-    assert error.value.option == option and "\n" not in str(error.value)
+    assert str(error.value).startswith(option) and "\n" not in str(error.value)
 
 
 def test_registered_and_wrappable():

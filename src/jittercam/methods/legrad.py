@@ -99,7 +99,7 @@ class LeGrad(CAMMethod):
     def __init__(self, model, *, blocks: int | None = None, variant: str = "paper",
                  batch_size: int | None = None) -> None:
         if variant not in VARIANTS:
-            raise JitterCamError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}", option="variant")
+            raise JitterCamError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
         found = _blocks(model)
         if not found:
             raise JitterCamError(
@@ -108,7 +108,7 @@ class LeGrad(CAMMethod):
             )
         if blocks is not None and (isinstance(blocks, bool) or not isinstance(blocks, int)
                                    or not 1 <= blocks <= len(found)):
-            raise JitterCamError(f"blocks must be an integer from 1 to {len(found)}, got {blocks!r}", option="blocks")
+            raise JitterCamError(f"blocks must be an integer from 1 to {len(found)}, got {blocks!r}")
         super().__init__(model, batch_size=batch_size)
         self.blocks, self.variant = blocks, variant
         self._found = found[-blocks:] if blocks else found

@@ -144,13 +144,12 @@ class AttentionRollout(CAMMethod):
     def __init__(self, model, *, head_fusion: str = "mean", discard_ratio: float = 0.0, variant: str = "paper",
                  batch_size: int | None = None) -> None:
         if head_fusion not in FUSIONS:
-            raise JitterCamError(f"head_fusion must be one of {', '.join(FUSIONS)}, not {head_fusion!r}",
-                                 option="head_fusion")
+            raise JitterCamError(f"head_fusion must be one of {', '.join(FUSIONS)}, not {head_fusion!r}")
         if variant not in VARIANTS:
-            raise JitterCamError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}", option="variant")
+            raise JitterCamError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
         if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, (int, float)) \
                 or not 0 <= discard_ratio < 1:
-            raise JitterCamError(f"discard_ratio must be in [0, 1), got {discard_ratio!r}", option="discard_ratio")
+            raise JitterCamError(f"discard_ratio must be in [0, 1), got {discard_ratio!r}")
         self.attentions = attention_modules(model)
         if not self.attentions or getattr(model, "cls_token", None) is None \
                 or getattr(model, "patch_embed", None) is None:

@@ -72,11 +72,11 @@ def check_sampling(samples: int, std: float | None, seed: int | None) -> None:
         JitterCamError: one of them is invalid (the option named).
     """
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise JitterCamError(f"num_samples must be a positive integer, got {samples!r}", option="num_samples")
+        raise JitterCamError(f"num_samples must be a positive integer, got {samples!r}")
     if std is not None and (isinstance(std, bool) or not isinstance(std, (int, float)) or not std >= 0):
-        raise JitterCamError(f"std must be a non-negative number, got {std!r}", option="std")
+        raise JitterCamError(f"std must be a non-negative number, got {std!r}")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise JitterCamError(f"seed must be an integer or None, got {seed!r}", option="seed")
+        raise JitterCamError(f"seed must be an integer or None, got {seed!r}")
 
 
 @register_method("smoothgradcam++")
@@ -129,7 +129,7 @@ class SmoothGradCAMPlusPlus(CAMMethod):
         **options,
     ) -> None:
         if variant not in VARIANTS:
-            raise JitterCamError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}", option="variant")
+            raise JitterCamError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
         check_sampling(num_samples, std, seed)
         super().__init__(model, target_layer, **options)
         self.num_samples, self.std, self.seed, self.variant = num_samples, float(std), seed, variant

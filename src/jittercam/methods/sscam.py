@@ -25,7 +25,7 @@ class _AveragedScoreCAM(ScoreCAM):
     def __init__(self, model, target_layer=None, *, num_samples: int, std: float | None = None,
                  seed: int | None = 0, variant: str = "paper", progress: bool = False, **options) -> None:
         if variant not in VARIANTS:
-            raise JitterCamError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}", option="variant")
+            raise JitterCamError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
         check_sampling(num_samples, std, seed)
         super().__init__(model, target_layer, progress=progress, **options)
         self.variant, self.num_samples, self.seed = variant, num_samples, seed
