@@ -168,3 +168,26 @@ def test_legrad_refusals(vit):
         LeGrad(vit, variant="x")
     assert str(error.value).startswith("variant")
     assert "legrad" in jittercam.available_methods()
+
+
+@pytest.mark.parametrize("name", ["rollout", "legrad"])
+def test_contract_on_a_vit(vit, name):
+    """tests/test_contract.py's checks, on a ViT (both methods refuse its tiny CNN)."""
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    targets = [1, 3, 0]
+    before = vit(x)
+    method = jittercam.create(name, vit)
+    maps = method(x, targets)
+    assert maps.shape == (3, 4, 4) and torch.isfinite(maps).all()
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in vit.modules())
+    assert hooks == 0 and not vit.training and all(p.grad is None for p in vit.parameters())
+    torch.testing.assert_close(vit(x), before, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(method(x, targets), maps, rtol=1e-5, atol=1e-7)
+    with torch.inference_mode():
+        torch.testing.assert_close(method(x.clone(), targets), maps, rtol=1e-5, atol=1e-7)
+    assert torch.is_grad_enabled()
+    one_by_one = jittercam.create(name, vit, batch_size=1)
+    alone = torch.cat([one_by_one(x[i : i + 1], t) for i, t in enumerate(targets)])
+    torch.testing.assert_close(alone, maps, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(method(x), method(x, vit(x).argmax(dim=1)))

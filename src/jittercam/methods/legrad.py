@@ -148,6 +148,7 @@ class LeGrad(CAMMethod):
                 target = resolve_targets(None, logits.detach()).clone()
             else:
                 check_target_range(target, logits.shape[1])
+                target = target.clone()  # not an inference tensor, so that autograd may use it
             relevances = []
             with torch.enable_grad():
                 for index, (b, capture) in enumerate(zip(self._found, captures, strict=True)):
