@@ -50,6 +50,36 @@ class GradCAM(_GradientWeightedCAM):
         return gradients.mean(dim=(2, 3))
 
 
+def plusplus_weights(
+    activations: torch.Tensor,
+    first: torch.Tensor,
+    second: torch.Tensor,
+    third: torch.Tensor,
+    epsilon: float = 0.0,
+) -> torch.Tensor:
+    """Grad-CAM++'s channel weights (Chattopadhyay et al. 2018, eq. 19) from the first three derivatives:
+    α = D² / (2D² + Σ_ab A_ab · D³), α = 0 where the denominator is 0, and w_c = Σ_ij α · ReLU(D¹).
+
+    Grad-CAM++ passes g, g², g³ of one gradient g; Smooth Grad-CAM++ their averages over noisy inputs.
+
+    Args:
+        activations: `(B, C, h, w)` activations A of the target layer.
+        first: `(B, C, h, w)` first derivative D¹ (the gradient, or its average).
+        second: `(B, C, h, w)` D² (g², or its average).
+        third: `(B, C, h, w)` D³ (g³, or its average).
+        epsilon: added to the denominator (0: the paper); when nonzero, α = 0 where D¹ = 0 too
+            (pytorch-grad-cam's form).
+
+    Returns:
+        `(B, C)` channel weights w_c.
+    """
+    denominator = 2 * second + activations.sum(dim=(2, 3), keepdim=True) * third + epsilon
+    alpha = torch.where(denominator != 0, second / torch.where(denominator != 0, denominator, 1), 0)
+    if epsilon:
+        alpha = torch.where(first != 0, alpha, 0)
+    return (alpha * first.relu()).sum(dim=(2, 3))
+
+
 @register_method("gradcam++")
 class GradCAMPlusPlus(_GradientWeightedCAM):
     """Chattopadhyay et al. 2018, eq. 19 (the closed form for an exponential score):
@@ -82,12 +112,7 @@ class GradCAMPlusPlus(_GradientWeightedCAM):
         Returns:
             `(B, C)` channel weights w_c.
         """
-        g2 = gradients.pow(2)
-        denominator = 2 * g2 + activations.sum(dim=(2, 3), keepdim=True) * gradients.pow(3) + self.epsilon
-        alpha = torch.where(denominator != 0, g2 / torch.where(denominator != 0, denominator, 1), 0)
-        if self.epsilon:
-            alpha = torch.where(gradients != 0, alpha, 0)
-        return (alpha * gradients.relu()).sum(dim=(2, 3))
+        return plusplus_weights(activations, gradients, gradients.pow(2), gradients.pow(3), self.epsilon)
 
     def options(self) -> dict:
         return {**super().options(), "epsilon": self.epsilon}

@@ -1,0 +1,178 @@
+"""Attention rollout (Abnar & Zuidema, ACL 2020) for timm-style vision transformers: the attention of every
+block, fused over heads and multiplied through the network; the class token's row over the patch grid."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import JitterCamError
+from .base import CAMMethod
+from .registry import register_method
+
+FUSIONS = ("mean", "max", "min")
+VARIANTS = ("paper", "vit-explain")
+
+
+def attention_modules(model: nn.Module) -> list[nn.Module]:
+    """The self-attention modules of a timm-style vision transformer, in forward order: modules with a
+    `qkv` linear layer, `num_heads` and `scale` (timm's `Attention`).
+
+    Args:
+        model: the network.
+
+    Returns:
+        The attention modules (empty for a network without them).
+    """
+    return [
+        module for module in model.modules()
+        if isinstance(getattr(module, "qkv", None), nn.Linear) and hasattr(module, "num_heads")
+        and hasattr(module, "scale")
+    ]
+
+
+class AttentionRecorder:
+    """Records the attention probabilities softmax(q kᵀ · scale) of every attention module during one
+    forward, computed from the output of its `qkv` layer (after the module's `q_norm`/`k_norm`), so that
+    timm's fused attention, which never forms the matrix, needs no change to the model. The hooks are
+    removed on leaving.
+
+    Args:
+        modules (list[nn.Module]): the attention modules (`attention_modules`).
+    """
+
+    def __init__(self, modules: list[nn.Module]) -> None:
+        self.modules = modules
+        self.attentions: list[torch.Tensor] = []
+        self._handles: list = []
+
+    def _hook(self, attention: nn.Module):
+        def record(_module, _inputs, output: torch.Tensor) -> None:
+            batch, tokens, _ = output.shape
+            heads = int(attention.num_heads)  # type: ignore[arg-type]
+            qkv = output.detach().reshape(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
+            query, key = qkv[0], qkv[1]
+            query = getattr(attention, "q_norm", nn.Identity())(query)
+            key = getattr(attention, "k_norm", nn.Identity())(key)
+            self.attentions.append(((query * attention.scale) @ key.transpose(-2, -1)).softmax(dim=-1).float())
+
+        return record
+
+    def __enter__(self) -> AttentionRecorder:
+        self.attentions = []
+        self._handles = [
+            module.get_submodule("qkv").register_forward_hook(self._hook(module)) for module in self.modules
+        ]
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+def rollout(attentions: list[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0,
+            variant: str = "paper") -> torch.Tensor:
+    """Attention rollout: R = Â_L ⋯ Â_1 with Â = normalise((fuse_heads(A) + I) / 2).
+
+    Args:
+        attentions: per block, `(B, heads, N, N)` attention probabilities, in forward order.
+        head_fusion: "mean", "max" or "min" over the heads.
+        discard_ratio: the fraction of the N² fused weights of each image set to 0, smallest first, never
+            the class token's own weight (entry (0, 0)) (jacobgil/vit-explain's; 0: none, the paper's).
+        variant: "paper" re-normalises each row to sum 1; "vit-explain" divides like its `rollout`
+            (`a / a.sum(dim=-1)` without keepdim: entry (i, j) by the sum of row j).
+
+    Returns:
+        `(B, N, N)` rolled-out attention R.
+    """
+    tokens = attentions[0].shape[-1]
+    identity = torch.eye(tokens, device=attentions[0].device, dtype=attentions[0].dtype)
+    result = identity.expand(attentions[0].shape[0], tokens, tokens)
+    for attention in attentions:
+        if head_fusion == "mean":
+            fused = attention.mean(dim=1)
+        elif head_fusion == "max":
+            fused = attention.amax(dim=1)
+        else:
+            fused = attention.amin(dim=1)
+        count = int(tokens * tokens * discard_ratio)
+        if count:
+            flat = fused.flatten(1)
+            drop = torch.zeros_like(flat, dtype=torch.bool).scatter_(
+                1, flat.topk(count, dim=1, largest=False).indices, True
+            )
+            drop[:, 0] = False
+            fused = flat.masked_fill(drop, 0).view_as(fused)
+        fused = (fused + identity) / 2
+        sums = fused.sum(dim=-1)
+        fused = fused / (sums[:, :, None] if variant == "paper" else sums[:, None, :])
+        result = fused @ result
+    return result
+
+
+@register_method("rollout")
+class AttentionRollout(CAMMethod):
+    """Attention rollout (Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020) on a
+    timm-style vision transformer with a class token: the attention probabilities of every block, fused
+    over the heads, averaged with the identity (the residual), re-normalised and multiplied from the first
+    block to the last; the map is the class token's row over the patch tokens, on the patch grid
+    (`(B, H/p, W/p)` for patch size p).
+
+    Class-agnostic: `target` is accepted and ignored (every class gets the same map). The attention is
+    computed from each block's `qkv` output (`AttentionRecorder`), so timm's fused attention needs no
+    change to the model. Checked against jacobgil/vit-explain's `VITAttentionRollout` (`vit_rollout.py`,
+    `rollout`), which this class reproduces with `discard_ratio=0.9, variant="vit-explain"` (its defaults,
+    head fusion "mean"); the defaults here are the paper's: no discarding, rows re-normalised. vit-explain
+    discards only in the batch's first image and divides entry (i, j) by row j's sum (a missing keepdim);
+    here each image is discarded alike, and the division is an option.
+
+    Args:
+        model (nn.Module): a timm vision transformer with a class token (`timm.create_model("vit_tiny_...")`).
+        head_fusion: "mean" (default), "max" or "min" over the heads.
+        discard_ratio: the fraction of each block's smallest fused weights set to 0, in [0, 1) (default 0).
+        variant: "paper" (default) or "vit-explain", the normalisation as above.
+        batch_size (int | None): images per forward pass; None: the measured plan's, else the device's default.
+
+    Raises:
+        JitterCamError: the model has no attention modules with a `qkv` layer or no class token; an unknown
+            `head_fusion` or `variant`; `discard_ratio` outside [0, 1).
+    """
+
+    uses_layer = False
+    layer_map = False
+
+    def __init__(self, model, *, head_fusion: str = "mean", discard_ratio: float = 0.0, variant: str = "paper",
+                 batch_size: int | None = None) -> None:
+        if head_fusion not in FUSIONS:
+            raise JitterCamError(f"head_fusion must be one of {', '.join(FUSIONS)}, not {head_fusion!r}")
+        if variant not in VARIANTS:
+            raise JitterCamError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
+        if isinstance(discard_ratio, bool) or not isinstance(discard_ratio, (int, float)) \
+                or not 0 <= discard_ratio < 1:
+            raise JitterCamError(f"discard_ratio must be in [0, 1), got {discard_ratio!r}")
+        self.attentions = attention_modules(model)
+        if not self.attentions or getattr(model, "cls_token", None) is None \
+                or getattr(model, "patch_embed", None) is None:
+            raise JitterCamError(
+                f"rollout needs a vision transformer with a class token and attention modules with a qkv layer "
+                f"(a timm ViT such as vit_tiny_patch16_224); {type(model).__name__} has "
+                f"{'none' if not self.attentions else 'no class token'}"
+            )
+        super().__init__(model, batch_size=batch_size)
+        self.head_fusion, self.discard_ratio, self.variant = head_fusion, float(discard_ratio), variant
+
+    def options(self) -> dict:
+        return {**super().options(), "head_fusion": self.head_fusion, "discard_ratio": self.discard_ratio,
+                "variant": self.variant}
+
+    def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        with torch.no_grad(), AttentionRecorder(self.attentions) as recorder:
+            self.model(images)
+        rolled = rollout(recorder.attentions, self.head_fusion, self.discard_ratio, self.variant)
+        prefix = int(getattr(self.model, "num_prefix_tokens", 1))
+        row = rolled[:, 0, prefix:]
+        patch = tuple(getattr(self.model.patch_embed, "patch_size", (16, 16)))
+        height, width = images.shape[-2] // int(patch[0]), images.shape[-1] // int(patch[1])
+        if height * width != row.shape[1]:
+            raise JitterCamError(f"rollout found {row.shape[1]} patch tokens for a {height}x{width} patch grid")
+        return row.reshape(-1, height, width)

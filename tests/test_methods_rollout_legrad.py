@@ -1,0 +1,193 @@
+"""Attention rollout against jacobgil/vit-explain's definition and LeGrad against torchcam and autograd, on timm
+and torchvision ViTs (attention matrices unfused on a copy), the paper's normalisation by hand, refusals."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+import jittercam
+from jittercam import JitterCamError
+from jittercam.methods.legrad import LeGrad
+from jittercam.methods.rollout import AttentionRollout
+
+timm = pytest.importorskip("timm")
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, depth=3, num_classes=10).eval()
+
+
+def _explicit_attentions(model, x):
+    """Per block, the attention probabilities timm itself forms (its `attn_drop` input) on a copy of the model
+    with fused attention off — the matrices vit-explain hooks."""
+    twin = copy.deepcopy(model)
+    recorded = []
+    for block in twin.blocks:
+        block.attn.fused_attn = False
+        block.attn.attn_drop.register_forward_hook(lambda _m, _i, output: recorded.append(output.detach()))
+    with torch.no_grad():
+        twin(x)
+    return recorded
+
+
+def _vit_explain(attentions, image, discard_ratio, head_fusion):
+    """vit-explain's `rollout` for image `image` of the batch, step by step as it defines it (one image at a
+    time: its discarding touches the batch's first image only)."""
+    result = torch.eye(attentions[0].size(-1))
+    for attention in attentions:
+        heads = attention[image : image + 1]
+        fused = {"mean": heads.mean(dim=1), "max": heads.max(dim=1)[0], "min": heads.min(dim=1)[0]}[head_fusion]
+        flat = fused.view(fused.size(0), -1)
+        _, indices = flat.topk(int(flat.size(-1) * discard_ratio), -1, False)
+        indices = indices[indices != 0]
+        flat[0, indices] = 0
+        a = (fused + torch.eye(fused.size(-1))) / 2
+        a = a / a.sum(dim=-1)
+        result = torch.matmul(a, result)
+    return result[0, 0, 1:]
+
+
+@pytest.mark.parametrize("head_fusion, discard_ratio", [("mean", 0.9), ("max", 0.5), ("min", 0.0)])
+def test_equals_vit_explain_on_a_timm_vit(vit, head_fusion, discard_ratio):
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    attentions = _explicit_attentions(vit, x)
+    method = AttentionRollout(vit, head_fusion=head_fusion, discard_ratio=discard_ratio, variant="vit-explain")
+    got = method(x, [1, 4, 7])  # class-agnostic: the targets are ignored
+    assert got.shape == (3, 4, 4)
+    for image in range(3):
+        expected = _vit_explain(attentions, image, discard_ratio, head_fusion).reshape(4, 4)
+        # the peer's post-processing, max-scaling, applied to both
+        torch.testing.assert_close(got[image] / got[image].max(), expected / expected.max(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(method(x), got)
+
+
+def test_paper_rollout_renormalises_rows(vit):
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    result = torch.eye(17).expand(2, 17, 17)
+    for attention in _explicit_attentions(vit, x):
+        a = (attention.mean(dim=1) + torch.eye(17)) / 2
+        result = (a / a.sum(dim=-1, keepdim=True)) @ result
+    got = AttentionRollout(vit)(x)
+    torch.testing.assert_close(got, result[:, 0, 1:].reshape(2, 4, 4), rtol=1e-5, atol=1e-7)
+    assert torch.allclose(result.sum(dim=-1), torch.ones(2, 17), atol=1e-5)  # the rows stay distributions
+
+
+def test_model_untouched_and_registered(vit):
+    assert all(block.attn.fused_attn for block in vit.blocks)
+    AttentionRollout(vit)(torch.randn(1, 3, 64, 64))
+    assert all(block.attn.fused_attn and not block.attn.qkv._forward_hooks for block in vit.blocks)
+    assert "rollout" in jittercam.available_methods()
+    assert AttentionRollout(vit).passes() == 1
+
+
+def test_refusals_in_one_line(vit):
+    torch.manual_seed(0)
+    resnet = jittercam.load_model("resnet18", weights="random")
+    pooled = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, depth=1, num_classes=10,
+                               class_token=False, global_pool="avg")
+    for model in (resnet, pooled):
+        with pytest.raises(JitterCamError, match="rollout needs a vision transformer") as error:
+            AttentionRollout(model)
+        assert "\n" not in str(error.value)
+    for options, option in (({"head_fusion": "sum"}, "head_fusion"), ({"discard_ratio": 1.0}, "discard_ratio"),
+                            ({"variant": "x"}, "variant")):
+        with pytest.raises(JitterCamError) as error:
+            AttentionRollout(vit, **options)
+        assert str(error.value).startswith(option)
+
+
+@pytest.fixture(scope="module")
+def torchvision_vit():
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=64, patch_size=16, num_layers=3, num_heads=2, hidden_dim=32, mlp_dim=64,
+                              num_classes=10).eval()
+    torch.nn.init.normal_(model.heads.head.weight, std=0.2)  # torchvision starts the head at zero
+    return model
+
+
+@pytest.mark.parametrize("last", [None, 2])
+def test_legrad_torchcam_variant_equals_torchcam_on_a_torchvision_vit(torchvision_vit, last):
+    torchcam = pytest.importorskip("torchcam.methods")
+    model = torchvision_vit
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    target = [3, 7, 1]
+    blocks = list(model.encoder.layers)[-(last or 3):]
+    with torchcam.LeGrad(model, blocks) as peer:
+        model(x)
+        expected = peer(class_idx=target, normalized=False)[0]
+    got = LeGrad(model, blocks=last, variant="torchcam")(x, target)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+    assert all(p.grad is None for p in model.parameters())
+
+
+def _explicit_legrad(model, x, target, score):
+    """LeGrad by autograd through the attention matrices timm forms with fused attention off (on a copy)."""
+    twin = copy.deepcopy(model)
+    attentions, tokens = [], []
+    for block in twin.blocks:
+        block.attn.fused_attn = False
+        block.attn.attn_drop.register_forward_hook(lambda _m, _i, output: attentions.append(output))
+        block.register_forward_hook(lambda _m, _i, output: tokens.append(output))
+    twin(x)
+    maps = []
+    for attention, z in zip(attentions, tokens):
+        s = score(twin, z).gather(1, target[:, None]).sum()
+        (grad,) = torch.autograd.grad(s, attention, retain_graph=True)
+        maps.append(grad.relu().mean(dim=(1, 2))[:, 1:])
+    return torch.stack(maps).mean(dim=0).reshape(-1, 4, 4).detach()
+
+
+@pytest.mark.parametrize("variant, score", [
+    ("paper", lambda m, z: m.forward_head(m.norm(z))),
+    ("torchcam", lambda m, z: m.head(m.fc_norm(m.norm(z.mean(dim=1))))),
+])
+def test_legrad_on_a_timm_vit_is_the_gradient_at_its_attention_matrices(vit, variant, score):
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    target = torch.tensor([2, 5])
+    expected = _explicit_legrad(vit, x, target, score)
+    got = LeGrad(vit, variant=variant)(x, target)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+    assert expected.abs().max() > 0
+    assert all(p.grad is None for p in vit.parameters()) and all(b.attn.fused_attn for b in vit.blocks)
+
+
+def test_legrad_refusals(vit):
+    torch.manual_seed(0)
+    with pytest.raises(JitterCamError, match="legrad needs a timm or torchvision VisionTransformer"):
+        LeGrad(jittercam.load_model("resnet18", weights="random"))
+    with pytest.raises(JitterCamError) as error:
+        LeGrad(vit, blocks=4)
+    assert str(error.value).startswith("blocks")
+    with pytest.raises(JitterCamError) as error:
+        LeGrad(vit, variant="x")
+    assert str(error.value).startswith("variant")
+    assert "legrad" in jittercam.available_methods()
+
+
+@pytest.mark.parametrize("name", ["rollout", "legrad"])
+def test_contract_on_a_vit(vit, name):
+    """tests/test_contract.py's checks, on a ViT (both methods refuse its tiny CNN)."""
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    targets = [1, 3, 0]
+    before = vit(x)
+    method = jittercam.create(name, vit)
+    maps = method(x, targets)
+    assert maps.shape == (3, 4, 4) and torch.isfinite(maps).all()
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in vit.modules())
+    assert hooks == 0 and not vit.training and all(p.grad is None for p in vit.parameters())
+    torch.testing.assert_close(vit(x), before, rtol=0, atol=0)
+    with torch.no_grad():
+        torch.testing.assert_close(method(x, targets), maps, rtol=1e-5, atol=1e-7)
+    with torch.inference_mode():
+        torch.testing.assert_close(method(x.clone(), targets), maps, rtol=1e-5, atol=1e-7)
+    assert torch.is_grad_enabled()
+    one_by_one = jittercam.create(name, vit, batch_size=1)
+    alone = torch.cat([one_by_one(x[i : i + 1], t) for i, t in enumerate(targets)])
+    torch.testing.assert_close(alone, maps, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(method(x), method(x, vit(x).argmax(dim=1)))
