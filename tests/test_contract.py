@@ -40,13 +40,22 @@ class TwoStageCNN(torch.nn.Module):
         return self.fc(self.pool(self.stage2(self.stage1(x))).flatten(1))
 
 
+TRANSFORMER_ONLY = {"rollout", "legrad"}  # they read attention: a vision transformer
+
+
 @pytest.fixture
 def tiny(request, tiny):
-    """The conftest's one-layer CNN, or a two-stage one for a multi-layer method."""
+    """The conftest's one-layer CNN, a two-stage one for a multi-layer method, a small ViT for the attention
+    methods."""
     name = getattr(getattr(request.node, "callspec", None), "params", {}).get("name", "")
     if set(name.split(":")) & MULTI_LAYER:
         torch.manual_seed(0)
         return TwoStageCNN().eval()
+    if set(name.split(":")) & TRANSFORMER_ONLY:
+        timm = pytest.importorskip("timm")
+        torch.manual_seed(0)
+        return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2,
+                                 embed_dim=16, num_heads=2, num_classes=5).eval()
     return tiny
 
 
