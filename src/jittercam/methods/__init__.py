@@ -21,6 +21,20 @@ from .guided import Guided, GuidedBackprop  # isort: skip
 from .baselines import CentreBaseline, ConstantBaseline, RandomBaseline  # isort: skip
 from .jitter import EnlargingMethod, JitterCAM  # isort: skip
 from .upscale import UpscaleCAM  # isort: skip
+# the methods the peers ship and the high-resolution competitors (issue 23), in the figure's order after those
+from .eigen import KPCACAM, EigenCAM, EigenGradCAM  # isort: skip
+from .fem import FEM  # isort: skip
+from .elementwise import GradCAMElementWise  # isort: skip
+from .shapley import ShapleyCAM  # isort: skip
+from .finer import FinerCAM  # isort: skip
+from .smoothgrad import SmoothGradCAMPlusPlus  # isort: skip
+from .sscam import ISCAM, SSCAM  # isort: skip
+from .fullgrad import FullGrad  # isort: skip
+from .refine import RefineCAM  # isort: skip
+from .polycam import PolyCAM  # isort: skip
+from .winsor import WinsorCAM  # isort: skip
+from .rollout import AttentionRollout  # isort: skip
+from .legrad import LeGrad  # isort: skip
 from .registry import (
     available_methods,
     check_method_name,
@@ -57,6 +71,22 @@ __all__ = [
     "LayerCapture",
     "Target",
     "XGradCAM",
+    "EigenCAM",
+    "EigenGradCAM",
+    "KPCACAM",
+    "FEM",
+    "GradCAMElementWise",
+    "ShapleyCAM",
+    "FinerCAM",
+    "SmoothGradCAMPlusPlus",
+    "SSCAM",
+    "ISCAM",
+    "FullGrad",
+    "RefineCAM",
+    "PolyCAM",
+    "WinsorCAM",
+    "AttentionRollout",
+    "LeGrad",
     "activations_and_gradients",
     "available_methods",
     "check_method_name",
