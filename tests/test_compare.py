@@ -6,8 +6,8 @@ import pytest
 from PIL import Image
 
 from conftest import EXAMPLES, GOLDFISH
-from jittercam.cli import main
 from jittercam import compare
+from jittercam.cli import main
 from jittercam.compare import MAX_METHODS, MAX_ROWS, Panel, blocks, draw, figure_files, method_names
 from jittercam.errors import JitterCamError
 from jittercam.methods.registry import default_names
@@ -53,10 +53,10 @@ def test_all_means_every_method_with_its_default_options():
 def test_exclude_leaves_methods_out_of_all():
     assert method_names("all", exclude="polycam,rise") == [n for n in default_names() if n not in ("polycam", "rise")]
     assert method_names(["gradcam,rise"], exclude=["rise"]) == ["gradcam"]
-    with pytest.raises(JitterCamError, match="^exclude rise: not among the methods") as caught:
+    with pytest.raises(JitterCamError, match=r"^exclude rise: not among the methods") as caught:
         method_names("gradcam", exclude="rise")
     assert caught.value.option == "exclude"
-    with pytest.raises(JitterCamError, match="^exclude leaves no method"):
+    with pytest.raises(JitterCamError, match=r"^exclude leaves no method"):
         method_names("gradcam", exclude="gradcam")
 
 

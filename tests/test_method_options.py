@@ -63,7 +63,7 @@ def test_the_library_refuses_a_string_for_a_yes_no_option(tiny, name, option):
 
 @pytest.mark.parametrize("value", ["x", -1, True, float("nan")])
 def test_jittercam_refuses_a_count_start_that_is_not_a_number_at_least_0(tiny, value):
-    with pytest.raises(JitterCamError, match="^count_start must be a number at least 0") as caught:
+    with pytest.raises(JitterCamError, match=r"^count_start must be a number at least 0") as caught:
         create("jittercam", tiny, count_start=value)
     assert caught.value.option == "count_start"
 
