@@ -1,12 +1,15 @@
-"""`jittercam compare`: one PNG, a row per image and a column per method (plus the photo)."""
+"""`jittercam compare`: one PNG, a row per image and a column per method (plus the photo); many methods in
+blocks of rows, and over `MAX_ROWS` rows in several files."""
 from __future__ import annotations
 
 import pytest
 from PIL import Image
 
 from conftest import EXAMPLES, GOLDFISH
+from jittercam import compare
 from jittercam.cli import main
-from jittercam.compare import method_names
+from jittercam.compare import MAX_METHODS, MAX_ROWS, Panel, blocks, draw, figure_files, method_names
+from jittercam.errors import JitterCamError
 from jittercam.methods.registry import default_names
 
 CATDOG = EXAMPLES / "images" / "catdog.png"
@@ -47,6 +50,58 @@ def test_all_means_every_method_with_its_default_options():
     assert method_names("gradcam, jittercam,gradcam") == ["gradcam", "jittercam"]
 
 
+def test_exclude_leaves_methods_out_of_all():
+    assert method_names("all", exclude="polycam,rise") == [n for n in default_names() if n not in ("polycam", "rise")]
+    assert method_names(["gradcam,rise"], exclude=["rise"]) == ["gradcam"]
+    with pytest.raises(JitterCamError, match=r"^exclude rise: not among the methods") as caught:
+        method_names("gradcam", exclude="rise")
+    assert caught.value.option == "exclude"
+    with pytest.raises(JitterCamError, match=r"^exclude leaves no method"):
+        method_names("gradcam", exclude="gradcam")
+
+
+def test_many_methods_are_cut_into_even_blocks_and_files():
+    assert MAX_METHODS == 8 and MAX_ROWS == 8
+    assert blocks(3) == [3] and blocks(8) == [8] and blocks(9) == [5, 4] and blocks(27) == [7, 7, 7, 6]
+    out = compare.Path("grid.png")
+    assert figure_files(out, 2, 8) == [out]
+    assert figure_files(out, 1, 27) == [out]  # 4 blocks of one row
+    assert figure_files(out, 3, 27) == [compare.Path("grid-1.png"), compare.Path("grid-2.png")]  # 2 blocks a file
+    assert len(figure_files(out, 9, 2)) == 1  # one block never splits
+
+
+def _rows(images: int, methods: int) -> list[list[Panel]]:
+    photo = Image.new("RGB", (256, 192), (40, 90, 160))
+    return [[Panel("photo", photo, f"image {i}"), *(Panel(f"m{j}", photo, f"m{j}") for j in range(methods))]
+            for i in range(images)]
+
+
+def test_blocks_go_one_under_the_other_with_the_photo_first_again(tmp_path):
+    out = tmp_path / "grid.png"
+    assert draw(_rows(1, 10), out) == [out]
+    assert _panels(out) == (6, 2)  # 1 photo + 5 methods, 2 blocks
+    written = draw(_rows(3, 20), tmp_path / "many.png")  # blocks 7, 7, 6; 2 blocks (6 rows) a file
+    assert written == [tmp_path / "many-1.png", tmp_path / "many-2.png"]
+    assert [_panels(path) for path in written] == [(8, 6), (7, 3)]
+    assert not (tmp_path / "many.png").exists()
+
+
+def test_the_slow_methods_are_named_before_any_map(tmp_path):
+    class Stop(Exception):
+        pass
+
+    told = []
+
+    def slow(methods):
+        told.append(methods)
+        raise Stop
+
+    with pytest.raises(Stop):
+        compare.write_figure([GOLDFISH], tmp_path / "grid.png", methods="gradcam,rise,scorecam", weights="random",
+                             slow=slow)
+    assert told == [[("rise", 8000), ("scorecam", 1280)]]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -55,6 +110,7 @@ def test_all_means_every_method_with_its_default_options():
         (["--target", "1000"], "out of range"),
         (["--out", "grid.jpg"], "must end in .png"),
         (["--out", "missing/grid.png"], "does not exist"),
+        (["--exclude", "rise"], "--exclude rise: not among the methods (gradcam)"),
     ],
 )
 def test_bad_input_is_one_line_and_nothing_written(tmp_path, capsys, monkeypatch, args, message):

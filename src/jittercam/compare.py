@@ -1,6 +1,11 @@
 """A comparison figure like the paper's Figure 3: a row per image (the photo first), a column per method, each
 map over the photo, titled with the method, the class explained and the seconds it took.
 
+Up to `MAX_METHODS` methods make one row per image, as the paper draws it. More methods (`all` is over 25)
+are cut into blocks of at most `MAX_METHODS` (as even as possible, in the order given), each block a row per
+image with the photo first again, blocks one under the other; when the blocks would take more than
+`MAX_ROWS` rows of panels, they go to several files, `NAME-1.png`, `NAME-2.png`, ... (`figure_files`).
+
 `write_figure(images, out, methods=...)` is the library behind `jittercam compare`.
 """
 from __future__ import annotations
@@ -30,6 +35,9 @@ from .runtime import timed
 from .viz import overlay
 
 PANEL_PIXELS = 256  # the longer side of each panel
+MAX_METHODS = 8  # methods in one row of panels (after the photo): 9 panels, about 2,100 px wide
+MAX_ROWS = 8  # rows of panels in one file
+SLOW_PASSES = 1000  # forward passes per image over which `write_figure` says a method is slow
 
 
 @dataclass
@@ -41,9 +49,69 @@ class Panel:
     title: str
 
 
-def method_names(spec: str) -> list[str]:
-    """'all' → every registered method and wrapper with its default options; else a checked list."""
-    return _method_names(spec)
+def method_names(spec: str | Sequence[str], exclude: str | Sequence[str] = ()) -> list[str]:
+    """'all' → every registered method and wrapper with its default options; else a checked list.
+
+    Args:
+        spec: names, comma lists or 'all'.
+        exclude: names to leave out (comma lists too), each a method `spec` names.
+
+    Returns:
+        The names, in order.
+
+    Raises:
+        JitterCamError: an unknown name, no name left, or an excluded name that is not among `spec`'s.
+    """
+    names = _method_names(spec)
+    if not exclude:
+        return names
+    left_out = _method_names(exclude, option="exclude")
+    for name in left_out:
+        if name not in names:
+            raise JitterCamError(f"exclude {name}: not among the methods ({', '.join(names)})", option="exclude")
+    kept = [name for name in names if name not in left_out]
+    if not kept:
+        raise JitterCamError("exclude leaves no method", option="exclude")
+    return kept
+
+
+def blocks(count: int, most: int = MAX_METHODS) -> list[int]:
+    """How many methods each block of a figure has: `count` cut into as few blocks of at most `most` as
+    possible, as even as possible, the larger first (27 -> [7, 7, 7, 6]).
+
+    Args:
+        count: the number of methods.
+        most: the most methods in one block.
+
+    Returns:
+        The block sizes, summing to `count`.
+    """
+    parts = max(1, -(-count // most))
+    return [count // parts + (index < count % parts) for index in range(parts)]
+
+
+def figure_files(out: Path, images: int, methods: int) -> list[Path]:
+    """The files a figure of `images` rows and `methods` methods is written to: `out` itself when it fits in
+    `MAX_ROWS` rows of panels, else `out` with `-1`, `-2`, ... before `.png`, one per file drawn.
+
+    Args:
+        out: the path given (`grid.png`).
+        images: the number of images (rows per block).
+        methods: the number of methods.
+
+    Returns:
+        The paths, in order.
+    """
+    pages = len(_pages(images, blocks(methods)))
+    if pages == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{page}{out.suffix}") for page in range(1, pages + 1)]
+
+
+def _pages(images: int, sizes: list[int]) -> list[list[int]]:
+    """The blocks (their sizes) of each file: as many as fit in `MAX_ROWS` rows, at least one."""
+    per_page = max(1, MAX_ROWS // max(1, images))
+    return [sizes[start:start + per_page] for start in range(0, len(sizes), per_page)]
 
 
 def check_out(out: Path) -> None:
@@ -64,9 +132,11 @@ def check_out(out: Path) -> None:
 def write_figure(images: Sequence[str | Path], out: Path, *, methods: str | Sequence[str] = "gradcam,jittercam",
                  method_options: MethodOptions | None = None, model: str = "efficientnet_lite0",
                  weights: str | None = None, target: int | None = None, size: int | None = None,
-                 device: str = "cpu", progress: bool = False,
-                 started: Callable[[], None] | None = None) -> list[list[Panel]]:
-    """Explain each image with each method and write the figure to `out`.
+                 device: str = "cpu", progress: bool = False, exclude: str | Sequence[str] = (),
+                 started: Callable[[], None] | None = None,
+                 slow: Callable[[list[tuple[str, int]]], None] | None = None) -> list[list[Panel]]:
+    """Explain each image with each method and write the figure to `out` (or, for many methods and images,
+    to the files `figure_files` names).
 
     Args:
         images: image files; a file given twice is drawn once.
@@ -79,7 +149,10 @@ def write_figure(images: Sequence[str | Path], out: Path, *, methods: str | Sequ
         size: Jitter-CAM / Upscale-CAM map size.
         device: where to compute.
         progress: a progress bar on stderr.
+        exclude: names to leave out of `methods` (`methods="all", exclude="polycam,rise"`).
         started: called once everything is checked, before the first map is computed.
+        slow: called, before the first map, with `[(name, passes per image), ...]` of the methods that take
+            over `SLOW_PASSES` forward passes per image, slowest first, if any.
 
     Returns:
         The figure's panels, a row per image.
@@ -88,7 +161,7 @@ def write_figure(images: Sequence[str | Path], out: Path, *, methods: str | Sequ
         JitterCamError: a bad option, path, image (every bad one named), name or class index (before anything
             is computed), or a figure that cannot be written.
     """
-    names = _method_names(methods)
+    names = method_names(methods, exclude)
     check_applies(names, size=size)
     check_method_options(method_options or {}, names)
     check_out(out)
@@ -113,6 +186,10 @@ def write_figure(images: Sequence[str | Path], out: Path, *, methods: str | Sequ
         check_targets(target, 1, classes, where)
     if started is not None:
         started()
+    passes = {name: method.passes() for name, method in built.items()}
+    slowest = sorted((name for name in passes if passes[name] > SLOW_PASSES), key=lambda name: -passes[name])
+    if slowest and slow is not None:
+        slow([(name, passes[name]) for name in slowest])
     rows = panels(photos, built, network, card, where, target, progress=progress)
     draw(rows, out)
     return rows
@@ -150,23 +227,46 @@ def _panel_size(image: Image.Image) -> tuple[int, int]:
     return max(1, round(image.width * scale)), max(1, round(image.height * scale))
 
 
-def draw(rows: list[list[Panel]], out: Path) -> None:
-    """Draw the panels as a grid and write the PNG atomically.
+def draw(rows: list[list[Panel]], out: Path) -> list[Path]:
+    """Draw the panels as a grid (in blocks and files, as the module's docstring says) and write each PNG
+    atomically.
+
+    Args:
+        rows: per image, the photo's panel then a panel per method.
+        out: the figure's path, as `figure_files` reads it.
+
+    Returns:
+        The files written.
 
     Raises:
-        JitterCamError: the file cannot be written.
+        JitterCamError: a file cannot be written.
     """
+    files = figure_files(out, len(rows), len(rows[0]) - 1)
+    start = 1
+    for path, sizes in zip(files, _pages(len(rows), blocks(len(rows[0]) - 1)), strict=True):
+        grid = []
+        for size in sizes:
+            grid += [[row[0], *row[start:start + size]] for row in rows]
+            start += size
+        _draw_grid(grid, path)
+    return files
+
+
+def _draw_grid(rows: list[list[Panel]], out: Path) -> None:
+    """One PNG of rows of panels, a row shorter than the longest left blank at its end."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    columns = len(rows[0])
+    columns = max(len(row) for row in rows)
     figure, axes = plt.subplots(
         len(rows), columns, figsize=(2.1 * columns, 2.35 * len(rows)), squeeze=False, layout="constrained"
     )
     for row, cells in zip(axes, rows, strict=True):
-        for axis, panel in zip(row, cells, strict=True):
+        for axis in row[len(cells):]:
+            axis.set_axis_off()
+        for axis, panel in zip(row, cells, strict=False):
             axis.imshow(panel.image)
             axis.set_title(panel.title, fontsize=7)
             axis.set_axis_off()

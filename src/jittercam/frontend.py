@@ -12,6 +12,7 @@ The timing, thread and machine helpers the same front ends share are in `jitterc
 from __future__ import annotations
 
 import ast
+import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -29,6 +30,8 @@ _APPLIES = {
     "compile": "methods with a compiled path (the gradient CAMs, jittercam and upscale over them, scorecam, "
                "ablationcam, rise)",
 }
+# the words a yes/no method option accepts, as `METHOD.NAME=VALUE` writes them (any case)
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
 
 
 def method_names(specs: str | Sequence[str], option: str = "methods") -> list[str]:
@@ -47,6 +50,13 @@ def method_names(specs: str | Sequence[str], option: str = "methods") -> list[st
 
 def parse_method_options(specs: Iterable[str]) -> dict[str, dict[str, Any]]:
     """`METHOD.NAME=VALUE` strings as `{METHOD: {NAME: value}}`; VALUE is a Python literal, else a string.
+    `build_methods` then converts each value to its option's type (`relu=false` is False).
+
+    Args:
+        specs: the strings, e.g. `["rise.masks=1000", "hirescam.relu=false"]`.
+
+    Returns:
+        The overrides, `{TARGET: {NAME: value}}`.
 
     Raises:
         JitterCamError: a string that is not `METHOD.NAME=VALUE` (`option="method_options"`).
@@ -130,8 +140,92 @@ def options_for(name: str, shared: Mapping[str, Any] | None = None,
     for target in ("*", name.split(":")[0], name):
         for key, value in (overrides or {}).get(target, {}).items():
             if key in accepted:
-                options[key] = value
+                options[key] = converted(name, key, value, f"{target}.{key}")
     return options
+
+
+def _parameter(name: str, option: str) -> inspect.Parameter | None:
+    """The constructor parameter `option` of method `name` (the outermost part of `WRAPPER:BASE` that has
+    it, following `**kwargs` up to the parents' constructors), or None."""
+    parts = name.split(":")
+    for start in range(len(parts)):
+        for klass in method_class(":".join(parts[start:])).__mro__:
+            init = vars(klass).get("__init__")
+            if init is None:
+                continue
+            parameters = inspect.signature(init).parameters
+            if option in parameters and parameters[option].kind is not inspect.Parameter.VAR_KEYWORD:
+                return parameters[option]
+            if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+                break
+    return None
+
+
+def _kinds(parameter: inspect.Parameter) -> set[str]:
+    """The simple types (`bool`, `int`, `float`, `None`) a parameter's annotation names, else its default's."""
+    annotation = parameter.annotation
+    if isinstance(annotation, type):
+        annotation = annotation.__name__
+    if isinstance(annotation, str) and annotation:
+        kinds = {part.strip() for part in annotation.split("|")}
+    elif parameter.default is not inspect.Parameter.empty and parameter.default is not None:
+        kinds = {type(parameter.default).__name__}
+    else:
+        return set()
+    return kinds & {"bool", "int", "float", "None"}
+
+
+def converted(name: str, option: str, value: Any, spelled: str | None = None) -> Any:
+    """`value` of method `name`'s option `option` as its constructor's annotation (or default) types it:
+    a yes/no option takes a bool or `true/false/yes/no/1/0` (any case), a whole-number option an int or
+    its digits, a number option a number or its text; `none` where None is allowed; other options, and
+    options without a simple type, are left as they are for the method to check.
+
+    Args:
+        name: a method name (`hirescam`, `jittercam:gradcam`).
+        option: the option's name (`relu`).
+        value: what the user gave (a string from the command line, or a Python value).
+        spelled: how the error names the option (`hirescam.relu`); `option` by default.
+
+    Returns:
+        The converted value.
+
+    Raises:
+        JitterCamError: a value that is not of the option's type (`option="method_options"`).
+    """
+    parameter = _parameter(name, option)
+    kinds = _kinds(parameter) if parameter is not None else set()
+    if not kinds - {"None"}:
+        return value
+    text = value.strip().lower() if isinstance(value, str) else None
+    if "None" in kinds and (value is None or text == "none"):
+        return None
+    if "bool" in kinds:
+        if isinstance(value, bool):
+            return value
+        if text in _TRUE or (type(value) is int and value == 1):
+            return True
+        if text in _FALSE or (type(value) is int and value == 0):
+            return False
+        wanted = "one of " + "/".join(_TRUE + _FALSE) + " (any case)"
+    elif "int" in kinds and "float" not in kinds:
+        if type(value) is int:
+            return value
+        if text is not None and text.lstrip("+-").isdigit():
+            return int(text)
+        wanted = "a whole number"
+    else:  # float, or int | float
+        if type(value) in (int, float):
+            return value if "int" in kinds and type(value) is int else float(value)
+        try:
+            number = float(text) if text is not None else None
+        except ValueError:
+            number = None
+        if number is not None:
+            return number
+        wanted = "a number"
+    raise JitterCamError(f"method_options {spelled or option}={value!r}: {option} must be {wanted}",
+                         option="method_options")
 
 
 def build_methods(names: Sequence[str], model: nn.Module, shared: Mapping[str, Any] | None = None,
@@ -145,7 +239,21 @@ def build_methods(names: Sequence[str], model: nn.Module, shared: Mapping[str, A
         JitterCamError: an unknown name, a bad option value, a model the method cannot explain.
     """
     check_method_options(overrides or {}, names)
-    return {name: create(name, model, **options_for(name, shared, overrides)) for name in names}
+    return {name: _build(name, model, shared, overrides or {}) for name in names}
+
+
+def _build(name: str, model: nn.Module, shared: Mapping[str, Any] | None, overrides: MethodOptions) -> CAMMethod:
+    """`create(name, ...)`, its refusal of an option given as `METHOD.NAME=VALUE` named so (with
+    `option="method_options"`): `method_options polycam.variant='x': variant must be ...`."""
+    options = options_for(name, shared, overrides)
+    try:
+        return create(name, model, **options)
+    except JitterCamError as error:
+        given = [target for target in ("*", name.split(":")[0], name) if error.option in overrides.get(target, {})]
+        if not given or error.option is None:
+            raise
+        spelled = f"{given[-1]}.{error.option}={overrides[given[-1]][error.option]!r}"
+        raise JitterCamError(f"method_options {spelled}: {error}", option="method_options") from None
 
 
 def describe(method: CAMMethod) -> dict[str, Any]:

@@ -244,3 +244,24 @@ def parse_device(name: str) -> torch.device:
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise JitterCamError(f"device {name}: MPS is not available", option="device")
     return device
+
+
+def check_flag(value: object, option: str) -> bool:
+    """A yes/no option as a bool, refused when it is anything else (`bool("false")` would be True).
+
+    Args:
+        value: what the caller gave; a bool (numpy's and torch's one-element bools included).
+        option: the parameter's name, for the error.
+
+    Returns:
+        The bool.
+
+    Raises:
+        JitterCamError: `value` is not a bool (`option=option`).
+    """
+    if isinstance(value, bool):
+        return value
+    if type(value).__name__ in ("bool_", "bool") or (isinstance(value, torch.Tensor) and value.dtype == torch.bool
+                                                    and value.numel() == 1):
+        return bool(value)
+    raise JitterCamError(f"{option} must be True or False, not {value!r}", option=option)

@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 from ..errors import JitterCamError
 
@@ -29,8 +30,26 @@ class UsageError(Exception):
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one `UsageError` line (with a pointer to `--help`)."""
 
+    # `{dest: flag}` of the command line parsed last (root and subcommand), for `in_cli_words`
+    seen: ClassVar[dict[str, str]] = {}
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (`{self.prog} --help` shows the usage)")
+
+    def parse_known_args(self, args=None, namespace=None):
+        """As argparse's, remembering this parser's flags in `Parser.seen`.
+
+        Args:
+            args (list[str] | None): the command line's words; None reads `sys.argv`.
+            namespace (argparse.Namespace | None): where the values go.
+
+        Returns:
+            argparse's `(namespace, the words left)`.
+        """
+        for action in self._actions:
+            if action.option_strings:
+                Parser.seen.setdefault(action.dest, max(action.option_strings, key=len))
+        return super().parse_known_args(args, namespace)
 
 
 def flag(option: str, flags: Mapping[str, str] = FLAGS) -> str:
@@ -38,19 +57,45 @@ def flag(option: str, flags: Mapping[str, str] = FLAGS) -> str:
     return flags.get(option) or "--" + option.replace("_", "-")
 
 
-def in_cli_words(error: JitterCamError, flags: Mapping[str, str] = FLAGS) -> str:
+def in_cli_words(error: JitterCamError, flags: Mapping[str, str] = FLAGS,
+                 known: Mapping[str, str] | None = None) -> str:
     """The error's message with its parameter (`error.option`) spelled as the flag, at its first mention:
-    `batch_size must be at least 1` -> `--batch-size must be at least 1`."""
+    `batch_size must be at least 1` -> `--batch-size must be at least 1`.
+
+    Args:
+        error: the library's error.
+        flags: the spellings that are not `--` + the name with dashes (`method_options` -> `--option`).
+        known: `{parameter: flag}` of the command line that ran (`Parser.seen`): a parameter that is not
+            there has no flag (a method's option, given as `--option METHOD.NAME=VALUE`) and keeps its
+            name; None spells every parameter as a flag.
+
+    Returns:
+        The message to print.
+    """
     message = str(error)
-    if not error.option or error.option.startswith("-"):
+    option = error.option
+    if not option or option.startswith("-"):
         return message
-    mention = re.compile(rf"(?<![\w.-]){re.escape(error.option)}(?![\w-])")
-    return mention.sub(lambda _: flag(error.option or "", flags), message, count=1)
+    if option in flags:
+        spelled = flags[option]
+    elif known is None:
+        spelled = flag(option, flags)
+    elif option in known:
+        spelled = known[option]
+    else:
+        return message
+    mention = re.compile(rf"(?<![\w.-]){re.escape(option)}(?![\w-])")
+    return mention.sub(lambda _: spelled, message, count=1)
 
 
 def say_error(message: str) -> None:
     """One line on stderr, as every error of the command is printed."""
     print(f"jittercam: error: {message}", file=sys.stderr)
+
+
+def say_note(message: str) -> None:
+    """One line on stderr, `--quiet` or not: something worth knowing before a long run (which methods are slow)."""
+    print(f"jittercam: note: {message}", file=sys.stderr)
 
 
 def say_warning(message: str) -> None:
@@ -66,6 +111,7 @@ def guarded(command: Callable[[], int], flags: Mapping[str, str] = FLAGS) -> int
         command: the command line's work; returns its exit status.
         flags: the flag spellings of the subcommand that ran (read when an error is printed).
     """
+    Parser.seen.clear()
     try:
         status = command()
         sys.stdout.flush()  # a closed pipe shows here, not in Python's last flush at exit
@@ -74,7 +120,7 @@ def guarded(command: Callable[[], int], flags: Mapping[str, str] = FLAGS) -> int
         say_error(str(exc))
         return EXIT_ERROR
     except JitterCamError as exc:
-        say_error(in_cli_words(exc, flags))
+        say_error(in_cli_words(exc, flags, Parser.seen or None))
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("jittercam: interrupted before anything was written", file=sys.stderr)

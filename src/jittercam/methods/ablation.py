@@ -14,6 +14,7 @@ from ..errors import JitterCamError
 from ..inputs import (
     Target,
     as_target,
+    check_flag,
     check_images,
     resolve_targets,
 )
@@ -144,7 +145,7 @@ class AblationCAM(CAMMethod):
         super().__init__(model, target_layer, **options)
         self.closed_form = closed_form
         self.ablated_value = ablated_value if ablated_value == "auto" else float(ablated_value)
-        self.progress = bool(progress)
+        self.progress = check_flag(progress, "progress")
         self._plans: dict[tuple, _Plan] = {}
 
     def options(self) -> dict:

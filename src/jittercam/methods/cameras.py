@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import JitterCamError
+from ..inputs import check_flag
 from ..maps import resize
 from ..models import TargetLayer
 from ..probe import size_refusal
@@ -111,7 +112,7 @@ class CAMERAS(CAMMethod):
     ) -> None:
         super().__init__(model, target_layer, **options)
         self.sizes = _check_sizes(sizes)
-        self.same_top1 = bool(same_top1)
+        self.same_top1 = check_flag(same_top1, "same_top1")
         self.multiple = 1  # the default sizes are rounded to this multiple (the stride, where the model needs it)
         self._check_model_sizes()
 

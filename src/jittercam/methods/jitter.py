@@ -202,7 +202,8 @@ class JitterCAM(EnlargingMethod):
             `EnlargingMethod` takes them.
 
     Raises:
-        JitterCamError: as `EnlargingMethod` raises it; when called, the images are not square.
+        JitterCamError: `count_start` is not a number at least 0; as `EnlargingMethod` raises it; when
+            called, the images are not square.
     """
 
     def __init__(
@@ -215,6 +216,9 @@ class JitterCAM(EnlargingMethod):
         count_start: int = 0,
         **options,
     ) -> None:
+        if isinstance(count_start, bool) or not isinstance(count_start, (int, float)) or not count_start >= 0:
+            raise JitterCamError(f"count_start must be a number at least 0, not {count_start!r}",
+                                 option="count_start")
         super().__init__(model, base, size, target_layer, **options)
         self.count_start = count_start
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import JitterCamError
-from ..inputs import resolve_targets
+from ..inputs import check_flag, resolve_targets
 from ..maps import resize
 from ..probe import TargetLayer, find_target_layer
 from .base import CAMMethod, GradientMapMethod, activations_and_gradients, maps_per_class
@@ -47,7 +47,7 @@ class HiResCAM(GradientMapMethod):
 
     def __init__(self, model, target_layer=None, *, relu: bool = True, **options) -> None:
         super().__init__(model, target_layer, **options)
-        self.relu = bool(relu)
+        self.relu = check_flag(relu, "relu")
 
     def gradient_map(self, activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
         cam = (gradients * activations).sum(dim=1)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import JitterCamError
-from ..inputs import resolve_targets
+from ..inputs import check_flag, resolve_targets
 from ..probe import TargetLayer
 from .base import CAMMethod, pair_chunks
 from .capture import LayerCapture
@@ -121,7 +121,7 @@ class PolyCAM(CAMMethod):
             raise JitterCamError(f"variant must be one of '+', '-', '±', not {variant!r}", option="variant")
         if not 0 <= float(outlier) < 50:
             raise JitterCamError(f"outlier must be a percentile in [0, 50), not {outlier!r}", option="outlier")
-        self.variant, self.outlier, self.lnorm = VARIANTS[variant], float(outlier), bool(lnorm)
+        self.variant, self.outlier, self.lnorm = VARIANTS[variant], float(outlier), check_flag(lnorm, "lnorm")
         layers = named_layers(model, target_layer, input_size)
         self.named = layers is not None
         if layers is None:

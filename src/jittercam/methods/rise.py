@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ..errors import JitterCamError
-from ..inputs import check_target_range
+from ..inputs import check_flag, check_target_range
 from .base import CAMMethod
 from .registry import register_method
 
@@ -248,7 +248,7 @@ class RISE(CAMMethod):
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise JitterCamError(f"seed must be an integer or None, got {seed!r}")
         self.seed = seed
-        self.progress = bool(progress)
+        self.progress = check_flag(progress, "progress")
 
     def passes(self, input_size: int | None = None) -> int:
         return self.masks

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ..card import model_device, model_dtype
 from ..errors import JitterCamError
-from ..inputs import check_target_range, resolve_targets
+from ..inputs import check_flag, check_target_range, resolve_targets
 from ..probe import TargetLayer
 from .base import (
     CAMMethod,
@@ -78,7 +78,7 @@ class ScoreCAM(CAMMethod):
             raise JitterCamError(f"variant must be one of {', '.join(VARIANTS)}, not {variant!r}")
         super().__init__(model, target_layer, **options)
         self.variant = variant
-        self.progress = bool(progress)
+        self.progress = check_flag(progress, "progress")
         self._channels: int | None = None
 
     def options(self) -> dict:
