@@ -21,6 +21,8 @@ scaling of maps is called `minmax` (`jittercam.maps.minmax`, `energy_in_mask(...
 - `rank_correlation` (§4.2).
 - Ground truth (issue 14): `evidence_auc` (ROC AUC of the map against an evidence mask), `two_peaks` /
   `resolves` (a Rayleigh-style two-peak criterion per map) and `resolving_power` over a separation sweep.
+- The model-randomisation sanity check (issue 24): `mprt` (Adebayo et al. 2018), `smooth_mprt` and
+  `efficient_mprt` (Hedström et al. 2024), = Quantus's `MPRT`, `SmoothMPRT`, `EfficientMPRT`.
 """
 from .correlation import rank_correlation
 from .faithfulness import (
@@ -61,6 +63,20 @@ from .perturbation import (
     gaussian_blur,
     insertion,
 )
+from .randomisation import (
+    EfficientMPRT,
+    Randomisation,
+    RandomisedModels,
+    average_ranks,
+    discrete_entropy,
+    efficient_mprt,
+    mprt,
+    randomisable_layers,
+    randomised_models,
+    smooth_mprt,
+    spearman,
+    ssim,
+)
 
 __all__ = [
     "auc", "blur_kernel", "gaussian_blur", "deletion", "insertion", "deletion_insertion",
@@ -71,5 +87,7 @@ __all__ = [
     "pointing_game", "pointing_accuracy", "Pointing", "PointingAccuracy",
     "boxes_to_mask", "energy_in_mask", "energy_in_boxes",
     "rank_correlation",
+    "mprt", "smooth_mprt", "efficient_mprt", "Randomisation", "EfficientMPRT", "RandomisedModels",
+    "randomised_models", "randomisable_layers", "spearman", "ssim", "discrete_entropy", "average_ranks",
     "evidence_auc", "profile", "two_peaks", "resolves", "resolving_power", "Profile", "TwoPeaks",
 ]
