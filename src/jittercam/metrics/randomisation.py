@@ -450,10 +450,8 @@ def _run(model, images, target, explainer, *, order, seed, layers, steps, measur
 
     def explain(network: nn.Module) -> torch.Tensor:
         method = explainer(network)
-        if smooth is None:
-            maps = method(images, classes)
-        else:
-            maps = sum(method(x, classes) / len(smooth) for x in smooth)  # Quantus's running mean
+        # sMPRT: Quantus's running mean over the noisy inputs
+        maps = method(images, classes) if smooth is None else sum(method(x, classes) / len(smooth) for x in smooth)
         return _prepare(maps, size, normalise, absolute)
 
     original = explain(model)
