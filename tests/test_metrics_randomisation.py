@@ -182,3 +182,15 @@ def test_errors(small, batch):
         metrics.mprt(small, x, y, _factory(), steps=0)
     with pytest.raises(JitterCamError, match="samples"):
         metrics.smooth_mprt(small, x, y, _factory(), samples=0)
+
+
+def test_rebind_and_precomputed_original(small, batch):
+    """A method built on the model, copied onto each randomised copy, gives what re-creating it gives."""
+    x, y = batch
+    method = _factory()(small)
+    built = metrics.mprt(small, x, y, _factory(), layers="blocks")
+    rebound = metrics.mprt(small, x, y, metrics.rebind(method, small), layers="blocks", original=method(x, y))
+    assert torch.equal(built.similarity["spearman"], rebound.similarity["spearman"])
+    assert torch.equal(metrics.efficient_mprt(small, x, y, _factory()).score,
+                       metrics.efficient_mprt(small, x, y, metrics.rebind(method, small), original=method(x, y)).score)
+    assert method.model is small

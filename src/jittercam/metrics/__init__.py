@@ -73,6 +73,7 @@ from .randomisation import (
     mprt,
     randomisable_layers,
     randomised_models,
+    rebind,
     smooth_mprt,
     spearman,
     ssim,
@@ -88,6 +89,6 @@ __all__ = [
     "boxes_to_mask", "energy_in_mask", "energy_in_boxes",
     "rank_correlation",
     "mprt", "smooth_mprt", "efficient_mprt", "Randomisation", "EfficientMPRT", "RandomisedModels",
-    "randomised_models", "randomisable_layers", "spearman", "ssim", "discrete_entropy", "average_ranks",
+    "randomised_models", "randomisable_layers", "rebind", "spearman", "ssim", "discrete_entropy", "average_ranks",
     "evidence_auc", "profile", "two_peaks", "resolves", "resolving_power", "Profile", "TwoPeaks",
 ]

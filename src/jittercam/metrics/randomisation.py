@@ -213,6 +213,27 @@ class RandomisedModels:
             yield name, randomised
 
 
+def rebind(method: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], model: nn.Module) -> Explainer:
+    """An explainer factory from a method already built on `model`: `rebind(method, model)(other)` is a deep
+    copy of `method` whose references to `model`'s modules, parameters and buffers point to `other`'s of the
+    same name (a copy of `model`, e.g. a randomised one): the method with the same options on `other`.
+
+    Args:
+        method: a method built on `model` (any object holding references to it).
+        model: the model it was built on.
+
+    Returns:
+        `factory(other)` -> the method on `other`.
+    """
+    def factory(other: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        memo: dict[int, object] = {}
+        for kind in ("named_modules", "named_parameters", "named_buffers"):
+            theirs = dict(getattr(other, kind)())
+            memo.update({id(mine): theirs[name] for name, mine in getattr(model, kind)() if name in theirs})
+        return copy.deepcopy(method, memo)
+    return factory
+
+
 # --------------------------------------------------------------------------------------------- measures
 def average_ranks(values: torch.Tensor) -> torch.Tensor:
     """Ranks (1-based) along the last dimension, ties given their average rank (scipy's `rankdata`).
@@ -361,7 +382,7 @@ def mprt(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int | Se
          explainer: Explainer, *, order: str = "top_down", seed: int = 42, layers: str | Sequence[str] = "modules",
          steps: int | None = None, measures: Sequence[str] = MEASURES, absolute: bool = True,
          normalise: bool = True, size: int | Sequence[int] | None = None, flat_ssim: bool = False,
-         skip_layers: bool = False) -> Randomisation:
+         skip_layers: bool = False, original: torch.Tensor | None = None) -> Randomisation:
     """The model parameter randomisation test (Adebayo et al. 2018; Quantus's `MPRT`).
 
     Args:
@@ -370,7 +391,8 @@ def mprt(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int | Se
         target: the classes explained (an int or one per image); None: the original model's top-1, kept for
             every randomised model.
         explainer: `explainer(model)` -> a method called as `method(images, target)` returning `(B, h, w)` maps,
-            e.g. `functools.partial(jittercam.create, "gradcam")`; it is re-created on each randomised copy.
+            e.g. `functools.partial(jittercam.create, "gradcam")`, or `rebind(method, model)` for a method
+            already built; it is re-created on each randomised copy.
         order: "top_down" (default, the paper's cascade from the output), "bottom_up" or "independent".
         seed: re-initialisation seed (Quantus's default 42).
         layers: "modules" (Quantus), "blocks", or module names (`randomisable_layers`).
@@ -381,6 +403,8 @@ def mprt(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int | Se
         size: `(H, W)` (or an int) the maps are compared at; None: the images' size.
         flat_ssim: Quantus's SSIM of the flattened maps instead of the paper's 2-D SSIM.
         skip_layers: compare only the last step's maps (Quantus's `skip_layers`); the other steps are NaN.
+        original: the raw `(B, h, w)` maps of `model` for `target`, when already computed (they must be the
+            method's for these classes); None: computed here.
 
     Returns:
         The similarity per layer (`Randomisation`), `"original"` first.
@@ -390,7 +414,7 @@ def mprt(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int | Se
     """
     return _run(model, images, target, explainer, order=order, seed=seed, layers=layers, steps=steps,
                 measures=measures, absolute=absolute, normalise="max" if normalise else None, size=size,
-                flat_ssim=flat_ssim, skip_layers=skip_layers, smooth=None)
+                flat_ssim=flat_ssim, skip_layers=skip_layers, smooth=None, original=original)
 
 
 def smooth_mprt(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int | Sequence[int] | None,
@@ -438,23 +462,25 @@ def smooth_mprt(model: nn.Module, images: torch.Tensor, target: torch.Tensor | i
     noisy = [images + (draw * noise * span).to(images.dtype) for draw in draws] + [images]
     return _run(model, images, target, explainer, order=order, seed=seed, layers=layers, steps=steps,
                 measures=measures, absolute=absolute, normalise="second_moment" if normalise else None,
-                size=size, flat_ssim=flat_ssim, skip_layers=skip_layers, smooth=noisy)
+                size=size, flat_ssim=flat_ssim, skip_layers=skip_layers, smooth=noisy, original=None)
 
 
 def _run(model, images, target, explainer, *, order, seed, layers, steps, measures, absolute, normalise, size,
-         flat_ssim, skip_layers, smooth) -> Randomisation:
+         flat_ssim, skip_layers, smooth, original) -> Randomisation:
     _check(images, measures)
     size = tuple(images.shape[-2:]) if size is None else ((size, size) if isinstance(size, int) else tuple(size))
     classes = _targets(model, images, target)
     generator = randomised_models(model, order, seed, layers, steps)  # checks before any explanation
 
-    def explain(network: nn.Module) -> torch.Tensor:
+    def explain(network: nn.Module, maps: torch.Tensor | None = None) -> torch.Tensor:
+        if maps is not None:
+            return _prepare(check_maps(maps, images.shape[0], name="original"), size, normalise, absolute)
         method = explainer(network)
         # sMPRT: Quantus's running mean over the noisy inputs
         maps = method(images, classes) if smooth is None else sum(method(x, classes) / len(smooth) for x in smooth)
         return _prepare(maps, size, normalise, absolute)
 
-    original = explain(model)
+    original = explain(model, original)
     names, rows = ["original"], [_similarities(original, original, measures, flat_ssim)]
     steps_total = len(generator.names)
     for step, (name, randomised) in enumerate(generator, start=1):
@@ -469,7 +495,7 @@ def _run(model, images, target, explainer, *, order, seed, layers, steps, measur
 def efficient_mprt(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int | Sequence[int] | None,
                    explainer: Explainer, *, order: str = "bottom_up", seed: int = 42,
                    layers: str | Sequence[str] = "modules", bins: int = 100, absolute: bool = False,
-                   normalise: bool = False) -> EfficientMPRT:
+                   normalise: bool = False, original: torch.Tensor | None = None) -> EfficientMPRT:
     """Efficient MPRT (Hedström et al. 2024; Quantus's `EfficientMPRT`): the relative rise in the maps'
     complexity, (H(randomised) - H(original)) / H(original), H the discrete entropy of `bins` equal bins, after
     every layer is randomised (Quantus's defaults: cascading bottom-up, raw maps at their size).
@@ -485,6 +511,7 @@ def efficient_mprt(model: nn.Module, images: torch.Tensor, target: torch.Tensor 
         bins: histogram bins (the paper's and Quantus's 100).
         absolute: take absolute values first (Quantus's `abs=False` default).
         normalise: divide by the root of the mean square first (Quantus's `normalise=False` default).
+        original: the raw `(B, h, w)` maps of `model` for `target`, when already computed; None: computed here.
 
     Returns:
         Both entropies and the score (`EfficientMPRT`); raw maps are compared at their own size.
@@ -499,10 +526,10 @@ def efficient_mprt(model: nn.Module, images: torch.Tensor, target: torch.Tensor 
     for _, step in generator:  # every layer, in order: the fully randomised copy at the end
         randomised = step
 
-    def entropy(network: nn.Module) -> torch.Tensor:
-        maps = check_maps(explainer(network)(images, classes))
+    def entropy(network: nn.Module, maps: torch.Tensor | None = None) -> torch.Tensor:
+        maps = check_maps(explainer(network)(images, classes) if maps is None else maps, images.shape[0])
         size = tuple(maps.shape[-2:])
         return discrete_entropy(_prepare(maps, size, "second_moment" if normalise else None, absolute), bins)
 
-    before, after = entropy(model), entropy(randomised)
+    before, after = entropy(model, original), entropy(randomised)
     return EfficientMPRT(before, after, (after - before) / before)
