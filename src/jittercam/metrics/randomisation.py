@@ -495,10 +495,12 @@ def _run(model, images, target, explainer, *, order, seed, layers, steps, measur
 def efficient_mprt(model: nn.Module, images: torch.Tensor, target: torch.Tensor | int | Sequence[int] | None,
                    explainer: Explainer, *, order: str = "bottom_up", seed: int = 42,
                    layers: str | Sequence[str] = "modules", bins: int = 100, absolute: bool = False,
-                   normalise: bool = False, original: torch.Tensor | None = None) -> EfficientMPRT:
+                   normalise: bool = False, size: int | Sequence[int] | None = None,
+                   original: torch.Tensor | None = None) -> EfficientMPRT:
     """Efficient MPRT (Hedström et al. 2024; Quantus's `EfficientMPRT`): the relative rise in the maps'
     complexity, (H(randomised) - H(original)) / H(original), H the discrete entropy of `bins` equal bins, after
-    every layer is randomised (Quantus's defaults: cascading bottom-up, raw maps at their size).
+    every layer is randomised (Quantus's defaults: cascading bottom-up, neither absolute nor normalised; the maps at
+    the input's size, as Quantus's attributions, so that methods of different resolutions compare).
 
     Args:
         model: the classifier; never modified.
@@ -511,15 +513,17 @@ def efficient_mprt(model: nn.Module, images: torch.Tensor, target: torch.Tensor 
         bins: histogram bins (the paper's and Quantus's 100).
         absolute: take absolute values first (Quantus's `abs=False` default).
         normalise: divide by the root of the mean square first (Quantus's `normalise=False` default).
+        size: `(H, W)` (or an int) the maps are resized to (bilinear) before the histogram; None: the images'.
         original: the raw `(B, h, w)` maps of `model` for `target`, when already computed; None: computed here.
 
     Returns:
-        Both entropies and the score (`EfficientMPRT`); raw maps are compared at their own size.
+        Both entropies and the score (`EfficientMPRT`).
 
     Raises:
         JitterCamError: invalid images, order or layers.
     """
     check_images(images)
+    size = tuple(images.shape[-2:]) if size is None else ((size, size) if isinstance(size, int) else tuple(size))
     classes = _targets(model, images, target)
     generator = randomised_models(model, order, seed, layers)
     randomised = model
@@ -528,8 +532,8 @@ def efficient_mprt(model: nn.Module, images: torch.Tensor, target: torch.Tensor 
 
     def entropy(network: nn.Module, maps: torch.Tensor | None = None) -> torch.Tensor:
         maps = check_maps(explainer(network)(images, classes) if maps is None else maps, images.shape[0])
-        size = tuple(maps.shape[-2:])
-        return discrete_entropy(_prepare(maps, size, "second_moment" if normalise else None, absolute), bins)
+        prepared = _prepare(maps, size, "second_moment" if normalise else None, absolute).double()
+        return discrete_entropy(prepared, bins)  # in float64 (numpy bins float32 with float32 edges)
 
     before, after = entropy(model, original), entropy(randomised)
     return EfficientMPRT(before, after, (after - before) / before)
