@@ -27,8 +27,9 @@ class Sanity(Experiment):
     (`jittercam.metrics.mprt`). The method is the run's own, copied onto each randomised model
     (`metrics.rebind`). Rows per image: `spearman` and `ssim` (the value after the last step; the curve over
     the steps, step 0 the original model), `average` (Spearman averaged over the steps 1..L) and `emprt`
-    (efficient MPRT: the relative rise of the map's entropy, at the input's size, once every layer is randomised, `metrics.efficient_mprt`); with `smooth` > 0 also `smprt` (smooth MPRT's
-    Spearman after the last step, over `smooth` noisy inputs per map).
+    (efficient MPRT: the relative rise of the map's entropy, at the input's size, once every layer is
+    randomised, `metrics.efficient_mprt`); with `smooth` > 0 also `smprt` (smooth MPRT's Spearman after the
+    last step, over `smooth` noisy inputs per map).
 
     Granularity (`layers`): "blocks" (default) randomises the model's blocks, the modules just below its
     containers (EfficientNet-Lite0: stem, its BatchNorm, the 16 MBConv blocks, head, BatchNorm, classifier:
