@@ -190,3 +190,26 @@ def test_rebind_and_precomputed_original(small, batch):
     assert torch.equal(metrics.efficient_mprt(small, x, y, _factory()).score,
                        metrics.efficient_mprt(small, x, y, metrics.rebind(method, small), original=method(x, y)).score)
     assert method.model is small
+
+
+@pytest.mark.parametrize("order", ["top_down", "independent"])
+def test_randomised_resnet18_equals_quantus_generator(order):
+    """resnet18 (random weights): the parameters after each of the first steps equal Quantus's copies."""
+    torchvision = pytest.importorskip("torchvision")
+    from quantus.helpers.model.pytorch_model import PyTorchModel
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    before = _state(model)
+    theirs = PyTorchModel(model, channel_first=True).get_random_layer_generator(order=order, seed=42)
+    ours = metrics.randomised_models(model, order, seed=42)
+    assert len(ours.names) == 41  # 20 convolutions, 20 BatchNorms, fc
+    for step, ((name, mine), (their_name, their_model)) in enumerate(zip(ours, theirs, strict=False)):
+        assert name == their_name
+        theirs_now = their_model.state_dict()
+        assert all(torch.equal(v, theirs_now[k]) for k, v in mine.state_dict().items())
+        if step == 3:
+            break
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert metrics.randomisable_layers(model, "blocks") == ["conv1", "bn1", *[f"layer{i}.{j}" for i in range(1, 5)
+                                                                             for j in range(2)], "fc"]

@@ -157,11 +157,13 @@ class Sanity(Experiment):
             if lines:
                 panels[MEASURES[metric]] = lines
         direction = {"top_down": "from the output", "bottom_up": "from the input"}.get(order, "one at a time")
-        xlabel = f"layers randomised ({direction}; 0 = the original model)"
+        unit = {"blocks": "blocks", "modules": "modules"}.get(group.config.get("options", {}).get("layers"), "layers")
+        xlabel = f"{unit} randomised, {direction}"
         writer.sweep_figure("curves", f"Sanity check: similarity to the original map, {group.label} on "
                             f"{group.dataset}", xlabel, panels,
-                            f"Similarity of each randomised map to the original ({order}); a map that depends "
-                            f"on the weights falls (pass: Spearman < {THRESHOLD} at the last step)")
+                            f"Similarity of each randomised map to the original ({order}; step 0: the original "
+                            f"model), mean over items: a map that depends on the weights falls (pass: Spearman "
+                            f"< {THRESHOLD} on average over the steps)")
         steps = max((int(k) for key in keys for k in group.series[key] if k < SSIM_KEY), default=0)
         rows = []
         for step in range(steps + 1):
