@@ -159,11 +159,13 @@ class Sanity(Experiment):
         direction = {"top_down": "from the output", "bottom_up": "from the input"}.get(order, "one at a time")
         unit = {"blocks": "blocks", "modules": "modules"}.get(group.config.get("options", {}).get("layers"), "layers")
         xlabel = f"{unit} randomised, {direction}"
-        writer.sweep_figure("curves", f"Sanity check: similarity to the original map, {group.label} on "
-                            f"{group.dataset}", xlabel, panels,
-                            f"Similarity of each randomised map to the original ({order}; step 0: the original "
-                            f"model), mean over items: a map that depends on the weights falls (pass: Spearman "
-                            f"< {THRESHOLD} on average over the steps)")
+        # one figure per measure: a single panel puts a long legend beside the axes, not over the curves
+        for suffix, (measure, lines) in zip(("curves", "ssim"), panels.items(), strict=False):
+            writer.sweep_figure(suffix, f"Sanity check: {measure} to the original map, {group.label} on "
+                                f"{group.dataset}", xlabel, {measure: lines},
+                                f"{measure} of each randomised map to the original ({order}; step 0: the "
+                                f"original model), mean over items: a map that depends on the weights falls "
+                                f"(pass: Spearman < {THRESHOLD} on average over the steps)")
         steps = max((int(k) for key in keys for k in group.series[key] if k < SSIM_KEY), default=0)
         rows = []
         for step in range(steps + 1):
