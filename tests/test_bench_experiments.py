@@ -117,7 +117,7 @@ EXPECTED = {  # experiment -> (methods, options, variants, metrics per item)
 def test_every_experiment_is_tested():
     # groundtruth: test_bench_groundtruth.py, own data; relevance: test_relevance_experiment.py;
     # metric-agreement: test_metric_agreement_experiment.py
-    assert set(available_experiments()) == set(EXPECTED) | {"groundtruth", "relevance", "metric-agreement"}
+    assert set(available_experiments()) == set(EXPECTED) | {"groundtruth", "relevance", "metric-agreement", "sanity"}
 
 
 @pytest.mark.parametrize("experiment", list(EXPECTED))

@@ -25,6 +25,8 @@ scaling of maps is called `minmax` (`jittercam.maps.minmax`, `energy_in_mask(...
   size): the share of the map's relevance in the mask, and of its |mask| most relevant pixels.
 - `road` (Rong et al. 2022; issue 24): MoRF/LeRF probability and accuracy per percentage of pixels removed
   and filled by `noisy_linear_imputation`, and the combined score.
+- The model-randomisation sanity check (issue 24): `mprt` (Adebayo et al. 2018), `smooth_mprt` and
+  `efficient_mprt` (Hedström et al. 2024), = Quantus's `MPRT`, `SmoothMPRT`, `EfficientMPRT`.
 """
 from .correlation import rank_correlation
 from .faithfulness import (
@@ -65,6 +67,21 @@ from .perturbation import (
     gaussian_blur,
     insertion,
 )
+from .randomisation import (
+    EfficientMPRT,
+    Randomisation,
+    RandomisedModels,
+    average_ranks,
+    discrete_entropy,
+    efficient_mprt,
+    mprt,
+    randomisable_layers,
+    randomised_models,
+    rebind,
+    smooth_mprt,
+    spearman,
+    ssim,
+)
 from .relevance import RELEVANCE, TIES, relevance_mass, relevance_rank
 from .road import NEIGHBOURS, PERCENTAGES, ROADResult, noisy_linear_imputation, road
 
@@ -77,6 +94,8 @@ __all__ = [
     "pointing_game", "pointing_accuracy", "Pointing", "PointingAccuracy",
     "boxes_to_mask", "energy_in_mask", "energy_in_boxes",
     "rank_correlation",
+    "mprt", "smooth_mprt", "efficient_mprt", "Randomisation", "EfficientMPRT", "RandomisedModels",
+    "randomised_models", "randomisable_layers", "rebind", "spearman", "ssim", "discrete_entropy", "average_ranks",
     "evidence_auc", "profile", "two_peaks", "resolves", "resolving_power", "Profile", "TwoPeaks",
     "relevance_mass", "relevance_rank", "RELEVANCE", "TIES",
     "road", "noisy_linear_imputation", "ROADResult", "PERCENTAGES", "NEIGHBOURS",
