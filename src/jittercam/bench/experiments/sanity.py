@@ -67,7 +67,7 @@ class Sanity(Experiment):
     )
     columns: ClassVar[dict[str, str]] = {"average": "Spearman (mean over steps)", "spearman": "Spearman (last)",
                                          "ssim": "SSIM (last)", "emprt": "eMPRT", "smprt": "sMPRT (last)",
-                                         "passes": "Passes"}
+                                         "passes": "Verdict (1: passes, 0: fails)"}
 
     def arms(self, names, build, setting):
         arms = super().arms(names, build, setting)
