@@ -126,3 +126,19 @@ def test_bad_input_is_one_line_and_nothing_written(tmp_path, capsys, monkeypatch
     assert error.count("\n") == 1 and message in error
     assert list(tmp_path.iterdir()) == []
 
+
+
+def test_all_leaves_out_the_methods_that_refuse_the_model_with_a_note(tmp_path, capsys):
+    """`all` on a CNN: rollout and LeGrad (vision transformers only) are left out, each with its reason;
+    named one by one, a refusal is the error."""
+    kept = {"gradcam", "rollout", "legrad"}
+    others = ",".join(name for name in default_names() if name not in kept)
+    out = tmp_path / "all.png"
+    assert main(["compare", str(GOLDFISH), "--methods", "all", "--exclude", others, "--model", "resnet18",
+                 "--weights", "random", "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "rollout left out: rollout needs a vision transformer" in err and "legrad left out" in err
+    assert out.exists()
+    assert main(["compare", str(GOLDFISH), "--methods", "gradcam,rollout", "--model", "resnet18",
+                 "--weights", "random", "--out", str(tmp_path / "named.png"), "--quiet"]) == 2
+    assert "rollout needs a vision transformer" in capsys.readouterr().err

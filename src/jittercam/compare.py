@@ -75,6 +75,11 @@ def method_names(spec: str | Sequence[str], exclude: str | Sequence[str] = ()) -
     return kept
 
 
+def _is_all(spec: str | Sequence[str]) -> bool:
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    return [name.strip() for part in parts for name in part.split(",") if name.strip()] == ["all"]
+
+
 def blocks(count: int, most: int = MAX_METHODS) -> list[int]:
     """How many methods each block of a figure has: `count` cut into as few blocks of at most `most` as
     possible, as even as possible, the larger first (27 -> [7, 7, 7, 6]).
@@ -134,7 +139,8 @@ def write_figure(images: Sequence[str | Path], out: Path, *, methods: str | Sequ
                  weights: str | None = None, target: int | None = None, size: int | None = None,
                  device: str = "cpu", progress: bool = False, exclude: str | Sequence[str] = (),
                  started: Callable[[], None] | None = None,
-                 slow: Callable[[list[tuple[str, int]]], None] | None = None) -> list[list[Panel]]:
+                 slow: Callable[[list[tuple[str, int]]], None] | None = None,
+                 refused: Callable[[list[tuple[str, str]]], None] | None = None) -> list[list[Panel]]:
     """Explain each image with each method and write the figure to `out` (or, for many methods and images,
     to the files `figure_files` names).
 
@@ -153,6 +159,9 @@ def write_figure(images: Sequence[str | Path], out: Path, *, methods: str | Sequ
         started: called once everything is checked, before the first map is computed.
         slow: called, before the first map, with `[(name, passes per image), ...]` of the methods that take
             over `SLOW_PASSES` forward passes per image, slowest first, if any.
+        refused: with `methods="all"` only, called with `[(name, reason), ...]` of the methods that refuse
+            this model (rollout and LeGrad on a CNN, a multi-layer method on a one-layer network), which the
+            figure leaves out; methods named one by one are never left out: their refusal is the error.
 
     Returns:
         The figure's panels, a row per image.
@@ -179,7 +188,20 @@ def write_figure(images: Sequence[str | Path], out: Path, *, methods: str | Sequ
     where = parse_device(device)
     network = load_model(model, weights=weights).to(where)
     card = model_card(network)
-    built = build_methods(names, network, {"size": size, "progress": progress}, method_options)
+    shared = {"size": size, "progress": progress}
+    if _is_all(methods):
+        built, left_out = {}, []
+        for name in names:
+            try:
+                built.update(build_methods([name], network, shared, method_options))
+            except JitterCamError as exc:
+                left_out.append((name, str(exc)))
+        if not built:
+            raise JitterCamError(f"every method refuses {model}: {left_out[0][1]}")
+        if left_out and refused is not None:
+            refused(left_out)
+    else:
+        built = build_methods(names, network, shared, method_options)
     if target is not None:
         with torch.no_grad():
             classes = network(to_input(photos[0][1], card).to(where)).shape[1]

@@ -51,11 +51,15 @@ def run(args: argparse.Namespace) -> int:
         listed = ", ".join(f"{name} ({passes} passes per image)" for name, passes in methods)
         say_note(f"slow on a CPU: {listed}; `--exclude {','.join(name for name, _ in methods)}` leaves them out")
 
+    def refused(methods: list[tuple[str, str]]) -> None:
+        for name, reason in methods:
+            say_note(f"{name} left out: {reason}")
+
     rows = write_figure(args.images, args.out, methods=args.methods or ["gradcam,jittercam"],
                         method_options=parse_method_options(args.option), model=args.model, weights=args.weights,
                         target=args.target, size=args.size, device=args.device,
                         progress=not args.quiet and on_terminal(), exclude=args.exclude, started=started,
-                        slow=slow)
+                        slow=slow, refused=refused)
     images, methods = len(rows), len(rows[0]) - 1
     files = ", ".join(str(path) for path in figure_files(args.out, images, methods))
     print(f"wrote {files} ({plural(images, 'image')} x {plural(methods, 'method')})")
