@@ -380,3 +380,17 @@ def test_pointing_explains_an_image_once_for_all_its_classes(model, tmp_path, mo
     assert (1, 2) in shapes or any(k == 2 for _, k in shapes)
     assert ("gradcam", "", "item-001#" + str(StandIn().load("item-001", model.jittercam_card).labels[0]), "all") \
         in rows(tmp_path / "p.db")
+
+
+def test_all_leaves_out_a_method_that_refuses_the_model_with_a_note(model, tmp_path, monkeypatch, capsys):
+    """`--methods all` (or an experiment's default of every method): rollout, a vision transformers' method,
+    is left out on a CNN with its reason; named, its refusal is the error."""
+    from jittercam.methods import registry
+
+    monkeypatch.setattr(registry, "_METHODS", {name: registry._METHODS[name] for name in ("gradcam", "rollout")})
+    monkeypatch.setattr(registry, "_WRAPPERS", {})
+    bench(model, tmp_path / "a.db", "local-accuracy", ["all"], limit=1)
+    assert "rollout left out: rollout needs a vision transformer" in capsys.readouterr().err
+    assert {method for method, *_ in rows(tmp_path / "a.db")} == {"gradcam"}
+    with pytest.raises(JitterCamError, match="rollout needs a vision transformer"):
+        bench(model, tmp_path / "b.db", "local-accuracy", ["gradcam,rollout"], limit=1)

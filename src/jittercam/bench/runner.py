@@ -353,7 +353,18 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
     def build(name: str, **extra) -> CAMMethod:
         return create(name, model, **{**_options_for(name, settings), **extra})
 
-    arms = experiment.arms(names, build, setting)
+    chosen = [name for spec in settings.methods or () for name in spec.split(",") if name.strip() != "all"]
+    if chosen:  # every method named: a refusal is the error
+        arms = experiment.arms(names, build, setting)
+    else:  # the experiment's defaults or `all`: leave out, with a note, a method that refuses this model
+        arms = []
+        for name in names:
+            try:
+                arms += experiment.arms([name], build, setting)
+            except JitterCamError as exc:
+                print(f"jittercam: note: {name} left out: {exc}", file=sys.stderr)
+        if not arms:
+            raise JitterCamError(f"{experiment.name}: every method refuses this model")
     methods = list(dict.fromkeys(arm.method for arm in arms))
     for name in settings.drop:
         if name not in methods:
