@@ -1,9 +1,10 @@
-"""Speed of every method beside its compute floor and pytorch-grad-cam, in one run (issue 12).
+"""Speed of every method beside its compute floor, pytorch-grad-cam and torchcam, in one run (issues 12, 23).
 
     python benchmarks/speed.py [--quick] [--device cpu|cuda] [--models resnet50,efficientnet_lite0]
                                [--methods all|NAME,...] [--repeats N] [--json FILE] [--load]
                                [--no-peers] [--no-slow-peers] [--rise-masks N] [--images N]
                                [--precision fp32|bf16|fp16] [--tune] [--threads N] [--compile]
+                               [--no-torchcam] [--polycam-variant ±|+|-] [--max-passes N]
 
 One image (examples/images/ILSVRC2012_val_00000262.JPEG, the goldfish, through `jittercam.data.load_image`
 and `to_input` with the model's card), each model on `--device`. EfficientNet-Lite0 has its real weights;
@@ -47,6 +48,21 @@ and `--no-slow-peers` skips them. EfficientNet-Lite0's probed layer is its activ
 which runs twice (stem and head): pytorch-grad-cam hooks every call and uses the first (the 112 × 112 stem
 map), so its peers hook `_bn1`, the head's batch norm right before that call — the 7 × 7 map before the
 ReLU6, the same forward and backward, so the same cost (timing only: maps are compared in tests/).
+
+Issue 23's methods have pytorch-grad-cam peers of the same names: EigenCAM, EigenGradCAM, KPCA_CAM, FEM,
+GradCAMElementWise (elementwise), ShapleyCAM, FinerCAM (called with `targets=None, target_idx=<class>`, so that
+it builds its own Finer target from the logits, as a user would), FullGrad (`target_layers=[]`: it finds every
+bias layer itself) and RefineCAM (our method's layers, Grad-CAM++ at each: both defaults; one base call, so one
+forward and backward, per layer). torchcam 0.5.0 is a second peer kind, called as its README does:
+`Cls(model, target_layer=...)`, a forward of the image, `cam(class_idx, scores)` — FinerCAM, RefineCAM (our
+layers) and, for the methods the registry has, SmoothGradCAMpp (smoothgradcam++), SSCAM (sscam), ISCAM (iscam),
+each with its own defaults. A row with both peers shows them as `pytorch-grad-cam / torchcam` in the peer
+columns; a torchcam peer alone is labelled `torchcam …`; a bare class name is pytorch-grad-cam's.
+`--no-torchcam` skips torchcam's; torchcam's SSCAM and ISCAM (Score-CAM × their samples) count as slow peers.
+Poly-CAM and Winsor-CAM have no peer. Poly-CAM costs 1 + 2 passes a channel of every resolution level
+(thousands on ResNet50; one a channel with `--polycam-variant +` or `-`); `--max-passes N` skips every method
+whose `passes()` exceeds N (listed under the table as "not timed"), like `--rise-masks` and `--no-slow-peers`
+for the other slow ones.
 
 Ratios: `÷ floor` = seconds / floor (below 1 beats the floor); `peer ÷ ours` = the peer's seconds / ours
 (how many times faster ours is). `--load` runs everything a second time while one busy process per usable
@@ -117,8 +133,26 @@ PEERS = {
     "ablationcam": "AblationCAM",
     "guidedbackprop": "GuidedBackpropReLUModel",
     "jittercam": "GradCAM",  # on the 64 patches
+    "eigencam": "EigenCAM",
+    "eigengradcam": "EigenGradCAM",
+    "kpcacam": "KPCA_CAM",
+    "fem": "FEM",
+    "elementwise": "GradCAMElementWise",
+    "shapleycam": "ShapleyCAM",
+    "finercam": "FinerCAM",  # its own Finer target (target_idx), not ClassifierOutputTarget
+    "fullgrad": "FullGrad",  # every bias layer; target_layers=[]
+    "refinecam": "RefineCAM",  # our method's layers, Grad-CAM++ at each (both defaults)
 }
-SLOW_PEERS = {"ScoreCAM", "AblationCAM"}
+# our method -> torchcam's class (a second peer kind: `Cls(model, target_layer=...)`, forward, `cam(class_idx,
+# scores)`); a name only gets a row when the registry has it
+TORCHCAM_PEERS = {
+    "finercam": "FinerCAM",
+    "refinecam": "RefineCAM",
+    "smoothgradcam++": "SmoothGradCAMpp",
+    "sscam": "SSCAM",
+    "iscam": "ISCAM",
+}
+SLOW_PEERS = {"ScoreCAM", "AblationCAM", "SSCAM", "ISCAM"}  # pytorch-grad-cam's and torchcam's
 # the probed layer runs twice (stem and head); pytorch-grad-cam keeps the first call: hook the module
 # whose single call gives the head's map instead (same cost, see the module's docstring)
 PEER_LAYERS = {"efficientnet_lite0": "_bn1"}
@@ -158,12 +192,7 @@ class Clock:
 def machine(device: torch.device) -> dict:
     """`jittercam.runtime.machine` and what the comparison with pytorch-grad-cam adds, for the JSON."""
     described = runtime.machine(device)
-    try:
-        from importlib.metadata import version
-
-        peer_version = version("grad-cam")
-    except Exception:  # noqa: BLE001 - not installed, or installed without its metadata
-        peer_version = "installed" if importlib.util.find_spec("pytorch_grad_cam") else None
+    peer_version = _version("grad-cam", "pytorch_grad_cam")
     return {
         "cpu": described.cpu,
         "cpu_count": described.cores,
@@ -175,9 +204,20 @@ def machine(device: torch.device) -> dict:
         "torch": described.torch,
         "python": platform.python_version(),
         "pytorch_grad_cam": peer_version,
+        "torchcam": _version("torchcam", "torchcam"),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "device": str(device),
     }
+
+
+def _version(distribution: str, module: str) -> str | None:
+    """A peer's installed version; "installed" without its metadata; None when absent."""
+    try:
+        from importlib.metadata import version
+
+        return version(distribution)
+    except Exception:  # noqa: BLE001 - not installed, or installed without its metadata
+        return "installed" if importlib.util.find_spec(module) else None
 
 
 def describe(info: dict) -> str:
@@ -185,7 +225,8 @@ def describe(info: dict) -> str:
     return (
         f"{info['cpu']}, os.cpu_count {info['cpu_count']} (usable {info['usable_cpus']}), torch threads "
         f"{info['torch_threads']}{gpu}; torch {info['torch']}, pytorch-grad-cam {info['pytorch_grad_cam']}, "
-        f"Python {info['python']}; device {info['device']}; load average {info['load_average']}"
+        f"torchcam {info.get('torchcam')}, Python {info['python']}; device {info['device']}; "
+        f"load average {info['load_average']}"
     )
 
 
@@ -300,6 +341,7 @@ class Row:
     floor_what: str = ""
     peer: str | None = None
     peer_seconds: float | None = None
+    more_peers: list[tuple[str, float]] = field(default_factory=list)  # a second peer (torchcam's), if any
     notes: list[str] = field(default_factory=list)
     samples: list[float] = field(default_factory=list)
 
@@ -312,14 +354,17 @@ class Row:
         return ratio(self.peer_seconds, self.seconds)
 
     def as_dict(self) -> dict:
-        return {**asdict(self), "to_floor": self.to_floor, "peer_over_ours": self.peer_over_ours}
+        more = [{"peer": name, "seconds": seconds, "peer_over_ours": ratio(seconds, self.seconds)}
+                for name, seconds in self.more_peers]
+        return {**asdict(self), "to_floor": self.to_floor, "peer_over_ours": self.peer_over_ours, "more_peers": more}
 
 
 class ModelBench:
     """Every row for one model on one image."""
 
     def __init__(
-        self, name: str, args: argparse.Namespace, device: torch.device, clock: Clock, saved: list[Row], save: Callable
+        self, name: str, args: argparse.Namespace, device: torch.device, clock: Clock, saved: list[Row], save: Callable,
+        skipped: list[str] | None = None,
     ) -> None:
         """Each row goes into `saved` as soon as it is measured and `save()` writes the JSON, so that a
         run cut short keeps what it measured (a method's row is saved before its peer is timed)."""
@@ -337,6 +382,7 @@ class ModelBench:
         self.singles: dict[int, float] = {}
         self._peer_model: torch.nn.Module | None = None
         self._last_model: torch.nn.Module | None = None
+        self.skipped: list[str] = [] if skipped is None else skipped
 
     def log(self, text: str) -> None:
         print(f"  [{self.name}] {text}", file=sys.stderr, flush=True)
@@ -428,14 +474,31 @@ class ModelBench:
             self._peer_model = copy.deepcopy(self.model)
         return self._peer_model
 
-    def peer_layer(self) -> torch.nn.Module:
-        layer = self.jitter.layer
-        name = PEER_LAYERS.get(self.name, layer.name)
-        if name == layer.name and layer.call != 0:
+    def peer_layer(self, layer=None) -> torch.nn.Module:
+        """The module a peer hooks for one of our probed layers (the Jitter-CAM layer by default): the layer
+        itself, or on EfficientNet-Lite0 `_bn1` for the head's call of the shared `_swish`."""
+        layer = layer or self.jitter.layer
+        name = layer.name
+        if self.name in PEER_LAYERS and name == self.jitter.layer.name and layer.call == self.jitter.layer.call:
+            name = PEER_LAYERS[self.name]
+        elif layer.call != 0:
             raise LookupError(f"the probed layer {layer.name} runs more than once; no single-call layer known")
         return dict(self.peer_model().named_modules())[name]
 
-    def peer(self, cls_name: str, images: torch.Tensor, chunk: int | None = None) -> Timing:
+    def peer_layers(self, method: CAMMethod) -> list[torch.nn.Module]:
+        """The peer's modules for our method's layers: every one of a multi-layer method's (RefineCAM),
+        none for FullGrad (it finds its bias layers itself), else the probed layer."""
+        if isinstance(method, registry.method_class("fullgrad")):
+            return []
+        layers = getattr(method, "layers", None)
+        return [self.peer_layer(one) for one in layers] if layers else [self.peer_layer()]
+
+    def _release(self) -> None:
+        for parameter in self.peer_model().parameters():
+            parameter.grad = None
+
+    def peer(self, cls_name: str, images: torch.Tensor, chunk: int | None = None,
+             layers: list[torch.nn.Module] | None = None) -> Timing:
         import pytorch_grad_cam
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -445,36 +508,81 @@ class ModelBench:
         if cls_name == "GuidedBackpropReLUModel":
             guided = pytorch_grad_cam.GuidedBackpropReLUModel(model)
             return self.clock(lambda: guided(images.clone(), target_category=int(self.target)), single)
-        cam = getattr(pytorch_grad_cam, cls_name)(model=model, target_layers=[self.peer_layer()])
+        layers = [self.peer_layer()] if layers is None else layers
+        cam = getattr(pytorch_grad_cam, cls_name)(model=model, target_layers=layers)
         chunk = chunk or len(images)
+        if cls_name == "FinerCAM":  # its Finer target from the logits, for our class (targets=None)
+            def call(part: torch.Tensor, _classes: list) -> object:
+                return cam(input_tensor=part, targets=None, target_idx=int(self.target))
+        else:
+            def call(part: torch.Tensor, part_classes: list) -> object:
+                return cam(input_tensor=part, targets=part_classes)
         try:
-            return self.clock(lambda: [cam(input_tensor=images[s : s + chunk], targets=classes[s : s + chunk])
+            return self.clock(lambda: [call(images[s : s + chunk], classes[s : s + chunk])
                                        for s in range(0, len(images), chunk)], single)
         finally:
-            cam.activations_and_grads.release()
-            for parameter in model.parameters():
-                parameter.grad = None
+            cams = getattr(cam, "base_cam_per_layer", None) or [getattr(cam, "base_cam", cam)]
+            for one in cams:
+                one.activations_and_grads.release()
+            self._release()
 
-    def peer_row(self, row: Row, name: str) -> None:
-        cls_name = PEERS.get(name)
-        if cls_name is None or not self.args.peers or (cls_name in SLOW_PEERS and not self.args.slow_peers):
-            return
+    def torchcam_peer(self, cls_name: str, method: CAMMethod) -> Timing:
+        """torchcam's class as its README calls it: `Cls(model, target_layer=...)`, a forward of the image,
+        `cam(class_idx, scores)`; RefineCAM with our method's layers, the others with the probed layer."""
+        import torchcam.methods
+
+        model = self.peer_model()
+        names = {module: name for name, module in model.named_modules()}
+        layers = [names[module] for module in self.peer_layers(method)]
+        target: str | list[str] = layers if cls_name == "RefineCAM" else layers[0]
+        cam = getattr(torchcam.methods, cls_name)(model, target_layer=target, input_shape=tuple(self.image.shape[1:]))
+        index = [int(self.target)] * len(self.image)
+
+        def run() -> object:
+            scores = model(self.image)
+            return cam(index, scores)
+
         try:
-            if name == "jittercam":
-                whole = self.peer(cls_name, self.patches)
-                chunked = self.peer(cls_name, self.patches, self.batch) if self.batch < len(self.patches) else whole
-                best = min(whole, chunked, key=lambda t: t.seconds)
-                row.peer = f"GradCAM on the {len(self.patches)} patches"
-                row.notes.append(f"peer: one call {quantity(whole.seconds)}, calls of {self.batch} "
-                                 f"{quantity(chunked.seconds)}")
-            else:
-                best = self.peer(cls_name, self.image)
-                row.peer = cls_name
-                if self.name in PEER_LAYERS and cls_name != "GuidedBackpropReLUModel":
-                    row.notes.append(f"peer hooks {PEER_LAYERS[self.name]}")
-            row.peer_seconds = best.seconds
-        except Exception as exc:  # noqa: BLE001 - a peer that cannot run this model is reported, not fatal
-            row.notes.append(f"peer {cls_name} failed: {type(exc).__name__}: {exc}"[:200])
+            return self.clock(run, cls_name in SLOW_PEERS)
+        finally:
+            cam.remove_hooks()
+            self._release()
+
+    def peer_row(self, row: Row, name: str, method: CAMMethod) -> None:
+        if not self.args.peers:
+            return
+        cls_name = PEERS.get(name)
+        if cls_name is not None and not (cls_name in SLOW_PEERS and not self.args.slow_peers):
+            try:
+                if name == "jittercam":
+                    whole = self.peer(cls_name, self.patches)
+                    chunked = self.peer(cls_name, self.patches, self.batch) if self.batch < len(self.patches) else whole
+                    best = min(whole, chunked, key=lambda t: t.seconds)
+                    row.peer = f"GradCAM on the {len(self.patches)} patches"
+                    row.notes.append(f"peer: one call {quantity(whole.seconds)}, calls of {self.batch} "
+                                     f"{quantity(chunked.seconds)}")
+                else:
+                    layers = None if cls_name == "GuidedBackpropReLUModel" else self.peer_layers(method)
+                    best = self.peer(cls_name, self.image, layers=layers)
+                    row.peer = cls_name
+                    if self.name in PEER_LAYERS and cls_name not in ("GuidedBackpropReLUModel", "FullGrad"):
+                        row.notes.append(f"peer hooks {PEER_LAYERS[self.name]}")
+                row.peer_seconds = best.seconds
+            except Exception as exc:  # noqa: BLE001 - a peer that cannot run this model is reported, not fatal
+                row.notes.append(f"peer {cls_name} failed: {type(exc).__name__}: {exc}"[:200])
+        cls_name = TORCHCAM_PEERS.get(name)
+        if cls_name is None or not self.args.torchcam or (cls_name in SLOW_PEERS and not self.args.slow_peers):
+            return
+        label = f"torchcam {cls_name}"
+        try:
+            seconds = self.torchcam_peer(cls_name, method).seconds
+        except Exception as exc:  # noqa: BLE001 - as above
+            row.notes.append(f"peer {label} failed: {type(exc).__name__}: {exc}"[:200])
+            return
+        if row.peer_seconds is None:
+            row.peer, row.peer_seconds = label, seconds
+        else:
+            row.more_peers.append((label, seconds))
 
     # ----------------------------------------------------------------------------------------- methods
     def build(self, name: str, compile: bool = False) -> CAMMethod:
@@ -482,6 +590,8 @@ class ModelBench:
         (a method that refuses it is built in fp32: its row then has no precision note); `compile=True`
         with `compile`."""
         options: dict = {"masks": self.args.rise_masks} if registry.method_class(name) is jittercam.RISE else {}
+        if name == "polycam" and self.args.polycam_variant:
+            options["variant"] = self.args.polycam_variant
         if compile:
             options["compile"] = True
         if self.args.precision != "fp32" and "precision" in registry.method_options(name):
@@ -506,6 +616,11 @@ class ModelBench:
 
     def method(self, name: str) -> None:
         method = self.build(name)
+        passes = method.passes(self.pixels)
+        if self.args.max_passes is not None and passes > self.args.max_passes:
+            self.skipped.append(f"{self.name} {name}: {passes} passes > --max-passes {self.args.max_passes}")
+            self.log(f"{name}: skipped, {passes} passes")
+            return
         timing = self.clock(lambda: method(self.image, self.target))
         floor, what = self.method_floor(method)
         if name == "jittercam":
@@ -514,16 +629,19 @@ class ModelBench:
                   samples=timing.samples)
         if getattr(method, "precision", "fp32") != "fp32":
             row.notes.append(method.precision)
+        if name == "polycam":
+            row.notes.append(f"variant {method.variant}")
         if registry.method_class(name) is jittercam.AblationCAM:
             row.notes.append(f"strategy {method.strategy()}")
         if name == "jittercam":
             row.notes += [f"÷ channels-last floor {row.seconds / self.floor_last:.2f}×", self.plan,
                           f"patches vs map {self.check:.1e}"]
         self.add(row)
-        self.peer_row(row, name)
+        self.peer_row(row, name, method)
         if row.peer_seconds is not None:
             self.save()
-            self.log(f"{name}: peer {row.peer} {quantity(row.peer_seconds)}")
+            self.log(f"{name}: peer {row.peer} {quantity(row.peer_seconds)}"
+                     + "".join(f", {peer} {quantity(seconds)}" for peer, seconds in row.more_peers))
         if self.args.compile and frontend.takes(name, "compile"):
             fast = self.build(name, compile=True)
             self.compiled(row, f"{name}, compiled", lambda: fast(self.image, self.target))
@@ -587,14 +705,18 @@ def table(rows: list[Row]) -> str:
         "|---|---|---:|---:|---:|---:|---|---:|---|---:|---:|---|",
     ]
     for r in rows:
+        more = [name for name, _ in r.more_peers]
+
         def fmt(x: float | None, digits: int = 2) -> str:
             return "–" if x is None else f"{x:.{digits}f}×"
 
         lines.append(
             f"| {r.model} | {r.method} | {quantity(r.seconds)} | {r.runs} "
             f"| {r.passes if r.passes is not None else '–'} "
-            f"| {quantity(r.floor)} | {r.floor_what} | {fmt(r.to_floor)} | {r.peer or '–'} "
-            f"| {quantity(r.peer_seconds)} | {fmt(r.peer_over_ours, 1)} | {'; '.join(r.notes)} |"
+            f"| {quantity(r.floor)} | {r.floor_what} | {fmt(r.to_floor)} | {' / '.join([r.peer or '–', *more])} "
+            f"| {' / '.join([quantity(r.peer_seconds), *(quantity(x) for _, x in r.more_peers)])} "
+            f"| {' / '.join([fmt(r.peer_over_ours, 1), *(fmt(ratio(x, r.seconds), 1) for _, x in r.more_peers)])} "
+            f"| {'; '.join(r.notes)} |"
         )
     return "\n".join(lines)
 
@@ -619,8 +741,9 @@ def run_all(args: argparse.Namespace, device: torch.device, report: dict, key: s
     clock = Clock(device, args.repeats, args.slow_seconds)
     rows: list[Row] = []
     report[key] = rows
+    skipped = report.setdefault("skipped", [])
     for model in args.models:
-        ModelBench(model, args, device, clock, rows, lambda: save(args, report)).run(args.methods)
+        ModelBench(model, args, device, clock, rows, lambda: save(args, report), skipped).run(args.methods)
     return rows
 
 
@@ -644,7 +767,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--slow-seconds", type=float, default=20.0, help="a warm-up longer than this is the one run")
     parser.add_argument("--no-peers", dest="peers", action="store_false", help="skip pytorch-grad-cam")
     parser.add_argument("--no-slow-peers", dest="slow_peers", action="store_false",
-                        help="skip its ScoreCAM, AblationCAM")
+                        help="skip the peers' ScoreCAM, AblationCAM, SSCAM, ISCAM")
+    parser.add_argument("--no-torchcam", dest="torchcam", action="store_false",
+                        help="skip torchcam's peers (FinerCAM, RefineCAM, SmoothGradCAMpp, SSCAM, ISCAM)")
+    parser.add_argument("--polycam-variant", choices=("±", "+", "-"),
+                        help="Poly-CAM's variant (default the method's, PCAM±: 2 passes a channel; + or -: 1)")
+    parser.add_argument("--max-passes", type=int,
+                        help="skip methods needing more forward passes than this (Poly-CAM: ~7,800 on ResNet50)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
                         help="our methods' precision where they offer it (and a floor under that autocast)")
     parser.add_argument("--tune", action="store_true", help="measure and cache jittercam.tuning's plan per model first")
@@ -695,6 +824,8 @@ def main(argv: list[str] | None = None) -> None:
     report = {"machine": info, "settings": {**settings, "json": str(args.json)}}
     rows = run_all(args, device, report, "rows")
     print(table(rows))
+    if report.get("skipped"):
+        print("\nnot timed: " + "; ".join(report["skipped"]))
     if (line := projection(rows)) is not None:
         print(f"\n{line}")
         report["projection"] = line
