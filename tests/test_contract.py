@@ -10,7 +10,8 @@ import torch
 import jittercam
 
 # options that keep the expensive methods fast on the 32 px tiny CNN
-FAST = {"rise": {"masks": 64}, "cameras": {"sizes": [32, 48]}}
+FAST = {"rise": {"masks": 64}, "cameras": {"sizes": [32, 48]}, "sscam": {"num_samples": 3}, "iscam": {"num_samples": 3},
+        "smoothgradcam++": {"num_samples": 2}}
 
 
 def _options(name: str) -> dict:
