@@ -80,13 +80,15 @@ def default_path(seed: int, steps: int, size: int, classes: int, width: int, arc
 def train(seed: int = 0, steps: int = DEFAULT_STEPS, out_path: str | Path | None = None, *,
           size: int = DEFAULT_SHAPE[0], classes: int = DEFAULT_SHAPE[1], count: int = 4096, heldout: int = 512,
           batch: int = 32, width: int = DEFAULT_SHAPE[2],
-          lr: float = 3e-3, warmup: float = 0.5, distractor: float = 0.5,
+          lr: float | None = None, warmup: float = 0.5, distractor: float = 0.5,
           patch: tuple[int, int] | None = None, scale: tuple[float, float] = SCALE, arch: str = "cnn",
           force: bool = False, save: bool = True, log: Callable[[str], None] | None = None) -> TrainResult:
     """Train (or load from the cache) and evaluate; see the module. `save=False` writes nothing. `arch`
     "vit" trains `GroundTruthViT` (same data, schedule and checks) instead of the CNN."""
     if arch not in ARCHITECTURES:
         raise JitterCamError(f"arch must be one of {', '.join(ARCHITECTURES)}, not {arch!r}", option="arch")
+    if lr is None:  # Adam's step for the CNN; the transformer trains at a third of it
+        lr = 3e-3 if arch == "cnn" else 1e-3
     if steps < 1 or batch < 2 or heldout < 1 or not 0 <= warmup <= 1:
         raise JitterCamError("steps must be >= 1, batch >= 2, heldout >= 1 and warmup in [0, 1]")
     data = GroundTruthDataset(seed, size, count, classes, patch=patch, scale=scale, distractor=distractor)
