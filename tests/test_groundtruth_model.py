@@ -108,3 +108,21 @@ def test_rates_and_drops_read_as_numbers(trained, tmp_path, capsys):
     assert f"changes the decision in {100 * m['flip_evidence']:.1f} % of them" in out
     assert "-0.0" not in out and "drop " not in out and "(drop" not in out
     assert f"benchmark it: jittercam bench groundtruth --weights {copy} --db gt.db" in out
+
+
+def test_the_transformer_has_the_cnns_grid_and_its_file_reloads(tmp_path):
+    """`arch="vit"`: patch 8 gives the CNN's 16 x 16 grid at 128 px; the probe reads the class-token ViT at
+    its last block's attention input; a saved file comes back as the transformer."""
+    model = build(classes=4, width=8, size=128, arch="vit")
+    cam = jittercam.methods.create("gradcam", model)
+    assert (cam.layer.name, cam.layer.layout, cam.layer.prefix, cam.layer.grid) == ("blocks.3.norm1", "tokens", 1,
+                                                                                     (16, 16))
+    images, _, _ = GroundTruthDataset(size=128, count=2).batch([0, 1])
+    assert cam.attribute(images, torch.tensor([0, 1])).shape == (2, 16, 16)
+    assert jittercam.methods.create("upscale", model, size=20)(images[:1], 0).shape == (1, 20, 20)  # any size
+    result = train(0, 2, tmp_path / "vit.pt", arch="vit", **{**TINY, "heldout": 4})
+    again = load(tmp_path / "vit.pt")
+    assert type(again).__name__ == "GroundTruthViT" and not result.cached
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), result.model.state_dict().values()))
+    with pytest.raises(JitterCamError, match="arch must be one of cnn, vit"):
+        train(0, 2, save=False, arch="mlp", **TINY)
