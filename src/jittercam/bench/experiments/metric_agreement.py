@@ -23,8 +23,8 @@ from ...groundtruth.dataset import NAME as GROUND_TRUTH
 from ...methods.registry import default_names
 from ..stats import Stat, mean
 from . import parse
-from .base import Column, Experiment, Option, Scores, Unit, deletion_insertion_scores, register_experiment, rows_of
-from .groundtruth import RESOLVED_SHARE
+from .base import Column, Experiment, Option, Scores, deletion_insertion_scores, register_experiment, rows_of
+from .groundtruth import RESOLVED_SHARE, GroundTruth
 
 #: The metrics a researcher would use, computed from boxes, model and image only -> +1 higher is better, −1 lower.
 PROXIES: dict[str, int] = {
@@ -167,12 +167,7 @@ class MetricAgreement(Experiment):
             raise JitterCamError(f"{self.name} needs the evidence of the ground truth (dataset {GROUND_TRUTH!r}, "
                                  f"the default), not {spec}")
 
-    def units(self, sample, row, top1):
-        label = sample.labels[0] if sample.labels else None
-        reason = sample.reason_to_skip(self.needs, label)
-        if reason or label is None:
-            return [], [(sample.key, reason or f"{sample.key} has no ground-truth class")]
-        return [Unit(sample, row, sample.key, int(label))], []
+    units = GroundTruth.units  # one unit per image, its ground-truth class
 
     def score(self, setting, arm, images, units, maps, seconds, state) -> Scores:
         scores = deletion_insertion_scores(setting, arm.variant, images, units, maps)
