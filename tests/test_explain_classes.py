@@ -93,3 +93,18 @@ def test_library_targets_per_image_on_the_real_model(lite0, photo):
     assert maps.shape == (2, 2, 7, 7)
     torch.testing.assert_close(maps[:, 1], method(batch, [BULL_MASTIFF, 282]))
     torch.testing.assert_close(maps[0, 0], method(image, TABBY)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_a_multi_label_model_with_sigmoid_outputs_gives_a_map_per_label():
+    """A multi-label classifier (independent sigmoid scores): K labels of an image from one forward, each
+    map that of its own score, as K separate calls."""
+    torch.manual_seed(0)
+    backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                   torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 6))
+    model = torch.nn.Sequential(backbone, torch.nn.Sigmoid()).eval()
+    images = torch.rand(2, 3, 32, 32)
+    method = jittercam.create("gradcam", model, input_size=32)
+    maps = method(images, [[0, 5], [2, 3]])
+    assert maps.shape == (2, 2, 32, 32)
+    torch.testing.assert_close(maps[:, 1], method(images, [5, 3]))
+    assert not torch.allclose(maps[:, 0], maps[:, 1])
