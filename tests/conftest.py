@@ -59,6 +59,19 @@ class TinyCNN(nn.Module):
         return self.fc(self.pool(self.act(self.conv(x))).flatten(1))
 
 
+@pytest.fixture(scope="module")
+def resnet18() -> nn.Module:
+    """torchvision's ResNet18 with seeded random weights, one per test module."""
+    torch.manual_seed(0)
+    return jittercam.load_model("resnet18", weights="random")
+
+
+def model_state(model: nn.Module) -> tuple:
+    """What a method must leave as it was: mode, requires_grad, .grad and forward hooks."""
+    return (model.training, [p.requires_grad for p in model.parameters()],
+            [p.grad for p in model.parameters()], dict(model._forward_hooks))
+
+
 @pytest.fixture
 def tiny() -> TinyCNN:
     torch.manual_seed(0)

@@ -49,11 +49,6 @@ def peer_maps(model: nn.Module, layer: str, x: torch.Tensor, targets: list[int],
     return torch.from_numpy(maps).float()
 
 
-@pytest.fixture(scope="module")
-def resnet18():
-    torch.manual_seed(0)
-    return jittercam.load_model("resnet18", weights="random")
-
 
 @pytest.fixture(scope="module")
 def resnet_batch():

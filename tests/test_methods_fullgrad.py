@@ -13,12 +13,6 @@ from jittercam.methods.fullgrad import FullGrad, bias_layers
 
 
 @pytest.fixture(scope="module")
-def resnet18():
-    torch.manual_seed(0)
-    return jittercam.load_model("resnet18", weights="random")
-
-
-@pytest.fixture(scope="module")
 def batch():
     return torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 

@@ -15,11 +15,6 @@ from jittercam.methods.guided import Guided, GuidedBackprop
 pytestmark = pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations")
 
 
-@pytest.fixture(scope="module")
-def resnet18() -> nn.Module:
-    torch.manual_seed(0)
-    return jittercam.load_model("resnet18", weights="random")
-
 
 def _captum(model, x, target):
     captum = pytest.importorskip("captum.attr")

@@ -29,11 +29,6 @@ def test_on_gap_linear_the_gradient_is_the_weight_over_hw(tiny):
     assert (signed < 0).any()  # the case where the ReLU matters is covered
 
 
-@pytest.fixture(scope="module")
-def resnet18():
-    torch.manual_seed(0)
-    return jittercam.load_model("resnet18", weights="random")
-
 
 @pytest.mark.parametrize(
     "ours, theirs, layers, options",

@@ -6,20 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import jittercam
+from conftest import model_state
 from jittercam import JitterCamError
 from jittercam.methods.winsor import WinsorCAM
-
-
-@pytest.fixture(scope="module")
-def resnet18():
-    torch.manual_seed(0)
-    return jittercam.load_model("resnet18", weights="random")
-
-
-def _state(model):
-    return (model.training, [p.requires_grad for p in model.parameters()],
-            [p.grad for p in model.parameters()], dict(model._forward_hooks))
 
 
 def _winsor_oracle(model, image, target, percentile, weighting, mode):
@@ -69,9 +58,9 @@ def test_winsorcam_equals_the_authors_steps(request, which, size, targets, optio
     model = request.getfixturevalue(which)
     x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(4))
     method = WinsorCAM(model, input_size=size, **options)
-    before = _state(model)
+    before = model_state(model)
     got = method(x, targets)
-    assert _state(model) == before
+    assert model_state(model) == before
     assert method.passes() == 1 and method.layer_map is False
     expected = torch.stack([
         _winsor_oracle(model, x[i], t, options.get("percentile", 90), options.get("layer_weighting", "mean"),
@@ -193,9 +182,9 @@ def test_polycam_equals_the_authors_recursion(request, which, size, names, targe
     model = request.getfixturevalue(which)
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(6))
     method = PolyCAM(model, names, variant=variant, input_size=size, batch_size=128)
-    before = _state(model)
+    before = model_state(model)
     got = method(x, targets)
-    assert _state(model) == before
+    assert model_state(model) == before
     expected = torch.stack([_poly_oracle(model, x[i], t, names, variant) for i, t in enumerate(targets)])
     assert got.shape == expected.shape == (2, method.layers[0].map_size, method.layers[0].map_size)
     torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-4)

@@ -5,19 +5,9 @@ import pytest
 import torch
 
 import jittercam
+from conftest import model_state
 from jittercam import JitterCamError
 from jittercam.methods.refine import RefineCAM, resolution_levels
-
-
-@pytest.fixture(scope="module")
-def resnet18():
-    torch.manual_seed(0)
-    return jittercam.load_model("resnet18", weights="random")
-
-
-def _state(model):
-    return (model.training, [p.requires_grad for p in model.parameters()],
-            [p.grad for p in model.parameters()], dict(model._forward_hooks))
 
 
 def test_default_layers_are_the_authors(resnet18, lite0):
@@ -46,10 +36,10 @@ def test_paper_scaling_equals_torchcam(request, which):
         128, ["_blocks.5._swish", "_blocks.11._swish", "_blocks.15"])
     x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(1))
     targets = [3, 7, 1] if which == "resnet18" else [1, 88, 409]
-    before = _state(model)
+    before = model_state(model)
     method = RefineCAM(model, layers, base_method="gradcam", input_size=size)
     got = method(x, targets)
-    assert _state(model) == before  # model untouched (before the peer, which fills .grad)
+    assert model_state(model) == before  # model untouched (before the peer, which fills .grad)
     expected = _torchcam(model, layers, x, targets)
     model.zero_grad(set_to_none=True)
     finest = max(one.map_size for one in method.layers)

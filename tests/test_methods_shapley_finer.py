@@ -18,11 +18,6 @@ from jittercam.methods.shapley import ShapleyCAM
 PHOTOS = ("ILSVRC2012_val_00000262.JPEG", "catdog.png", "ILSVRC2012_val_00000001.JPEG")
 
 
-@pytest.fixture(scope="module")
-def resnet18():
-    torch.manual_seed(0)
-    return jittercam.load_model("resnet18", weights="random")
-
 
 @pytest.fixture(scope="module")
 def resnet_batch():

@@ -13,12 +13,6 @@ from jittercam.methods.smoothgrad import SmoothGradCAMPlusPlus, input_noise
 from jittercam.methods.sscam import ISCAM, SSCAM
 
 
-@pytest.fixture(scope="module")
-def resnet18():
-    torch.manual_seed(0)
-    return jittercam.load_model("resnet18", weights="random")
-
-
 class FedNoise:
     """Stands in for torchcam's `_distrib`: hands out the given draws in order."""
 

@@ -627,13 +627,13 @@ class _Worker:
             if len(found) == len(units):  # all or nothing: a chunk is explained in the same company
                 maps = torch.from_numpy(np.stack([found[key][0] for key in cache_keys])).to(self.device)
                 return maps, [found[key][1] for key in cache_keys]
-        rows = torch.tensor([unit.row for unit in units], device=self.device)
-        x = inputs[rows]
-        targets = torch.tensor([unit.target for unit in units], dtype=torch.long, device=self.device)
-        several = len(set(rows.tolist())) < len(units)
+        several = len({unit.row for unit in units}) < len(units)
         if several and not self.experiment.one_at_a_time:  # several classes of one image: one call for them
             maps, seconds = self._explain_per_image(arm, inputs, units)
-        elif self.experiment.one_at_a_time:
+            return self._keep(arm, units, cache_keys, maps.detach().float(), seconds)
+        x = inputs[torch.tensor([unit.row for unit in units], device=self.device)]
+        targets = torch.tensor([unit.target for unit in units], dtype=torch.long, device=self.device)
+        if self.experiment.one_at_a_time:
             if id(arm) not in self.warm:  # lazy set-up (probes, cuDNN's choices) is not the method's cost
                 arm.explainer(x[:1], targets[:1])
                 self.warm.add(id(arm))
@@ -646,7 +646,11 @@ class _Worker:
         else:
             maps, spent = self._timed(arm, x, targets)
             seconds = [spent / len(units)] * len(units)
-        maps = maps.detach().float()
+        return self._keep(arm, units, cache_keys, maps.detach().float(), seconds)
+
+    def _keep(self, arm: Arm, units: list[Unit], cache_keys: list[str], maps: torch.Tensor,
+              seconds: list[float]) -> tuple[torch.Tensor, list[float]]:
+        """Remember the maps for the other arms of this run and cache them in the store when allowed."""
         self.memo.update({key: (m, spent) for key, m, spent in zip(cache_keys, maps, seconds, strict=True)})
         if self._cacheable(maps):
             entries = [(key, arm.label, unit.item, unit.target, m.cpu().numpy(), spent)

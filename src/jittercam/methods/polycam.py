@@ -14,7 +14,7 @@ from ..inputs import check_flag, resolve_targets
 from ..probe import TargetLayer
 from .base import CAMMethod, pair_chunks
 from .capture import LayerCapture
-from .refine import Layers, named_layers, resolution_levels
+from .refine import Layers, multi_layers, resolution_levels
 from .registry import register_method
 
 VARIANTS = {"+": "+", "-": "-", "−": "-", "±": "±", "+-": "±", "+/-": "±"}
@@ -122,15 +122,10 @@ class PolyCAM(CAMMethod):
         if not 0 <= float(outlier) < 50:
             raise JitterCamError(f"outlier must be a percentile in [0, 50), not {outlier!r}", option="outlier")
         self.variant, self.outlier, self.lnorm = VARIANTS[variant], float(outlier), check_flag(lnorm, "lnorm")
-        layers = named_layers(model, target_layer, input_size)
-        self.named = layers is not None
-        if layers is None:
-            layers = resolution_levels(model, input_size)
-        if len(layers) < 2:
-            raise JitterCamError(f"Poly-CAM refines a deep map with shallower ones; it needs at least two layers, "
-                                 f"{len(layers)} found", option="target_layer")
-        self.layers = layers
-        super().__init__(model, batch_size=batch_size, layer=max(layers, key=lambda one: one.map_size))
+        self.layers, self.named = multi_layers(model, target_layer, input_size, resolution_levels,
+                                               "Poly-CAM refines a deep map with shallower ones; it needs at "
+                                               "least two layers, {} found")
+        super().__init__(model, batch_size=batch_size, layer=max(self.layers, key=lambda one: one.map_size))
         self._channels: list[int] | None = None
 
     def options(self) -> dict[str, Any]:

@@ -119,6 +119,34 @@ def named_layers(model: nn.Module, layers: Layers, input_size: int | None) -> li
     return [find_target_layer(model, one, input_size) for one in layers]
 
 
+def multi_layers(
+    model: nn.Module, target_layer: Layers, input_size: int | None, default, too_few: str
+) -> tuple[list[TargetLayer], bool]:
+    """The layers a multi-layer method reads: `target_layer` probed (`named_layers`), else `default(model,
+    input_size)`; fewer than two are refused.
+
+    Args:
+        model: the classifier.
+        target_layer: one layer or a list of layers (modules or names), or None for the default.
+        input_size: the square input size the layers are probed at; None: the model card's.
+        default: `(model, input_size) -> layers`, the method's own choice.
+        too_few: the refusal, with `{}` where the count of layers found goes.
+
+    Returns:
+        `(layers, named)`: the probed layers, and whether `target_layer` named them.
+
+    Raises:
+        JitterCamError: an empty list, a layer the probe refuses, or fewer than two layers.
+    """
+    layers = named_layers(model, target_layer, input_size)
+    named = layers is not None
+    if layers is None:
+        layers = default(model, input_size)
+    if len(layers) < 2:
+        raise JitterCamError(too_few.format(len(layers)), option="target_layer")
+    return layers, named
+
+
 def min_max(maps: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
     """(M − min M) / (max M − min M + eps) per map; a constant map gives zeros.
 
@@ -202,12 +230,9 @@ class RefineCAM(CAMMethod):
             raise JitterCamError(f"levels must be an integer of at least 2, not {levels!r}", option="levels")
         self.scaling, self.levels, self.base_method = scaling, levels, base_method
         self.base_options = dict(base_options or {})
-        layers = named_layers(model, target_layer, input_size)
-        if layers is None:
-            layers = resolution_levels(model, input_size)[-levels:]
-        if len(layers) < 2:
-            raise JitterCamError(f"RefineCAM multiplies the maps of at least two layers; {len(layers)} found",
-                                 option="target_layer")
+        layers, _ = multi_layers(model, target_layer, input_size,
+                                 lambda net, size: resolution_levels(net, size)[-levels:],
+                                 "RefineCAM multiplies the maps of at least two layers; {} found")
         self.layers = layers
         finest = max(layers, key=lambda one: one.map_size)
         super().__init__(model, batch_size=batch_size, layer=finest)

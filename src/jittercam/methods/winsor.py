@@ -11,7 +11,7 @@ from torch import nn
 from ..errors import JitterCamError
 from .base import CAMMethod
 from .layercam import layer_gradients
-from .refine import Layers, convolution_layers, min_max, named_layers
+from .refine import Layers, convolution_layers, min_max, multi_layers
 from .registry import register_method
 
 WEIGHTINGS = ("mean", "max")
@@ -103,15 +103,10 @@ class WinsorCAM(CAMMethod):
             raise JitterCamError(f"interpolation must be one of {', '.join(map(repr, INTERPOLATIONS))}, not "
                                  f"{interpolation!r}", option="interpolation")
         self.percentile, self.layer_weighting, self.interpolation = float(percentile), layer_weighting, interpolation
-        layers = named_layers(model, target_layer, input_size)
-        self.named = layers is not None
-        if layers is None:
-            layers = convolution_layers(model, input_size)
-        if len(layers) < 2:
-            raise JitterCamError(f"Winsor-CAM combines the Grad-CAMs of several convolutions; the model has "
-                                 f"{len(layers)}", option="target_layer")
-        self.layers = layers
-        super().__init__(model, batch_size=batch_size, layer=max(layers, key=lambda one: one.map_size))
+        self.layers, self.named = multi_layers(model, target_layer, input_size, convolution_layers,
+                                               "Winsor-CAM combines the Grad-CAMs of several convolutions; "
+                                               "the model has {}")
+        super().__init__(model, batch_size=batch_size, layer=max(self.layers, key=lambda one: one.map_size))
 
     def options(self) -> dict[str, Any]:
         return {"target_layer": [one.name for one in self.layers] if self.named else None,
