@@ -12,8 +12,8 @@ from jittercam.methods.elementwise import GradCAMElementWise
 from jittercam.methods.fem import FEM
 from test_methods_eigen import peer_maps
 
-# the same models and batches as the Eigen-CAM tests (ResNet18 random weights at 96 px; three photos on Lite0)
-resnet18, resnet_batch, lite0_batch = eigen_tests.resnet18, eigen_tests.resnet_batch, eigen_tests.lite0_batch
+# the same batches as the Eigen-CAM tests (ResNet18 random weights at 96 px, conftest's; three photos on Lite0)
+resnet_batch, lite0_batch = eigen_tests.resnet_batch, eigen_tests.lite0_batch
 
 
 def _fem_by_hand(activations: torch.Tensor, k: float, variant: str) -> torch.Tensor:
