@@ -2,6 +2,7 @@
 curves, resume, the report's verdicts and plot, and a wrong option."""
 from __future__ import annotations
 
+import io
 import sqlite3
 
 import numpy as np
@@ -65,3 +66,25 @@ def test_a_wrong_option_is_one_line(tmp_path, capsys):
     assert main(["bench", "sanity", "--db", str(tmp_path / "x.db"), "--order", "sideways", "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert "sideways" in err and len(err.splitlines()) <= 3
+
+
+def test_verdict_figure_is_a_panel_per_method():
+    from PIL import Image
+
+    from jittercam.bench.experiments.sanity import _verdict
+    from jittercam.bench.plots import verdict_figure
+    from jittercam.bench.stats import Stat
+
+    steps = list(range(5))
+    lines = {f"m{i}": (steps, [1.0, 0.9 - 0.1 * i, 0.5, 0.2, 0.1]) for i in range(7)}
+    verdicts = {"m0": (True, 0.4), "m1": (False, 0.7)}  # the others: no verdict
+    png = verdict_figure("t", "steps", lines, verdicts, THRESHOLD)
+    image = Image.open(io.BytesIO(png))
+    assert image.size == (1380, 470)  # 6 columns of 230 px, 2 rows of 190 px and 90 px of titles and labels
+    one = Image.open(io.BytesIO(verdict_figure("t", "steps", {"m0": lines["m0"]}, verdicts, THRESHOLD)))
+    assert one.size == (230, 280)
+
+    assert _verdict({"average": Stat(0.3, 8), "passes": Stat(1.0, 8)}) == (True, 0.3)
+    assert _verdict({"average": Stat(0.7, 8), "passes": Stat(0.0, 8)}) == (False, 0.7)
+    passed, value = _verdict({"average": Stat(float("nan"), 8), "passes": Stat(float("nan"), 8)})
+    assert passed is None and np.isnan(value)

@@ -144,3 +144,39 @@ def cost_plot(title: str, xlabel: str, ylabel: str, methods: CostPoints) -> Figu
                     "plotted where it resolves below\nthe separations that failed", fontsize="small",
                     va="bottom")
     return figure
+
+
+def verdict_figure(title: str, xlabel: str, lines: Series, verdicts: Mapping[str, tuple[bool | None, float]],
+                   threshold: float, columns: int = 6) -> bytes:
+    """Small multiples: one panel per line (a method's curve) drawn over the other lines in light grey,
+    with a dashed line at `threshold` and the verdict in the panel's title (`verdicts`: label -> (passed,
+    value), None: no verdict), green for a pass and red for a failure. One figure reads 30 methods where one
+    panel of 30 coloured lines does not."""
+    labels = list(lines)
+    columns = max(1, min(columns, len(labels)))
+    rows = max(1, -(-len(labels) // columns))
+    figure = Figure(figsize=(2.3 * columns, 1.9 * rows + 0.9))
+    figure.subplots_adjust(left=0.05, right=0.99, bottom=0.9 / (1.9 * rows + 0.9), top=1 - 0.75 / (1.9 * rows + 0.9),
+                           wspace=0.12, hspace=0.55)
+    figure.suptitle(title)
+    low = min([min(y, default=0.0) for _, y in lines.values()] + [0.0])
+    for index, label in enumerate(labels):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        for other, (x, y) in lines.items():
+            if other != label:
+                axes.plot(x, y, color="0.85", linewidth=0.8)
+        passed, value = verdicts.get(label, (None, float("nan")))
+        colour = "0.3" if passed is None else ("tab:green" if passed else "tab:red")
+        x, y = lines[label]
+        axes.plot(x, y, color=colour, linewidth=1.8, marker="o", markersize=2)
+        axes.axhline(threshold, color="0.4", linestyle="--", linewidth=0.8)
+        verdict = "no verdict" if passed is None else f"{'passes' if passed else 'fails'} {value:.2f}"
+        axes.set_title(f"{label}: {verdict}", fontsize="small", color=colour)
+        axes.set_ylim(low - 0.05, 1.05)
+        axes.tick_params(labelsize="x-small")
+        axes.grid(alpha=0.3)
+        if index % columns:
+            axes.set_yticklabels([])
+        if index >= len(labels) - columns:
+            axes.set_xlabel(xlabel, fontsize="x-small")
+    return _png(figure)

@@ -319,6 +319,10 @@ class SectionWriter:
     def sweep_figure(self, suffix: str, title: str, xlabel: str, panels, caption: str) -> None:
         self._figure(suffix, plots.sweep_figure(title, xlabel, panels), caption)
 
+    def verdict_figure(self, suffix: str, title: str, xlabel: str, lines, verdicts, threshold: float,
+                       caption: str) -> None:
+        self._figure(suffix, plots.verdict_figure(title, xlabel, lines, verdicts, threshold), caption)
+
     def cost_figure(self, suffix: str, title: str, xlabel: str, ylabel: str, methods, caption: str) -> None:
         self._figure(suffix, plots.cost_figure(title, xlabel, ylabel, methods), caption)
 

@@ -159,13 +159,21 @@ class Sanity(Experiment):
         direction = {"top_down": "from the output", "bottom_up": "from the input"}.get(order, "one at a time")
         unit = {"blocks": "blocks", "modules": "modules"}.get(group.config.get("options", {}).get("layers"), "layers")
         xlabel = f"{unit} randomised, {direction}"
-        # one figure per measure: a single panel puts a long legend beside the axes, not over the curves
-        for suffix, (measure, lines) in zip(("curves", "ssim"), panels.items(), strict=False):
-            writer.sweep_figure(suffix, f"Sanity check: {measure} to the original map, {group.label} on "
-                                f"{group.dataset}", xlabel, {measure: lines},
-                                f"{measure} of each randomised map to the original ({order}; step 0: the "
-                                f"original model), mean over items: a map that depends on the weights falls "
-                                f"(pass: Spearman < {THRESHOLD} on average over the steps)")
+        spearman = panels.get(MEASURES["spearman"])
+        if spearman:  # a panel per method, its verdict in the title: 30 coloured lines in one panel do not read
+            verdicts = {writer.label(key): _verdict(group.stats.get(key, {})) for key in keys}
+            writer.verdict_figure("curves", f"Sanity check: Spearman |maps| to the original map, {group.label} "
+                                  f"on {group.dataset}", xlabel, spearman, verdicts, THRESHOLD,
+                                  f"Spearman of each randomised map to the original ({order}; step 0: the "
+                                  f"original model), mean over items, each method over the others in grey: a map "
+                                  f"that depends on the weights falls (pass: below {THRESHOLD}, dashed, on average "
+                                  f"over the steps)")
+        ssim = panels.get(MEASURES["ssim"])
+        if ssim:
+            writer.sweep_figure("ssim", f"Sanity check: SSIM to the original map, {group.label} on "
+                                f"{group.dataset}", xlabel, {MEASURES["ssim"]: ssim},
+                                f"SSIM of each randomised map to the original ({order}; step 0: the original "
+                                f"model), mean over items")
         steps = max((int(k) for key in keys for k in group.series[key] if k < SSIM_KEY), default=0)
         rows = []
         for step in range(steps + 1):
@@ -179,6 +187,14 @@ class Sanity(Experiment):
                      [writer.label(key) for key in keys], rows,
                      [f"{group.label}: Spearman's rho of the absolute, max-normalised maps at the input's size, "
                       f"mean over items; order {order}"])
+
+
+def _verdict(stats: Mapping[str, Stat]) -> tuple[bool | None, float]:
+    """(passed, Spearman averaged over the steps); passed None where there is no verdict."""
+    average, passed = stats.get("average"), stats.get("passes")
+    if average is None or passed is None or math.isnan(passed.value):
+        return None, math.nan
+    return bool(passed.value), float(average.value)
 
 
 def _value(value: Any) -> float | None:
