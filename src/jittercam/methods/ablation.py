@@ -125,7 +125,7 @@ class AblationCAM(CAMMethod):
             number nor "auto"; or as `CAMMethod` raises it.
     """
 
-    precisions = ("fp32",)  # bf16: 3.7 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 3.7 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
     compiles = True  # the closed form's forward and backward, the head-only re-runs (`compile=`)
 

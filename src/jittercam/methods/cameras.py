@@ -97,7 +97,7 @@ class CAMERAS(CAMMethod):
             one of the sizes.
     """
 
-    precisions = ("fp32",)  # bf16: 8.8 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 8.8 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
 
     layer_map = False

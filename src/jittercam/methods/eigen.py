@@ -140,7 +140,7 @@ class EigenCAM(_ProjectionCAM):
         JitterCamError: `centre` or `relu` is not a bool; or as `CAMMethod` raises it.
     """
 
-    precisions = ("fp32",)  # bf16: 3.7 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 3.7 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
 
     def __init__(self, model, target_layer=None, *, centre: bool = False, relu: bool = True, **options) -> None:
         super().__init__(model, target_layer, centre=centre, relu=relu, **options)
@@ -185,7 +185,7 @@ class EigenGradCAM(_ProjectionCAM):
         JitterCamError: `centre` or `relu` is not a bool; or as `CAMMethod` raises it.
     """
 
-    precisions = ("fp32",)  # bf16: 7.6 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 7.6 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
 
     def __init__(self, model, target_layer=None, *, centre: bool = True, relu: bool = True, **options) -> None:
         super().__init__(model, target_layer, centre=centre, relu=relu, **options)
@@ -306,7 +306,7 @@ class KPCACAM(CAMMethod):
             `coef0` that is not a finite number, a `relu` that is not a bool; or as `CAMMethod` raises it.
     """
 
-    precisions = ("fp32",)  # bf16: 5.8 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 5.8 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
 
     def __init__(

@@ -48,7 +48,7 @@ class FEM(CAMMethod):
         JitterCamError: an unknown `variant`, a `k` that is not a finite number; or as `CAMMethod` raises it.
     """
 
-    precisions = ("fp32",)  # bf16: 12 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 12 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
 
     def __init__(self, model, target_layer=None, *, k: float = 2.0, variant: str = "paper", **options) -> None:

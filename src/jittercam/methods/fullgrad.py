@@ -125,7 +125,7 @@ class FullGrad(CAMMethod):
             `target_layer`; or as `CAMMethod` raises it.
     """
 
-    precisions = ("fp32",)  # bf16: 11 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 11 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
     uses_layer = False
     layer_map = False
 

@@ -205,7 +205,7 @@ class GuidedBackprop(_PixelMethod):
             `CAMMethod` raises it.
     """
 
-    precisions = ("fp32",)  # bf16: 67 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 67 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
 
     def __init__(
         self,

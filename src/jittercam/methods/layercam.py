@@ -164,7 +164,7 @@ class LayerCAM(CAMMethod):
         JitterCamError: an unknown `fusion`; `target_layer` is an empty list; or as `CAMMethod` raises it.
     """
 
-    precisions = ("fp32",)  # bf16: 4.1 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 4.1 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
 
     def __init__(

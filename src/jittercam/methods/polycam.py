@@ -103,7 +103,7 @@ class PolyCAM(CAMMethod):
             probe raises it.
     """
 
-    precisions = ("fp32",)  # bf16: 4.2 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 4.2 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
     layer: TargetLayer  # the finest of `layers`: never None here
     layer_map = False  # the recursion ends at the shallowest layer's grid
 

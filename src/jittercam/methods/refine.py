@@ -209,7 +209,7 @@ class RefineCAM(CAMMethod):
             fewer than two layers, or as the probe raises it.
     """
 
-    precisions = ("fp32",)  # bf16: 4.2 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 4.2 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
     layer_map = False  # the product of several layers' maps: no single layer's resolution
 
     def __init__(

@@ -221,7 +221,7 @@ class RISE(CAMMethod):
             positive integer; `compile` is not a valid value.
     """
 
-    precisions = ("fp32",)  # bf16: 8.8 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 8.8 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
     uses_layer = False
     layer_map = False
     compiles = True  # the masked passes (`compile=`)

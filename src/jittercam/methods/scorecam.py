@@ -70,7 +70,7 @@ class ScoreCAM(CAMMethod):
         JitterCamError: an unknown `variant`, or as `CAMMethod` raises it.
     """
 
-    precisions = ("fp32",)  # bf16: 2.2 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 2.2 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
     compiles = True  # the masked passes (`compile=`)
 

@@ -111,7 +111,7 @@ class ShapleyCAM(CAMMethod):
         JitterCamError: an unknown `score`, or as `CAMMethod` raises it.
     """
 
-    precisions = ("fp32",)  # bf16: 5.1 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 5.1 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
 
     def __init__(self, model, target_layer=None, *, score: str = "rest", **options) -> None:

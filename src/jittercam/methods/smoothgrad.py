@@ -115,7 +115,7 @@ class SmoothGradCAMPlusPlus(CAMMethod):
             `seed` that is not an integer, or as `CAMMethod` raises it.
     """
 
-    precisions = ("fp32",)  # bf16: 4.2 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 4.2 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
     layer: TargetLayer  # probed by CAMMethod.__init__ (uses_layer): never None here
 
     def __init__(

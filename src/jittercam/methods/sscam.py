@@ -126,7 +126,7 @@ class SSCAM(_AveragedScoreCAM):
             `seed` that is not an integer, or as `CAMMethod` raises it.
     """
 
-    precisions = ("fp32",)  # bf16: 8.3 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 8.3 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
 
     def __init__(self, model, target_layer=None, *, num_samples: int = 35, std: float = 2.0, seed: int | None = 0,
                  variant: str = "paper", progress: bool = False, **options) -> None:
@@ -177,7 +177,7 @@ class ISCAM(_AveragedScoreCAM):
             it.
     """
 
-    precisions = ("fp32",)  # bf16: 8.0 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 8.0 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
 
     def __init__(self, model, target_layer=None, *, num_samples: int = 10, variant: str = "paper",
                  progress: bool = False, **options) -> None:

@@ -81,7 +81,7 @@ class WinsorCAM(CAMMethod):
             model with fewer than two convolutions, or as the probe raises it.
     """
 
-    precisions = ("fp32",)  # bf16: 16 % from fp32 on Lite0 (relative max), issue 25 allows 1 %
+    precisions = ("fp32",)  # bf16: 16 % from fp32 on Lite0, relative max, CPU (bound: 1 %)
     layer_map = False  # a sum over layers of every resolution
 
     def __init__(
