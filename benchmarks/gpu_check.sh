@@ -15,6 +15,7 @@
 #              off), then the compiled path on CUDA vs eager CPU fp32           -> agreement.json
 #   tests      the GPU tests (pytest: the tests that skip without CUDA)        -> log.txt
 #   plans      imagenet_plan.py --device cuda: bf16, bf16 --compile, fp32       -> plan-*.json
+#   bf16       bf16_agreement.py --device cuda: each method's bf16 map against fp32 (the 1 % rule) -> log.txt
 #   speed      speed.py --device cuda --tune --models resnet50 --images 64 --compile --precision bf16
 #              (eager and compiled rows side by side)                          -> speed.json
 # Everything printed goes to log.txt; summary.txt has the machine, each step's exit status and seconds and
@@ -27,7 +28,7 @@ OUTDIR=""
 for arg in "$@"; do
     case "$arg" in
         --dry-run) DRY=1 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1' "$0"; exit 0 ;;
         *) OUTDIR=$arg ;;
     esac
 done
@@ -41,16 +42,17 @@ if [ "${GPU_CHECK_FULL:-0}" = 1 ]; then
     SPEED_LIMIT=900
 else
     SPEED_METHODS=gradcam,jittercam,ablationcam,deletion_insertion
-    SPEED_LIMIT=90
+    SPEED_LIMIT=70
 fi
 
 # name | seconds allowed | command
 STEPS=(
-    "agreement|75|$PYTHON $AGREEMENT $OUTDIR/agreement.json"
-    "tests|35|$PYTHON -m pytest -q -p no:cacheprovider tests/test_methods_baselines.py::test_maps_on_the_inputs_device tests/test_methods_rise.py::test_same_masks_and_map_on_the_gpu tests/test_metrics_perturbation.py::test_on_gpu tests/test_compiled.py::test_compiled_on_cuda_with_cuda_graphs"
+    "agreement|65|$PYTHON $AGREEMENT $OUTDIR/agreement.json"
+    "tests|30|$PYTHON -m pytest -q -p no:cacheprovider tests/test_methods_baselines.py::test_maps_on_the_inputs_device tests/test_methods_rise.py::test_same_masks_and_map_on_the_gpu tests/test_metrics_perturbation.py::test_on_gpu tests/test_compiled.py::test_compiled_on_cuda_with_cuda_graphs"
     "plan-bf16|30|$PYTHON benchmarks/imagenet_plan.py --device cuda --precision bf16 --images 512 --workers 14 --json $OUTDIR/plan-bf16.json"
-    "plan-bf16-compiled|55|$PYTHON benchmarks/imagenet_plan.py --device cuda --precision bf16 --images 512 --workers 14 --compile --json $OUTDIR/plan-bf16-compiled.json"
-    "plan-fp32|25|$PYTHON benchmarks/imagenet_plan.py --device cuda --precision fp32 --images 256 --workers 14 --json $OUTDIR/plan-fp32.json"
+    "plan-bf16-compiled|50|$PYTHON benchmarks/imagenet_plan.py --device cuda --precision bf16 --images 512 --workers 14 --compile --json $OUTDIR/plan-bf16-compiled.json"
+    "plan-fp32|20|$PYTHON benchmarks/imagenet_plan.py --device cuda --precision fp32 --images 256 --workers 14 --json $OUTDIR/plan-fp32.json"
+    "bf16|25|$PYTHON benchmarks/bf16_agreement.py --device cuda --images 4 --methods all"
     "speed|$SPEED_LIMIT|$PYTHON benchmarks/speed.py --device cuda --tune --models resnet50 --images 64 --precision bf16 --compile --rise-masks 2000 --methods $SPEED_METHODS --json $OUTDIR/speed.json"
 )
 
