@@ -86,6 +86,19 @@ def test_blocks_go_one_under_the_other_with_the_photo_first_again(tmp_path):
     assert not (tmp_path / "many.png").exists()
 
 
+def test_a_later_figure_removes_the_pages_an_earlier_one_left_and_nothing_else(tmp_path):
+    out = tmp_path / "grid.png"
+    assert draw(_rows(1, 3), out) == [out]
+    photo = tmp_path / "grid-7.png"  # a user's picture with the pages' name pattern: not ours, it stays
+    Image.new("RGB", (8, 8)).save(photo)
+    split = draw(_rows(3, 20), out)
+    assert split == [tmp_path / "grid-1.png", tmp_path / "grid-2.png"]
+    assert not out.exists()  # the one-file figure of before is gone
+    assert draw(_rows(1, 3), out) == [out]
+    assert not any(path.exists() for path in split)  # and the pages, when one file holds the figure again
+    assert photo.exists()
+
+
 def test_the_slow_methods_are_named_before_any_map(tmp_path):
     class Stop(Exception):
         pass

@@ -10,6 +10,9 @@ image with the photo first again, blocks one under the other; when the blocks wo
 """
 from __future__ import annotations
 
+import contextlib
+import glob
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -271,7 +274,21 @@ def draw(rows: list[list[Panel]], out: Path) -> list[Path]:
             grid += [[row[0], *row[start:start + size]] for row in rows]
             start += size
         _draw_grid(grid, path)
+    _remove_stale_pages(out, files)
     return files
+
+
+def _remove_stale_pages(out: Path, files: list[Path]) -> None:
+    """Delete the pages an earlier figure at `out` left that this one did not write (`grid.png` once the
+    figure is split into `grid-1.png`, `grid-2.png`, or a `grid-3.png` beyond this figure's pages), so the
+    folder never shows an old figure beside the new one; only PNGs this package wrote (`is_output`) go."""
+    written = set(files)
+    candidates = [out, *(path for path in out.parent.glob(f"{glob.escape(out.stem)}-*{out.suffix}")
+                         if re.fullmatch(rf"{re.escape(out.stem)}-\d+", path.stem))]
+    for path in candidates:
+        if path not in written and path.is_file() and is_output(path):
+            with contextlib.suppress(OSError):  # an old page that cannot go is not worth failing the figure
+                path.unlink()
 
 
 def _draw_grid(rows: list[list[Panel]], out: Path) -> None:
