@@ -2,6 +2,7 @@
 maps, and one-line errors. Random weights only: nothing is downloaded."""
 from __future__ import annotations
 
+import csv
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ from torch import nn
 import jittercam
 from conftest import GOLDFISH
 from jittercam.cli import main
+from jittercam.data import load_image, to_input
 from jittercam.errors import JitterCamError
 from jittercam.models import registered_models
 
@@ -174,6 +176,25 @@ def test_hf_by_name_from_a_saved_folder_with_its_own_image_processor(tmp_path):
     card = jittercam.model_card(jittercam.load_model(f"hf:{tmp_path / 'saved'}"))
     assert (card.input_size, card.mean, card.std, card.crop_pct) == (128, (0.4, 0.5, 0.6), (0.2, 0.3, 0.4), 1.0)
     assert card.categories[0] == "kind 0"
+
+
+def test_a_multi_label_hf_model_reports_each_labels_sigmoid(tmp_path):
+    hf = _hf_resnet()
+    hf.config.problem_type = "multi_label_classification"
+    hf.save_pretrained(tmp_path / "saved")
+    model = jittercam.load_model(f"hf:{tmp_path / 'saved'}")
+    card = jittercam.model_card(model)
+    assert card.multi_label and not jittercam.model_card(jittercam.load_model(_hf_resnet())).multi_label
+    out = tmp_path / "out"
+    assert main(["explain", str(GOLDFISH), "--model", f"hf:{tmp_path / 'saved'}", "--method", "gradcam",
+                 "--top", "2", "--out", str(out), "--quiet"]) == 0
+    with torch.no_grad():
+        logits = model(to_input(load_image(GOLDFISH), card))[0]
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert [int(row["class_index"]) for row in rows] == logits.topk(2).indices.tolist()
+    for row in rows:  # independent labels: each its own sigmoid, not a share of one softmax
+        assert float(row["probability"]) == pytest.approx(torch.sigmoid(logits[int(row["class_index"])]).item(),
+                                                          abs=1e-6)
 
 
 def test_hf_random_weights_from_a_model_type_and_a_state_dict_file(tmp_path):

@@ -41,6 +41,9 @@ class ModelCard:
             `jittercam.data.to_input` resizes the whole picture bilinearly.
         crop_pct: the centre crop the weights were evaluated with (1.0: none); recorded, not applied: the
             methods explain the whole picture, so that a map covers every pixel.
+        multi_label: the outputs are independent labels, each read through a sigmoid (a Hugging Face
+            configuration's `problem_type` "multi_label_classification"), not classes sharing a softmax:
+            `explain` reports each label's sigmoid as its probability.
     """
 
     name: str
@@ -53,6 +56,7 @@ class ModelCard:
     fusion_layers: tuple[str, ...] = ()
     interpolation: str = "bilinear"
     crop_pct: float = 1.0
+    multi_label: bool = False
 
     def class_name(self, index: int) -> str:
         """The name of class `index`.

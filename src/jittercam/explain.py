@@ -275,7 +275,8 @@ class Explanation:
                 image = load_image(source.path)
                 batch = to_input(image, card).to(self.device)
                 with torch.no_grad():
-                    probabilities = model(batch).softmax(dim=1)[0].float().cpu()
+                    scores = model(batch)[0].float().cpu()
+                probabilities = scores.sigmoid() if card.multi_label else scores.softmax(dim=0)
                 if not asked:  # each image's own top class(es)
                     asked = probabilities.topk(settings.top or 1).indices.tolist()
                     todo = self._todo(out, name, asked)

@@ -9,7 +9,8 @@ interpolation and crop from the model's image processor when it is on this machi
 the model's folder); offline without it, the input size is the configuration's `image_size` (else 224 px)
 and the rest the defaults of the image processor class transformers pairs with the architecture (as
 `ConvNextImageProcessor()` has them; a checkpoint's own processor may differ, e.g. ImageNet's mean where the
-class has 0.5), else ImageNet's. transformers is imported only when such a model is built or recognised.
+class has 0.5), else ImageNet's; `multi_label` from the configuration's `problem_type`. transformers is
+imported only when such a model is built or recognised.
 """
 from __future__ import annotations
 
@@ -153,6 +154,7 @@ def card_of(model: nn.Module, name: str | None = None) -> ModelCard:
         categories=_categories(config),
         interpolation=_resample_name(getattr(processor, "resample", None)),
         crop_pct=float(getattr(processor, "crop_pct", None) or 1.0),
+        multi_label=getattr(config, "problem_type", None) == "multi_label_classification",
     )
 
 
