@@ -191,3 +191,57 @@ def test_contract_on_a_vit(vit, name):
     alone = torch.cat([one_by_one(x[i : i + 1], t) for i, t in enumerate(targets)])
     torch.testing.assert_close(alone, maps, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(method(x), method(x, vit(x).argmax(dim=1)))
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_multihead_attention_is_recorded_as_the_module_computes_it(batch_first):
+    from jittercam.methods.rollout import AttentionRecorder, attention_modules
+
+    torch.manual_seed(0)
+    attention = torch.nn.MultiheadAttention(16, 4, batch_first=batch_first).eval()
+    x = torch.randn(2, 5, 16) if batch_first else torch.randn(5, 2, 16)
+    mask = torch.zeros(5, 5, dtype=torch.bool)
+    mask[:, 4] = True  # an attn_mask is applied as the module applies it
+    for given in (None, mask):
+        with torch.no_grad(), AttentionRecorder(attention_modules(attention)) as recorder:
+            _, weights = attention(x, x, x, attn_mask=given, need_weights=True, average_attn_weights=False)
+        assert len(recorder.attentions) == 1
+        torch.testing.assert_close(recorder.attentions[0], weights, rtol=1e-5, atol=1e-6)
+    assert not attention._forward_pre_hooks  # removed on leaving
+
+
+def test_rollout_on_torchvision_and_hand_written_vits():
+    from torchvision.models import VisionTransformer
+
+    from jittercam.groundtruth.model import GroundTruthViT
+    from jittercam.methods.rollout import rollout
+
+    torch.manual_seed(0)
+    tv = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                           num_classes=3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    recorded = []  # each block's attention as torchvision's own module returns it when asked for weights
+    with torch.no_grad():
+        tokens = torch.cat([tv.class_token.expand(2, -1, -1), tv._process_input(x)], dim=1)
+        tokens = tokens + tv.encoder.pos_embedding
+        for layer in tv.encoder.layers:
+            y = layer.ln_1(tokens)
+            out, weights = layer.self_attention(y, y, y, need_weights=True, average_attn_weights=False)
+            recorded.append(weights)
+            tokens = tokens + out
+            tokens = tokens + layer.mlp(layer.ln_2(tokens))
+    expected = rollout(recorded)[:, 0, 1:].reshape(2, 4, 4)
+    torch.testing.assert_close(AttentionRollout(tv)(x), expected, rtol=1e-5, atol=1e-6)
+
+    gt = GroundTruthViT(classes=4).eval()
+    maps = AttentionRollout(gt)(torch.randn(2, 3, 128, 128))
+    assert maps.shape == (2, 16, 16) and torch.isfinite(maps).all()  # 8 px patches, found from the tokens
+
+
+def test_patch_grid_follows_the_image_shape():
+    from jittercam.methods.rollout import patch_grid
+
+    assert patch_grid(196, 224, 224) == (14, 14)
+    assert patch_grid(8 * 12, 128, 192) == (8, 12)
+    with pytest.raises(JitterCamError, match="no grid"):
+        patch_grid(7, 224, 224)

@@ -3,6 +3,7 @@ block, fused over heads and multiplied through the network; the class token's ro
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import JitterCamError
@@ -14,8 +15,9 @@ VARIANTS = ("paper", "vit-explain")
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The self-attention modules of a timm-style vision transformer, in forward order: modules with a
-    `qkv` linear layer, `num_heads` and `scale` (timm's `Attention`).
+    """The self-attention modules of a vision transformer, in definition (= forward) order: timm's
+    `Attention` (a `qkv` linear layer, `num_heads`, `scale`) and torch's `nn.MultiheadAttention` (torchvision's
+    ViTs, hand-written ones) without added key/value biases or zero attention.
 
     Args:
         model: the network.
@@ -25,15 +27,40 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
     """
     return [
         module for module in model.modules()
-        if isinstance(getattr(module, "qkv", None), nn.Linear) and hasattr(module, "num_heads")
-        and hasattr(module, "scale")
+        if (isinstance(getattr(module, "qkv", None), nn.Linear) and hasattr(module, "num_heads")
+            and hasattr(module, "scale"))
+        or (isinstance(module, nn.MultiheadAttention) and module.bias_k is None and not module.add_zero_attn)
     ]
 
 
+def _multihead_attention(module: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor,
+                         mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q kᵀ / √d) per head of an `nn.MultiheadAttention` call, from its input projection: `(B, heads,
+    L, S)`, as the module computes it (its `need_weights=True, average_attn_weights=False` output)."""
+    if not module.batch_first:
+        query, key = query.transpose(0, 1), key.transpose(0, 1)
+    dim = module.embed_dim
+    if module.in_proj_weight is not None:
+        w_q, w_k = module.in_proj_weight[:dim], module.in_proj_weight[dim:2 * dim]
+    else:
+        w_q, w_k = module.q_proj_weight, module.k_proj_weight
+    bias = module.in_proj_bias
+    b_q, b_k = (bias[:dim], bias[dim:2 * dim]) if bias is not None else (None, None)
+    heads, depth = module.num_heads, dim // module.num_heads
+    q = F.linear(query, w_q, b_q).unflatten(-1, (heads, depth)).transpose(1, 2)
+    k = F.linear(key, w_k, b_k).unflatten(-1, (heads, depth)).transpose(1, 2)
+    scores = (q / depth ** 0.5) @ k.transpose(-2, -1)
+    if mask is not None:
+        scores = scores.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
+    return scores.softmax(dim=-1)
+
+
 class AttentionRecorder:
-    """Records the attention probabilities softmax(q kᵀ · scale) of every attention module during one
-    forward, computed from the output of its `qkv` layer (after the module's `q_norm`/`k_norm`), so that
-    timm's fused attention, which never forms the matrix, needs no change to the model. The hooks are
+    """Records the attention probabilities of every attention module during one forward: for timm's
+    `Attention`, softmax(q kᵀ · scale) from the output of its `qkv` layer (after the module's
+    `q_norm`/`k_norm`), so that its fused attention, which never forms the matrix, needs no change to the
+    model; for `nn.MultiheadAttention`, the same from its inputs and input projection (its callers usually
+    ask for no weights; an `attn_mask` is applied, a key padding mask is not supported). The hooks are
     removed on leaving.
 
     Args:
@@ -57,10 +84,22 @@ class AttentionRecorder:
 
         return record
 
+    def _pre_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        query = args[0] if args else kwargs["query"]
+        key = args[1] if len(args) > 1 else kwargs.get("key", query)
+        if kwargs.get("key_padding_mask") is not None or (len(args) > 3 and args[3] is not None):
+            raise JitterCamError("rollout does not support a key padding mask in nn.MultiheadAttention")
+        mask = kwargs.get("attn_mask", args[5] if len(args) > 5 else None)
+        assert isinstance(module, nn.MultiheadAttention)
+        self.attentions.append(_multihead_attention(module, query.detach(), key.detach(), mask).float())
+
     def __enter__(self) -> AttentionRecorder:
         self.attentions = []
         self._handles = [
-            module.get_submodule("qkv").register_forward_hook(self._hook(module)) for module in self.modules
+            module.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
+            if isinstance(module, nn.MultiheadAttention)
+            else module.get_submodule("qkv").register_forward_hook(self._hook(module))
+            for module in self.modules
         ]
         return self
 
@@ -68,6 +107,27 @@ class AttentionRecorder:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+def patch_grid(tokens: int, height: int, width: int) -> tuple[int, int]:
+    """The patch grid (h, w) of `tokens` patch tokens from a `height × width` image: h · w = tokens with
+    h / w = height / width, whatever the patch size (timm's, torchvision's, a convolution's stride).
+
+    Args:
+        tokens: the number of patch tokens.
+        height: the input's height in pixels.
+        width: the input's width in pixels.
+
+    Returns:
+        `(h, w)`.
+
+    Raises:
+        JitterCamError: no such grid.
+    """
+    rows = max(1, round((tokens * height / width) ** 0.5))
+    if tokens % rows:
+        raise JitterCamError(f"rollout found {tokens} patch tokens, no grid of a {height}x{width} image's shape")
+    return rows, tokens // rows
 
 
 def rollout(attentions: list[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0,
@@ -151,11 +211,10 @@ class AttentionRollout(CAMMethod):
                 or not 0 <= discard_ratio < 1:
             raise JitterCamError(f"discard_ratio must be in [0, 1), got {discard_ratio!r}")
         self.attentions = attention_modules(model)
-        if not self.attentions or getattr(model, "cls_token", None) is None \
-                or getattr(model, "patch_embed", None) is None:
+        if not self.attentions or _class_token(model) is None:
             raise JitterCamError(
-                f"rollout needs a vision transformer with a class token and attention modules with a qkv layer "
-                f"(a timm ViT such as vit_tiny_patch16_224); {type(model).__name__} has "
+                f"rollout needs a vision transformer with a class token and self-attention modules (timm's "
+                f"ViTs such as vit_tiny_patch16_224, torchvision's vit_b_16); {type(model).__name__} has "
                 f"{'none' if not self.attentions else 'no class token'}"
             )
         super().__init__(model, batch_size=batch_size)
@@ -169,10 +228,19 @@ class AttentionRollout(CAMMethod):
         with torch.no_grad(), AttentionRecorder(self.attentions) as recorder:
             self.model(images)
         rolled = rollout(recorder.attentions, self.head_fusion, self.discard_ratio, self.variant)
-        prefix = int(getattr(self.model, "num_prefix_tokens", 1))
+        prefix = int(getattr(_unwrapped(self.model), "num_prefix_tokens", 1))
         row = rolled[:, 0, prefix:]
-        patch = tuple(getattr(self.model.patch_embed, "patch_size", (16, 16)))
-        height, width = images.shape[-2] // int(patch[0]), images.shape[-1] // int(patch[1])
-        if height * width != row.shape[1]:
-            raise JitterCamError(f"rollout found {row.shape[1]} patch tokens for a {height}x{width} patch grid")
-        return row.reshape(-1, height, width)
+        return row.reshape(-1, *patch_grid(row.shape[1], images.shape[-2], images.shape[-1]))
+
+
+def _unwrapped(model: nn.Module) -> nn.Module:
+    """The network a loader's wrapper holds (`model.model`, as jittercam's Hugging Face wrapper), else itself."""
+    inner = getattr(model, "model", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def _class_token(model: nn.Module) -> torch.Tensor | None:
+    """The class token parameter: timm's and hand-written ViTs' `cls_token`, torchvision's `class_token`."""
+    inner = _unwrapped(model)
+    return getattr(inner, "cls_token", None) if getattr(inner, "cls_token", None) is not None \
+        else getattr(inner, "class_token", None)
