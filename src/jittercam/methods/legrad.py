@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import JitterCamError
@@ -16,6 +15,7 @@ from ..inputs import check_target_range, resolve_targets
 from .base import CAMMethod
 from .capture import LayerCapture
 from .registry import register_method
+from .rollout import in_projection
 
 VARIANTS = ("paper", "torchcam")
 
@@ -169,14 +169,11 @@ class LeGrad(CAMMethod):
     @staticmethod
     def _relevance(b: _Block, grad_y: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """`(B, N)`: mean over heads and queries of ReLU(∂s/∂A), ∂s/∂A = ((∂s/∂y) W_o per head) Vᵀ."""
-        batch, tokens, width = grad_y.shape
+        batch, tokens, _ = grad_y.shape
         grad_o = (grad_y @ b.weight.detach()).reshape(batch, tokens, b.heads, -1).transpose(1, 2)
         if b.timm:
             values = source.reshape(batch, tokens, 3, b.heads, -1)[:, :, 2].transpose(1, 2)
         else:
-            attention = b.source
-            assert isinstance(attention, nn.MultiheadAttention) and attention.in_proj_weight is not None
-            bias = None if attention.in_proj_bias is None else attention.in_proj_bias[2 * width :].detach()
-            values = F.linear(source, attention.in_proj_weight[2 * width :].detach(), bias)
-            values = values.reshape(batch, tokens, b.heads, -1).transpose(1, 2)
+            assert isinstance(b.source, nn.MultiheadAttention)
+            values = in_projection(b.source, source, 2)
         return (grad_o @ values.transpose(-2, -1)).relu().mean(dim=(1, 2))

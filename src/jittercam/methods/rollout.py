@@ -33,23 +33,36 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
     ]
 
 
-def _multihead_attention(module: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor,
-                         mask: torch.Tensor | None) -> torch.Tensor:
-    """softmax(q kᵀ / √d) per head of an `nn.MultiheadAttention` call, from its input projection: `(B, heads,
-    L, S)`, as the module computes it (its `need_weights=True, average_attn_weights=False` output)."""
-    if not module.batch_first:
-        query, key = query.transpose(0, 1), key.transpose(0, 1)
+def in_projection(module: nn.MultiheadAttention, x: torch.Tensor, part: int) -> torch.Tensor:
+    """One of an `nn.MultiheadAttention`'s input projections (part 0: queries, 1: keys, 2: values) of a
+    batch-first `(B, L, E)` input, split into heads: `(B, heads, L, E / heads)`; the weights detached.
+
+    Args:
+        module: the attention module (packed `in_proj_weight` or separate q/k/v weights).
+        x: `(B, L, E)` tokens.
+        part: 0, 1 or 2.
+
+    Returns:
+        `(B, heads, L, E / heads)`.
+    """
     dim = module.embed_dim
     if module.in_proj_weight is not None:
-        w_q, w_k = module.in_proj_weight[:dim], module.in_proj_weight[dim:2 * dim]
+        weight = module.in_proj_weight[part * dim:(part + 1) * dim]
     else:
-        w_q, w_k = module.q_proj_weight, module.k_proj_weight
-    bias = module.in_proj_bias
-    b_q, b_k = (bias[:dim], bias[dim:2 * dim]) if bias is not None else (None, None)
-    heads, depth = module.num_heads, dim // module.num_heads
-    q = F.linear(query, w_q, b_q).unflatten(-1, (heads, depth)).transpose(1, 2)
-    k = F.linear(key, w_k, b_k).unflatten(-1, (heads, depth)).transpose(1, 2)
-    scores = (q / depth ** 0.5) @ k.transpose(-2, -1)
+        weight = (module.q_proj_weight, module.k_proj_weight, module.v_proj_weight)[part]
+    bias = None if module.in_proj_bias is None else module.in_proj_bias[part * dim:(part + 1) * dim].detach()
+    projected = F.linear(x, weight.detach(), bias)
+    return projected.unflatten(-1, (module.num_heads, dim // module.num_heads)).transpose(1, 2)
+
+
+def _multihead_attention(module: nn.MultiheadAttention, query: torch.Tensor, key: torch.Tensor,
+                         mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(q kᵀ / √d) per head of an `nn.MultiheadAttention` call: `(B, heads, L, S)`, as the module
+    computes it (its `need_weights=True, average_attn_weights=False` output)."""
+    if not module.batch_first:
+        query, key = query.transpose(0, 1), key.transpose(0, 1)
+    q, k = in_projection(module, query, 0), in_projection(module, key, 1)
+    scores = (q / q.shape[-1] ** 0.5) @ k.transpose(-2, -1)
     if mask is not None:
         scores = scores.masked_fill(mask, float("-inf")) if mask.dtype == torch.bool else scores + mask
     return scores.softmax(dim=-1)
@@ -242,5 +255,5 @@ def _unwrapped(model: nn.Module) -> nn.Module:
 def _class_token(model: nn.Module) -> torch.Tensor | None:
     """The class token parameter: timm's and hand-written ViTs' `cls_token`, torchvision's `class_token`."""
     inner = _unwrapped(model)
-    return getattr(inner, "cls_token", None) if getattr(inner, "cls_token", None) is not None \
-        else getattr(inner, "class_token", None)
+    tokens = (getattr(inner, name, None) for name in ("cls_token", "class_token"))
+    return next((token for token in tokens if token is not None), None)
