@@ -201,3 +201,29 @@ def test_errors(setup, kwargs, option):
         metrics.noisy_linear_imputation(images, torch.ones(3, SIZE, SIZE, dtype=torch.bool))
     kept = metrics.noisy_linear_imputation(images, torch.zeros(3, SIZE, SIZE, dtype=torch.bool))
     assert torch.equal(kept, images)
+
+
+def test_solving_several_images_at_once_changes_nothing(setup):
+    model, images, maps = setup
+    removed = maps > 0.4
+    one, four = (metrics.noisy_linear_imputation(images, removed, 0.01, threads=threads,
+                                                  generator=torch.Generator().manual_seed(3)) for threads in (1, 4))
+    assert torch.equal(one, four)  # the noise is drawn in image order, whichever solve ends first
+    previous = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 3):
+            torch.set_num_threads(threads)  # road solves as many images at once as torch has threads
+            results.append(metrics.road(model, images, maps, noise_space="input", batch_size=5))
+    finally:
+        torch.set_num_threads(previous)
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5, True])
+def test_threads_must_be_a_positive_integer(setup, threads):
+    _, images, maps = setup
+    with pytest.raises(JitterCamError, match="threads must be a positive integer") as error:
+        metrics.noisy_linear_imputation(images, maps > 0.5, threads=threads)
+    assert error.value.option == "threads"

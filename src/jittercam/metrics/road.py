@@ -17,8 +17,9 @@ Checked against the authors' code, tleemann/road_evaluation (`road/imputations.p
 
 - weights and system: as all three (the same 8 offsets and weights); solved by SuperLU
   (`scipy.sparse.linalg.spsolve`, the fastest exact solver measured on CPU for these systems, see
-  `noisy_linear_imputation`; torch has no sparse direct solver on CPU), float64, on the CPU; the imputed
-  images go back to the input's device;
+  `noisy_linear_imputation`; torch has no sparse direct solver on CPU), float64, on the CPU, as many
+  images at once as torch has CPU threads (SuperLU releases the GIL); the imputed images go back to the
+  input's device;
 - percentage p is the share of pixels *removed*, in both orders, k = int(H·W·p/100) pixels (the authors'
   MoRF count and Quantus's). pytorch-grad-cam's `percentile` q is the share *kept*: its ROAD…(q) removes the
   pixels at or above `np.percentile(map, q)` (MoRF) or at or below the (100 − q)th (LeRF), i.e. p = 100 − q,
@@ -55,6 +56,7 @@ runs only on one-channel images (an IndexError on RGB).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from numbers import Real
 from typing import NamedTuple
 
@@ -152,6 +154,7 @@ def noisy_linear_imputation(
     noise: float | Sequence[float] | torch.Tensor = NOISE,
     *,
     generator: torch.Generator | None = None,
+    threads: int | None = None,
 ) -> torch.Tensor:
     """ROAD's imputation: every removed pixel becomes the weighted mean of its 8 neighbours (1/6 edge, 1/12
     diagonal, renormalised at the border), removed neighbours included, plus Gaussian noise.
@@ -170,13 +173,16 @@ def noisy_linear_imputation(
         noise: the noise std, one value or one per channel (0 for none).
         generator: the CPU generator the noise is drawn from, `(C, k)` per image in batch order (None: torch's
             default generator, as pytorch-grad-cam's `torch.randn_like`).
+        threads: images solved at once (None: torch's CPU thread count, `torch.get_num_threads()`); the
+            result does not depend on it.
 
     Returns:
         `(B, C, H, W)` images on the input's device and dtype, the kept pixels unchanged.
 
     Raises:
         JitterCamError: `images` is not a floating-point `(B, C, H, W)` batch, `removed` is not one `(H, W)`
-            mask per image or removes every pixel of one, or `noise` is negative or has the wrong length.
+            mask per image or removes every pixel of one, `noise` is negative or has the wrong length, or
+            `threads` is not a positive integer.
     """
     check_images(images)
     B, C, H, W = images.shape
@@ -185,24 +191,42 @@ def noisy_linear_imputation(
         raise JitterCamError(f"removed must be one (H, W) mask per image, shape {(B, H, W)}, got {shape}",
                              option="removed")
     scale = _noise_scale(noise, C)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise JitterCamError(f"threads must be a positive integer, got {threads!r}", option="threads")
     masks = removed.detach().bool().cpu().numpy()
     pixels = images.detach().cpu().double().numpy()
     out = images.detach().clone()
-    for b in range(B):
-        _fill(out, b, pixels[b], masks[b], scale, generator)
+    solved = _impute_all(list(pixels), list(masks), torch.get_num_threads() if threads is None else threads)
+    for b in range(B):  # the noise in image order, whatever order the solves finished in
+        _place(out, b, solved[b], scale, generator)
     return out
 
 
-def _fill(out: torch.Tensor, b: int, pixels: np.ndarray, removed: np.ndarray, scale: torch.Tensor,
-          generator: torch.Generator | None) -> None:
-    """Impute image `pixels` where `removed` into `out[b]` (noise `scale · N(0, 1)`, drawn as (C, k))."""
-    values, index = _impute_one(pixels, removed)
+def _impute_all(pixels: Sequence[np.ndarray], removed: Sequence[np.ndarray],
+                threads: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`_impute_one` of each (image, mask) pair, in order, up to `threads` at once: SuperLU releases the GIL
+    while it factorises and solves, which is most of the time."""
+    if threads <= 1 or len(removed) <= 1:
+        return [_impute_one(p, r) for p, r in zip(pixels, removed, strict=True)]
+    with ThreadPoolExecutor(min(threads, len(removed))) as pool:
+        return list(pool.map(_impute_one, pixels, removed))
+
+
+def _place(out: torch.Tensor, b: int, solved: tuple[np.ndarray, np.ndarray], scale: torch.Tensor,
+           generator: torch.Generator | None) -> None:
+    """Write one image's imputed pixels into `out[b]`, with noise `scale · N(0, 1)` drawn as (C, k)."""
+    values, index = solved
     if index.size == 0:
         return
     filled = torch.from_numpy(values).float()
     filled += scale.view(-1, 1) * torch.randn(filled.shape, generator=generator)
     position = torch.from_numpy(index).to(out.device)
     out[b][:, position // out.shape[3], position % out.shape[3]] = filled.to(out.device, out.dtype)
+
+
+def _removed(rank: np.ndarray, order: str, k: int) -> np.ndarray:
+    """The `k` pixels of highest rank (0 = most relevant) for MoRF, of lowest for LeRF."""
+    return rank < k if order == "morf" else rank >= rank.size - k
 
 
 def _check_percentages(percentages: Sequence[float]) -> list[float]:
@@ -244,8 +268,9 @@ def road(
     """ROAD (Rong et al. 2022) per image: MoRF and LeRF probabilities and accuracies at each percentage of
     removed pixels, noisy linear imputation in between, and the combined score.
 
-    The imputed images are made on the CPU (one sparse solve per image, order and percentage) and go through
-    the model in chunks of `batch_size`, as `deletion`; the first pass reads the unchanged images.
+    The imputed images are made on the CPU (one sparse solve per image, order and percentage, as many at once
+    as torch has CPU threads) and go through the model in chunks of `batch_size`, as `deletion`; the first
+    pass reads the unchanged images.
 
     Args:
         model: the classifier, used as given (put it in eval mode yourself); it is not modified.
@@ -325,11 +350,11 @@ def road(
         for begin in range(0, len(jobs), batch_size):
             chunk = jobs[begin:begin + batch_size]
             batch = buffer[: len(chunk)]
-            for row, (o, p, b) in enumerate(chunk):
-                k = int(H * W * values[p] / 100)
-                removed = rank_np[b] < k if o == "morf" else rank_np[b] >= H * W - k
+            removed = [_removed(rank_np[b], o, int(H * W * values[p] / 100)) for o, p, b in chunk]
+            solved = _impute_all([pixels[b] for _, _, b in chunk], removed, torch.get_num_threads())
+            for row, (_, _, b) in enumerate(chunk):
                 batch[row] = images[b]
-                _fill(batch, row, pixels[b], removed, scale, generator)
+                _place(batch, row, solved[row], scale, generator)
             probs = scores(model, batch, True)
             for row, (o, p, b) in enumerate(chunk):
                 prob[o][b, p] = probs[row, tgt[b]].float()
