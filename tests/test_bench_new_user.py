@@ -190,6 +190,12 @@ def test_a_long_run_says_how_to_shorten_it(tiny):
     assert advice.endswith("Ctrl-C keeps every finished item; the same command resumes")
 
 
+def test_a_one_pass_method_is_said_in_the_singular(tiny):
+    gradcam = Arm("gradcam", create("gradcam", tiny))
+    line = progress.estimate_line("relevance", {gradcam: 1}, {gradcam: 1}.get, 0.02, torch.device("cpu"))
+    assert "take about 1 s: gradcam 1 pass per item (1 s); the metrics add to it" in line, line
+
+
 def test_the_time_left_follows_the_measured_pace(tiny):
     """From the start: passes x one pass's seconds; then each arm's measured seconds per item, and for an arm
     not measured yet its passes plus what the measured ones spent beyond theirs (the metrics)."""

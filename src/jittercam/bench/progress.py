@@ -32,7 +32,8 @@ def estimate_line(experiment: str, left: dict[Arm, int], passes, forward: float,
     costs = {arm: count * passes(arm) * forward for arm, count in left.items() if count}
     total = sum(costs.values())
     heavy = sorted((arm for arm in costs if costs[arm] > 0.1 * total), key=lambda arm: -costs[arm])
-    parts = [f"{arm.label} {passes(arm)} passes per item ({duration(costs[arm])})" for arm in heavy]
+    parts = [f"{arm.label} {plural(passes(arm), 'pass', 'passes')} per item ({duration(costs[arm])})"
+             for arm in heavy]
     others = len(costs) - len(heavy)
     if others:
         parts.append(f"{plural(others, 'other method')} {duration(total - sum(costs[arm] for arm in heavy))}")

@@ -62,7 +62,7 @@ from ..card import attach_card, model_card, model_dtype
 from ..data import available_datasets, dataset_needs_model, open_dataset
 from ..data.output import deferred_interrupt
 from ..errors import JitterCamError
-from ..inputs import parse_device, resolve_batch_size
+from ..inputs import default_batch_size, parse_device, resolve_batch_size
 from ..methods import CAMMethod, create
 from ..methods.registry import method_list
 from ..models import RANDOM, load_model
@@ -491,15 +491,18 @@ class _Worker:
         return int(arm.explainer.passes(self.setting.input_size))
 
     def _forward_seconds(self) -> float:
-        """Seconds of one image's forward pass on this device: the measured plan's, else timed now."""
+        """Seconds of one image's forward pass on this device: the measured plan's, else timed now at the
+        batch size the methods use without a plan (on a CPU batches of 4 cost a third per image of batches
+        of 64), the fastest of three after two warm-ups (the first calls pick kernels and allocate)."""
         plan = tuning.cached_plan(self.model, self.device, self.setting.input_size)
         if plan is not None:
             return plan.seconds_per_image
-        size, count = self.setting.input_size, min(self.chunk, 8)
+        size, count = self.setting.input_size, default_batch_size(self.device)
         images = torch.randn(count, 3, size, size, device=self.device, dtype=self.dtype)
         with torch.inference_mode():
-            self.model(images)  # warm-up: allocator, kernel choice
-            _, seconds = runtime.timed(partial(self.model, images), self.device)
+            for _ in range(2):
+                self.model(images)
+            seconds = min(runtime.timed(partial(self.model, images), self.device)[1] for _ in range(3))
         return seconds / count
 
     # --------------------------------------------------------------------------------------- one chunk
