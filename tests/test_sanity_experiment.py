@@ -88,3 +88,12 @@ def test_verdict_figure_is_a_panel_per_method():
     assert _verdict({"average": Stat(0.7, 8), "passes": Stat(0.0, 8)}) == (False, 0.7)
     passed, value = _verdict({"average": Stat(float("nan"), 8), "passes": Stat(float("nan"), 8)})
     assert passed is None and np.isnan(value)
+
+
+def test_the_cost_estimate_counts_the_randomised_maps(tmp_path, capsys):
+    """Per item: the map, one per randomised step (4), one for eMPRT, and smooth MPRT's 2 noisy maps for the
+    original and each step (10): 16 Grad-CAM passes, not the 1 of its own map."""
+    db = tmp_path / "estimate.db"
+    assert main(["bench", "sanity", "--db", str(db), "--limit", "1", "--methods", "gradcam", "--steps", "4",
+                 "--smooth", "2"]) == 0
+    assert "gradcam 16 passes per item" in capsys.readouterr().err

@@ -469,11 +469,12 @@ class _Worker:
         speaks = not settings.quiet and self.context.main
         forward = self._forward_seconds() if speaks and any(left.values()) else None
         if forward is not None:
-            print(estimate_line(self.experiment.name, left, self._passes, forward, self.device), file=sys.stderr)
+            print(estimate_line(self.experiment.name, left, self._unit_passes, forward, self.device),
+                  file=sys.stderr)
         bar = tqdm(total=sum(left.values()), desc=self.experiment.name, unit="map", file=sys.stderr,
                    disable=not (speaks and sys.stderr.isatty()), dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}, {rate_fmt}]")
-        self.progress = Progress(bar, left, {arm: self._passes(arm) * (forward or 0.0) for arm in self.arms})
+        self.progress = Progress(bar, left, {arm: self._unit_passes(arm) * (forward or 0.0) for arm in self.arms})
         chunk = self.chunk
         try:
             with bar, self.progress:
@@ -489,6 +490,10 @@ class _Worker:
     def _passes(self, arm: Arm) -> int:
         """Forward passes of one explanation of `arm` (its method's count)."""
         return int(arm.explainer.passes(self.setting.input_size))
+
+    def _unit_passes(self, arm: Arm) -> int:
+        """Forward passes of the maps one unit of `arm` costs (the sanity check's randomised ones too)."""
+        return self._passes(arm) * self.experiment.explanations_per_unit()
 
     def _forward_seconds(self) -> float:
         """Seconds of one image's forward pass on this device: the measured plan's, else timed now at the

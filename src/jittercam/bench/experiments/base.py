@@ -422,6 +422,15 @@ class Experiment:
             raise ValueError(f"{self.name} explains the top-1 class: the runner gives it")
         return [Unit(sample, row, sample.key, int(top1))], []
 
+    def explanations_per_unit(self) -> int:
+        """How many maps of the method one unit costs, for the run's cost estimate: its own, and those the
+        metric makes again (the sanity check's on each randomised copy).
+
+        Returns:
+            The count (the default: 1).
+        """
+        return 1
+
     def inputs(self, arm: Arm, images: torch.Tensor) -> torch.Tensor:
         """The images `arm` explains (consistency gives it a smaller copy).
 

@@ -77,6 +77,12 @@ class Sanity(Experiment):
         self.settings["randomised"] = layers[: self.settings["steps"]] if self.settings["steps"] else layers
         return arms
 
+    def explanations_per_unit(self) -> int:
+        """The map on each randomised copy after the original, one on the fully randomised model (eMPRT), and
+        smooth MPRT's noisy inputs for the original and each copy."""
+        steps = len(self.settings["randomised"])
+        return 1 + steps + 1 + self.settings["smooth"] * (1 + steps)
+
     def score(self, setting, arm, images, units, maps, seconds, state) -> Scores:
         x = images[rows_of(units, images.device)]
         target = targets_of(units, x.device)
