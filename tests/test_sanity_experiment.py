@@ -81,8 +81,10 @@ def test_verdict_figure_is_a_panel_per_method():
     png = verdict_figure("t", "steps", lines, verdicts, THRESHOLD)
     image = Image.open(io.BytesIO(png))
     assert image.size == (1380, 470)  # 6 columns of 230 px, 2 rows of 190 px and 90 px of titles and labels
-    one = Image.open(io.BytesIO(verdict_figure("t", "steps", {"m0": lines["m0"]}, verdicts, THRESHOLD)))
-    assert one.size == (230, 280)
+    # one method: two panels wide, so that the report's title (a sentence) is wrapped, not cropped
+    title = "Sanity check: Spearman |maps| to the original map, efficientnet_lite0 on offline"
+    one = Image.open(io.BytesIO(verdict_figure(title, "steps", {"m0": lines["m0"]}, verdicts, THRESHOLD)))
+    assert one.size == (460, 305)  # 2 lines of title
 
     assert _verdict({"average": Stat(0.3, 8), "passes": Stat(1.0, 8)}) == (True, 0.3)
     assert _verdict({"average": Stat(0.7, 8), "passes": Stat(0.0, 8)}) == (False, 0.7)

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -32,14 +33,17 @@ def sweep_figure(title: str, xlabel: str, panels: Mapping[str, Series],
     """A row of panels, one per metric (`panels`: panel title -> lines); `references`: panel title ->
     (label, value) drawn as a dashed red horizontal line."""
     crowded = len(panels) == 1 and max((len(lines) for lines in panels.values()), default=0) > 8
+    width = 10.0 if crowded else 4.6 * len(panels)
+    heading = textwrap.wrap(title, int(width * 10))  # about 10 characters an inch: one panel crops none
+    extra = 0.25 * (len(heading) - 1)  # inches for the title's further lines
     if crowded:  # one panel of many lines: the legend goes to the right of the axes, not over the data
-        figure = Figure(figsize=(10.0, 5.0))
-        figure.subplots_adjust(left=0.07, right=0.72, bottom=0.12, top=0.86)
+        figure = Figure(figsize=(width, 5.0 + extra))
+        figure.subplots_adjust(left=0.07, right=0.72, bottom=0.6 / (5.0 + extra), top=1 - (0.7 + extra) / (5.0 + extra))
     else:
-        figure = Figure(figsize=(4.6 * len(panels), 3.8))
-        figure.subplots_adjust(left=0.25 / len(panels), right=1 - 0.08 / len(panels), bottom=0.14, top=0.84,
-                               wspace=0.3)
-    figure.suptitle(title)
+        figure = Figure(figsize=(width, 3.8 + extra))
+        figure.subplots_adjust(left=0.25 / len(panels), right=1 - 0.08 / len(panels), bottom=0.53 / (3.8 + extra),
+                               top=1 - (0.61 + extra) / (3.8 + extra), wspace=0.3)
+    figure.suptitle("\n".join(heading))
     for index, (name, lines) in enumerate(panels.items()):
         axes = figure.add_subplot(1, len(panels), index + 1)
         colours = _colours(len(lines))
@@ -155,10 +159,10 @@ def verdict_figure(title: str, xlabel: str, lines: Series, verdicts: Mapping[str
     labels = list(lines)
     columns = max(1, min(columns, len(labels)))
     rows = max(1, -(-len(labels) // columns))
-    figure = Figure(figsize=(2.3 * columns, 1.9 * rows + 0.9))
-    figure.subplots_adjust(left=0.05, right=0.99, bottom=0.9 / (1.9 * rows + 0.9), top=1 - 0.75 / (1.9 * rows + 0.9),
-                           wspace=0.12, hspace=0.55)
-    figure.suptitle(title)
+    width = 2.3 * max(columns, 2)
+    heading = textwrap.wrap(title, int(width * 10))  # about 10 characters an inch: a narrow figure crops none
+    figure = Figure(figsize=(width, 1.9 * rows + 0.65 + 0.25 * len(heading)), layout="constrained")
+    figure.suptitle("\n".join(heading))
     low = min([min(y, default=0.0) for _, y in lines.values()] + [0.0])
     for index, label in enumerate(labels):
         axes = figure.add_subplot(rows, columns, index + 1)
