@@ -9,6 +9,7 @@ from .. import tuning
 from ..inputs import parse_device
 from ..models import load_model
 from ..runtime import device_name
+from ..words import plural
 from .common import EXIT_OK, UsageError
 
 
@@ -34,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     plan = tuning.tune(model, device, args.input_size)
     layout = "channels-last" if plan.channels_last else "contiguous"
     where = tuning.cache_path() or "this process only (JITTERCAM_CACHE_DIR=off)"
-    print(f"{args.model} on {device_name(device)} ({torch.get_num_threads()} threads): batch {plan.batch_size}, "
-          f"{layout}, {plan.seconds_per_image * 1000:.2f} ms per image "
+    threads = plural(torch.get_num_threads(), "thread")
+    print(f"{args.model} on {device_name(device)} ({threads}): batch {plan.batch_size}, {layout}, "
+          f"{plan.seconds_per_image * 1000:.2f} ms per image "
           f"(best contiguous {plan.contiguous_seconds_per_image * 1000:.2f} ms); saved in {where}")
     return EXIT_OK

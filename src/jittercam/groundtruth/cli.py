@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JitterCamError
+from ..words import plural
 from .train import train, trained_path
 
 # the test's tiny setting: seconds on one core
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
                    log=lambda line: print(line, file=sys.stderr), **options)
     m = result.metrics
     source = "loaded from" if result.cached else "saved to"
-    print(f"model {source} {result.path} (trained in {m['train_seconds']} s on {m['threads']} threads)")
+    print(f"model {source} {result.path} (trained in {m['train_seconds']} s on {plural(m['threads'], 'thread')})")
     print(f"held-out accuracy: {percent(m['accuracy'])} of {m['heldout']} images")
     print(f"occluding the evidence changes the decision in {percent(m['flip_evidence'])} of them "
           f"({change(m['drop_evidence'])})")
