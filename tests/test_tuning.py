@@ -102,3 +102,21 @@ def test_deletion_insertion_in_the_plan_layout_gives_the_same_curves(cache):
     planned = jittercam.metrics.deletion_insertion(model, images, maps, step=512)
     torch.testing.assert_close(planned.deletion.scores, plain.deletion.scores, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(planned.insertion.auc, plain.insertion.auc, rtol=1e-4, atol=1e-6)
+
+
+def test_a_load_that_passes_during_one_sweep_does_not_decide_the_plan(tiny, cache, monkeypatch):
+    """Batch 4 is the fastest, but another process was busy while it was first timed: the second sweep finds
+    it, and the plan keeps its unloaded seconds."""
+    unloaded = {(2, False): 3.0, (2, True): 2.5, (4, False): 2.0, (4, True): 1.0}
+    calls: list[tuple[int, bool]] = []
+
+    def seconds(model, batch, images):
+        key = (batch.shape[0], batch.is_contiguous(memory_format=torch.channels_last))
+        calls.append(key)
+        return unloaded[key] * (5.0 if key[0] == 4 and calls.count(key) == 1 else 1.0)
+
+    monkeypatch.setattr(tuning, "_seconds_per_image", seconds)
+    plan = tuning.tune(tiny, torch.device("cpu"), 32, batch_sizes=(2, 4), images=2)
+    assert sorted(calls) == sorted(list(unloaded) * tuning.ROUNDS)
+    assert (plan.batch_size, plan.channels_last, plan.seconds_per_image) == (4, True, 1.0)
+    assert plan.contiguous_seconds_per_image == 2.0

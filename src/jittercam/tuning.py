@@ -28,6 +28,7 @@ from .runtime import device_name, synchronize, timed
 
 CPU_BATCHES = (1, 2, 4, 8, 16, 32)
 CUDA_BATCHES = (16, 32, 64, 128, 256, 512, 1024)
+ROUNDS = 2  # sweeps over the candidates; each keeps its fastest
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,8 @@ def tune(
     batch_sizes: tuple[int, ...] | None = None,
     images: int | None = None,
 ) -> Plan:
-    """Time forward passes at each batch size in both layouts and remember the fastest per image.
+    """Time forward passes at each batch size in both layouts, in `ROUNDS` sweeps over the candidates (each
+    keeps its fastest), and remember the fastest per image.
 
     A batch size that runs out of device memory ends the search upwards. The plan is kept for this
     process and written to the cache file (`cache_path`).
@@ -183,8 +185,8 @@ def tune(
         device: where to time it; None: the model's device.
         input_size: the square input size in pixels; None: the model card's.
         batch_sizes: the candidates; None: 1 to 32 on CPU, 16 to 1024 on CUDA (powers of 2).
-        images: forward passes timed per candidate (after one warm-up batch); None: 16 on CPU, 1024 on
-            CUDA.
+        images: forward passes timed per candidate and sweep (after one warm-up batch); None: 16 on CPU,
+            1024 on CUDA.
 
     Returns:
         The fastest plan per image.
@@ -195,15 +197,21 @@ def tune(
     images = images or (1024 if device.type == "cuda" else 16)
     dtype = model_dtype(model)
     times: dict[tuple[int, bool], float] = {}
-    for batch_size in sorted(batch_sizes):
-        try:
-            batch = torch.randn(batch_size, 3, size, size, device=device, dtype=dtype)
-            for channels_last in (False, True):
-                layout = batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
-                times[batch_size, channels_last] = _seconds_per_image(model, layout, images)
-        except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            break
+    candidates = sorted(batch_sizes)
+    # every candidate timed in each of ROUNDS sweeps, its fastest kept: a load that passes during one sweep
+    # (another process starting) does not decide the plan that is then cached for good
+    for _ in range(ROUNDS):
+        for batch_size in candidates:
+            try:
+                batch = torch.randn(batch_size, 3, size, size, device=device, dtype=dtype)
+                for channels_last in (False, True):
+                    layout = batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
+                    seconds = _seconds_per_image(model, layout, images)
+                    times[batch_size, channels_last] = min(seconds, times.get((batch_size, channels_last), seconds))
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                candidates = [b for b in candidates if b < batch_size]
+                break
     (batch_size, channels_last), best = min(times.items(), key=lambda item: item[1])
     contiguous = min(seconds for (_, layout), seconds in times.items() if not layout)
     plan = Plan(batch_size, channels_last, best, contiguous)

@@ -297,7 +297,7 @@ def run(settings: Settings, *, dataset=None, model: torch.nn.Module | None = Non
 
 
 def _measured_batch(model: torch.nn.Module, device: torch.device, size: int, quiet: bool) -> int | None:
-    """The measured plan's batch size, measuring it first (a few seconds, once per machine) when the plan
+    """The measured plan's batch size, measuring it first (some 20 s on a CPU, once per machine) when the plan
     cache is on and has none; methods and metrics then read the same plan."""
     plan = tuning.cached_plan(model, device, size)
     if plan is None and tuning.cache_path() is not None:
