@@ -117,6 +117,6 @@ def test_a_load_that_passes_during_one_sweep_does_not_decide_the_plan(tiny, cach
 
     monkeypatch.setattr(tuning, "_seconds_per_image", seconds)
     plan = tuning.tune(tiny, torch.device("cpu"), 32, batch_sizes=(2, 4), images=2)
-    assert sorted(calls) == sorted(list(unloaded) * tuning.ROUNDS)
+    assert sorted(calls) == sorted(list(unloaded) * tuning.CPU_ROUNDS)
     assert (plan.batch_size, plan.channels_last, plan.seconds_per_image) == (4, True, 1.0)
     assert plan.contiguous_seconds_per_image == 2.0

@@ -28,7 +28,7 @@ from .runtime import device_name, synchronize, timed
 
 CPU_BATCHES = (1, 2, 4, 8, 16, 32)
 CUDA_BATCHES = (16, 32, 64, 128, 256, 512, 1024)
-ROUNDS = 2  # sweeps over the candidates; each keeps its fastest
+CPU_ROUNDS = 2  # sweeps over the candidates on a CPU (one on a GPU, which nothing else shares); each keeps its fastest
 
 
 @dataclass(frozen=True)
@@ -174,8 +174,8 @@ def tune(
     batch_sizes: tuple[int, ...] | None = None,
     images: int | None = None,
 ) -> Plan:
-    """Time forward passes at each batch size in both layouts, in `ROUNDS` sweeps over the candidates (each
-    keeps its fastest), and remember the fastest per image.
+    """Time forward passes at each batch size in both layouts, in `CPU_ROUNDS` sweeps over the candidates on a
+    CPU (each keeps its fastest; one sweep on a GPU), and remember the fastest per image.
 
     A batch size that runs out of device memory ends the search upwards. The plan is kept for this
     process and written to the cache file (`cache_path`).
@@ -198,9 +198,9 @@ def tune(
     dtype = model_dtype(model)
     times: dict[tuple[int, bool], float] = {}
     candidates = sorted(batch_sizes)
-    # every candidate timed in each of ROUNDS sweeps, its fastest kept: a load that passes during one sweep
+    # on a CPU every candidate is timed in each sweep, its fastest kept: a load that passes during one sweep
     # (another process starting) does not decide the plan that is then cached for good
-    for _ in range(ROUNDS):
+    for _ in range(CPU_ROUNDS if device.type == "cpu" else 1):
         for batch_size in candidates:
             try:
                 batch = torch.randn(batch_size, 3, size, size, device=device, dtype=dtype)
