@@ -28,13 +28,19 @@ def _png(figure: Figure) -> bytes:
     return buffer.getvalue()
 
 
+def _title_lines(title: str, width: float) -> list[str]:
+    """`title` wrapped to a figure `width` inches wide (about 10 characters an inch), so that a narrow figure
+    crops none of it."""
+    return textwrap.wrap(title, int(width * 10))
+
+
 def sweep_figure(title: str, xlabel: str, panels: Mapping[str, Series],
                  references: Mapping[str, tuple[str, float]] | None = None) -> bytes:
     """A row of panels, one per metric (`panels`: panel title -> lines); `references`: panel title ->
     (label, value) drawn as a dashed red horizontal line."""
     crowded = len(panels) == 1 and max((len(lines) for lines in panels.values()), default=0) > 8
     width = 10.0 if crowded else 4.6 * len(panels)
-    heading = textwrap.wrap(title, int(width * 10))  # about 10 characters an inch: one panel crops none
+    heading = _title_lines(title, width)
     extra = 0.25 * (len(heading) - 1)  # inches for the title's further lines
     if crowded:  # one panel of many lines: the legend goes to the right of the axes, not over the data
         figure = Figure(figsize=(width, 5.0 + extra))
@@ -160,7 +166,7 @@ def verdict_figure(title: str, xlabel: str, lines: Series, verdicts: Mapping[str
     columns = max(1, min(columns, len(labels)))
     rows = max(1, -(-len(labels) // columns))
     width = 2.3 * max(columns, 2)
-    heading = textwrap.wrap(title, int(width * 10))  # about 10 characters an inch: a narrow figure crops none
+    heading = _title_lines(title, width)
     figure = Figure(figsize=(width, 1.9 * rows + 0.65 + 0.25 * len(heading)), layout="constrained")
     figure.suptitle("\n".join(heading))
     low = min([min(y, default=0.0) for _, y in lines.values()] + [0.0])

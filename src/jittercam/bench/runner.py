@@ -62,7 +62,7 @@ from ..card import attach_card, model_card, model_dtype
 from ..data import available_datasets, dataset_needs_model, open_dataset
 from ..data.output import deferred_interrupt
 from ..errors import JitterCamError
-from ..inputs import default_batch_size, parse_device, resolve_batch_size
+from ..inputs import parse_device, resolve_batch_size
 from ..methods import CAMMethod, create
 from ..methods.registry import method_list
 from ..models import RANDOM, load_model
@@ -502,7 +502,7 @@ class _Worker:
         plan = tuning.cached_plan(self.model, self.device, self.setting.input_size)
         if plan is not None:
             return plan.seconds_per_image
-        size, count = self.setting.input_size, default_batch_size(self.device)
+        size, count = self.setting.input_size, resolve_batch_size(None, self.device)
         images = torch.randn(count, 3, size, size, device=self.device, dtype=self.dtype)
         with torch.inference_mode():
             for _ in range(2):
