@@ -159,7 +159,7 @@ def test_legrad_on_a_timm_vit_is_the_gradient_at_its_attention_matrices(vit, var
 
 def test_legrad_refusals(vit):
     torch.manual_seed(0)
-    with pytest.raises(JitterCamError, match="legrad needs a timm or torchvision VisionTransformer"):
+    with pytest.raises(JitterCamError, match=r"legrad needs a vision transformer .*; ResNet has none$"):
         LeGrad(jittercam.load_model("resnet18", weights="random"))
     with pytest.raises(JitterCamError) as error:
         LeGrad(vit, blocks=4)
@@ -245,3 +245,138 @@ def test_patch_grid_follows_the_image_shape():
     assert patch_grid(8 * 12, 128, 192) == (8, 12)
     with pytest.raises(JitterCamError, match="no grid"):
         patch_grid(7, 224, 224)
+
+
+def _explicit_legrad_of_hand_written_vit(model, x, target):
+    """LeGrad on a `GroundTruthViT` written out: its forward with every attention matrix formed (softmax of
+    q kᵀ/√d from the packed input projection), s^l = head(norm(z^l)[:, 0]) by autograd through A^l."""
+    grid = model.patch_embed(x)
+    tokens = (grid + model.pos_embed).flatten(2).transpose(1, 2)
+    tokens = torch.cat([model.cls_token.expand(len(x), -1, -1), tokens], dim=1)
+    attentions, outputs = [], []
+    for block in model.blocks:
+        attn, y = block.attn, block.norm1(tokens)
+        heads, dim = attn.num_heads, attn.embed_dim
+        q, k, v = (torch.nn.functional.linear(y, attn.in_proj_weight[i * dim:(i + 1) * dim],
+                                              attn.in_proj_bias[i * dim:(i + 1) * dim])
+                   .unflatten(-1, (heads, dim // heads)).transpose(1, 2) for i in range(3))
+        a = (q @ k.transpose(-2, -1) / (dim // heads) ** 0.5).softmax(dim=-1)
+        attentions.append(a)
+        tokens = tokens + attn.out_proj((a @ v).transpose(1, 2).flatten(2))
+        tokens = tokens + block.mlp(block.norm2(tokens))
+        outputs.append(tokens)
+    maps = []
+    for a, z in zip(attentions, outputs):
+        s = model.head(model.norm(z)[:, 0]).gather(1, target[:, None]).sum()
+        (grad,) = torch.autograd.grad(s, a, retain_graph=True)
+        maps.append(grad.relu().mean(dim=(1, 2))[:, 1:])
+    side = x.shape[-1] // model.stride
+    return torch.stack(maps).mean(dim=0).reshape(-1, side, side).detach()
+
+
+def test_legrad_on_a_hand_written_vit_is_the_gradient_at_its_attention_matrices():
+    from jittercam.groundtruth.model import GroundTruthViT
+
+    torch.manual_seed(0)
+    model = GroundTruthViT(classes=4, dim=32, depth=3, heads=4, grid=8).eval()
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    target = torch.tensor([1, 3])
+    expected = _explicit_legrad_of_hand_written_vit(model, x, target)
+    method = LeGrad(model)
+    got = method(x, target)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+    assert expected.abs().max() > 0 and method.passes() == 2
+    torch.testing.assert_close(LeGrad(model, blocks=1)(x, target).shape, got.shape)
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+    assert hooks == 0 and all(p.grad is None for p in model.parameters())
+    with pytest.raises(JitterCamError) as error:
+        LeGrad(model, variant="torchcam")
+    assert str(error.value).startswith("variant 'torchcam'")
+
+
+@pytest.mark.parametrize("last", [None, 2])
+def test_legrad_read_from_any_multihead_attention_equals_the_torchvision_layout(torchvision_vit, last,
+                                                                                monkeypatch):
+    """The generic reading (blocks found by their nn.MultiheadAttention, the score from the layers after the
+    last block) gives torchvision's own layout's maps on a torchvision ViT."""
+    from jittercam.methods import legrad
+
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    target = [3, 7, 1]
+    expected = LeGrad(torchvision_vit, blocks=last)(x, target)
+    monkeypatch.setattr(legrad, "_torchvision_blocks", lambda model: [])
+    generic = LeGrad(torchvision_vit, blocks=last)
+    assert generic._found[0].layout == "attention" and generic.passes() == 2
+    torch.testing.assert_close(generic(x, target), expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+
+
+class _Block(torch.nn.Module):
+    def __init__(self, batch_first):
+        super().__init__()
+        self.attn = torch.nn.MultiheadAttention(16, 2, batch_first=batch_first)
+
+    def forward(self, tokens):
+        t = tokens if self.attn.batch_first else tokens.transpose(0, 1)
+        out = self.attn(t, t, t, need_weights=False)[0]
+        return tokens + (out if self.attn.batch_first else out.transpose(0, 1))
+
+
+class _HandWrittenViT(torch.nn.Module):
+    def __init__(self, batch_first, container=False):
+        super().__init__()
+        self.embed = torch.nn.Conv2d(3, 16, 8, 8)
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, 16))
+        blocks = [_Block(batch_first) for _ in range(2)]
+        self.blocks = torch.nn.ModuleList(torch.nn.ModuleDict({"attn": b.attn}) if container else b for b in blocks)
+        self.head = torch.nn.Linear(16, 5)
+
+    def forward(self, x):
+        tokens = torch.cat([self.cls.expand(len(x), -1, -1), self.embed(x).flatten(2).transpose(1, 2)], dim=1)
+        for block in self.blocks:
+            tokens = block(tokens) if isinstance(block, _Block) else _Block.forward(block, tokens)
+        return self.head(tokens[:, 0])
+
+
+def test_legrad_on_sequence_first_attention_equals_batch_first():
+    torch.manual_seed(0)
+    first = _HandWrittenViT(batch_first=False).eval()
+    x = torch.randn(2, 3, 32, 32)
+    maps = LeGrad(first)(x, [0, 4])
+    assert maps.shape == (2, 4, 4) and maps.abs().max() > 0
+    twin = copy.deepcopy(first)
+    for block in twin.blocks:
+        block.attn.batch_first = True
+    torch.testing.assert_close(twin(x), first(x), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(LeGrad(twin)(x, [0, 4]), maps, rtol=1e-4, atol=1e-7)
+
+
+def test_legrad_refuses_attention_outside_a_block():
+    torch.manual_seed(0)
+    with pytest.raises(JitterCamError, match=r"legrad needs a vision transformer .*; _HandWrittenViT has none$"):
+        LeGrad(_HandWrittenViT(batch_first=True, container=True))
+
+
+def test_legrad_refuses_blocks_that_do_not_run_once():
+    torch.manual_seed(0)
+    model = _HandWrittenViT(batch_first=True).eval()
+    model.forward = lambda x: model.head(model.blocks[1](model.blocks[0](model.blocks[0](
+        torch.cat([model.cls.expand(len(x), -1, -1), model.embed(x).flatten(2).transpose(1, 2)], dim=1))))[:, 0])
+    with pytest.raises(JitterCamError, match="2 attention blocks ran 3 times"):
+        LeGrad(model)(torch.randn(1, 3, 32, 32), 0)
+
+
+def test_legrad_contract_on_a_hand_written_vit():
+    from jittercam.groundtruth.model import GroundTruthViT
+
+    torch.manual_seed(0)
+    model = GroundTruthViT(classes=4, dim=32, depth=2, heads=2, grid=4).eval()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    method = jittercam.create("legrad", model)
+    maps = method(x, [0, 1, 2])
+    assert maps.shape == (3, 4, 4) and maps.device == x.device
+    with torch.inference_mode():
+        torch.testing.assert_close(method(x.clone(), [0, 1, 2]), maps, rtol=1e-5, atol=1e-7)
+    alone = torch.cat([jittercam.create("legrad", model, batch_size=1)(x[i:i + 1], t) for i, t in enumerate([0, 1, 2])])
+    torch.testing.assert_close(alone, maps, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(method(x), method(x, model(x).argmax(dim=1)))
+    assert torch.is_grad_enabled() and all(p.grad is None for p in model.parameters())

@@ -1,6 +1,8 @@
 """LeGrad (Bousselham et al., "LeGrad: An Explainability Method for Vision Transformers via Feature
 Formation Sensitivity", arXiv 2404.03214): the positive gradient of each block's class score with respect to
-that block's attention probabilities, averaged over heads, queries and blocks."""
+that block's attention probabilities, averaged over heads, queries and blocks — on timm's and torchvision's
+ViTs, and on any transformer whose blocks each hold one `nn.MultiheadAttention` (a hand-written ViT such as
+the ground truth's)."""
 from __future__ import annotations
 
 from contextlib import ExitStack
@@ -15,9 +17,10 @@ from ..inputs import check_target_range, resolve_targets
 from .base import CAMMethod
 from .capture import LayerCapture
 from .registry import register_method
-from .rollout import in_projection
+from .rollout import in_projection, patch_grid
 
 VARIANTS = ("paper", "torchcam")
+LAYOUTS = ("timm", "torchvision", "attention")
 
 
 @dataclass
@@ -28,38 +31,65 @@ class _Block:
     block: nn.Module
     output: nn.Module  # the module whose output is the attention's projected output y
     weight: torch.Tensor  # W_o: y = concat_h(A_h V_h) W_oᵀ + b
-    source: nn.Module  # the module whose output (timm: qkv) or input (torchvision: the MHA) gives V
+    source: nn.Module  # the module whose output (timm: qkv) or input (the MHA) gives V
     heads: int
-    timm: bool
+    layout: str  # one of LAYOUTS
+
+
+def _timm_blocks(model: nn.Module) -> list[_Block]:
+    """The blocks of a timm `VisionTransformer` with plain attention; [] for anything else."""
+    blocks = getattr(model, "blocks", None)
+    if not (isinstance(blocks, nn.Sequential) and hasattr(model, "forward_head") and hasattr(model, "norm")):
+        return []
+    found = []
+    for block in blocks:
+        attn = getattr(block, "attn", None)
+        linear = all(isinstance(getattr(attn, name, None), nn.Linear) for name in ("qkv", "proj"))
+        norm, gate = getattr(attn, "norm", nn.Identity()), getattr(attn, "gate", None)
+        if not (linear and isinstance(norm, nn.Identity) and gate is None):
+            return []
+        assert attn is not None
+        found.append(_Block(block, attn.proj, attn.proj.weight, attn.qkv, int(attn.num_heads), "timm"))
+    return found
+
+
+def _torchvision_blocks(model: nn.Module) -> list[_Block]:
+    """The blocks of a torchvision `VisionTransformer`; [] for anything else."""
+    layers = getattr(getattr(model, "encoder", None), "layers", None)
+    if not (isinstance(layers, nn.Sequential) and hasattr(model, "heads")):
+        return []
+    found = []
+    for block in layers:
+        attention = getattr(block, "self_attention", None)
+        if not isinstance(attention, nn.MultiheadAttention) or not attention.batch_first \
+                or not isinstance(getattr(block, "dropout", None), nn.Dropout) or attention.in_proj_weight is None:
+            return []
+        dropout = block.get_submodule("dropout")
+        found.append(_Block(block, dropout, attention.out_proj.weight, attention, attention.num_heads, "torchvision"))
+    return found
+
+
+def _attention_blocks(model: nn.Module) -> list[_Block]:
+    """Any other transformer: each `nn.MultiheadAttention` (no added key/value biases, no zero attention) in
+    definition (= forward) order, its block the module that holds it directly (not a ModuleList or
+    ModuleDict, which are never called), one attention per block; [] if that fails."""
+    parents = {id(child): module for module in model.modules() for child in module.children()}
+    found = []
+    for module in model.modules():
+        if isinstance(module, nn.MultiheadAttention):
+            block = parents.get(id(module))
+            if module.bias_k is not None or module.add_zero_attn or block is None \
+                    or isinstance(block, (nn.ModuleList, nn.ModuleDict)):  # a container is never called
+                return []
+            found.append(_Block(block, module, module.out_proj.weight, module, module.num_heads, "attention"))
+    if len({id(b.block) for b in found}) < len(found):
+        return []
+    return found
 
 
 def _blocks(model: nn.Module) -> list[_Block]:
-    """The blocks of a timm `VisionTransformer` or a torchvision `VisionTransformer`; [] for anything else."""
-    blocks = getattr(model, "blocks", None)
-    if isinstance(blocks, nn.Sequential) and hasattr(model, "forward_head") and hasattr(model, "norm"):
-        found = []
-        for block in blocks:
-            attn = getattr(block, "attn", None)
-            linear = all(isinstance(getattr(attn, name, None), nn.Linear) for name in ("qkv", "proj"))
-            norm, gate = getattr(attn, "norm", nn.Identity()), getattr(attn, "gate", None)
-            plain = isinstance(norm, nn.Identity) and gate is None
-            if not (linear and plain):
-                return []
-            assert attn is not None
-            found.append(_Block(block, attn.proj, attn.proj.weight, attn.qkv, int(attn.num_heads), True))
-        return found
-    layers = getattr(getattr(model, "encoder", None), "layers", None)
-    if isinstance(layers, nn.Sequential) and hasattr(model, "heads"):
-        found = []
-        for block in layers:
-            attention = getattr(block, "self_attention", None)
-            if not isinstance(attention, nn.MultiheadAttention) or not attention.batch_first \
-                    or not isinstance(getattr(block, "dropout", None), nn.Dropout) or attention.in_proj_weight is None:
-                return []
-            dropout = block.get_submodule("dropout")
-            found.append(_Block(block, dropout, attention.out_proj.weight, attention, attention.num_heads, False))
-        return found
-    return []
+    """The blocks LeGrad reads: timm's or torchvision's ViT layout, else `_attention_blocks`."""
+    return _timm_blocks(model) or _torchvision_blocks(model) or _attention_blocks(model)
 
 
 @register_method("legrad")
@@ -69,28 +99,37 @@ class LeGrad(CAMMethod):
     E^l = mean over heads and query tokens of ReLU(∇^l), the prefix (class) keys removed; the map is the
     mean of E^l over the blocks, on the patch grid `(B, H/p, W/p)`.
 
-    A^l is never formed (timm's and torchvision's fused attention): since A^l enters the network only
-    through O = A^l V, ∂s/∂A = (∂s/∂O) Vᵀ, with ∂s/∂O = (∂s/∂y) W_o from the gradient at the attention's
-    projected output y (the one autograd graph starts there, `LayerCapture` "graph") and V from the
-    recorded qkv projection. The model is not changed.
+    A^l is never formed (fused attention): since A^l enters the network only through O = A^l V,
+    ∂s/∂A = (∂s/∂O) Vᵀ, with ∂s/∂O = (∂s/∂y) W_o from the gradient at the attention's projected output y
+    (the one autograd graph starts there) and V from the recorded value projection. The model is not
+    changed.
+
+    Where it finds the blocks: timm's `VisionTransformer` (`blocks`, each `attn` with `qkv` and `proj`),
+    torchvision's (`encoder.layers`, each `self_attention`), and otherwise any transformer whose attention
+    is `nn.MultiheadAttention`, one per block (the block: the module holding it), such as a hand-written
+    ViT. There, s^l is the model's own layers after its last block run on z^l in its place (one more
+    forward pass, all blocks at once), which is the paper's definition when those layers read the last
+    block's tokens alone, as a ViT's final norm and head do.
 
     `variant` picks the score of an intermediate block:
 
     * ``"paper"`` (default): the model's head on z^l as the model classifies its last tokens: timm's
-      `forward_head(norm(z))` (the class token, or its pooling), torchvision's `heads(ln(z)[:, 0])`.
+      `forward_head(norm(z))` (the class token, or its pooling), torchvision's `heads(ln(z)[:, 0])`, the
+      layers after the last block elsewhere.
     * ``"torchcam"``: torchcam 0.5.0's `LeGrad` projection for torchvision ViTs, head(norm(mean of all
       tokens)) (timm: `head(fc_norm(norm(mean)))`); torchcam's LeGrad runs on torchvision ViTs only
-      (blocks with an `nn.MultiheadAttention`).
+      (blocks with an `nn.MultiheadAttention`); not defined for other transformers.
 
     Args:
-        model (nn.Module): a timm or torchvision `VisionTransformer`.
+        model (nn.Module): a vision transformer, as above.
         blocks: how many of the last blocks are averaged; None (default) every block.
         variant: "paper" (default) or "torchcam", as above.
         batch_size (int | None): images per forward pass; None: the measured plan's, else the device's default.
 
     Raises:
-        JitterCamError: the model is not a timm or torchvision vision transformer with plain attention
-            blocks; `blocks` is not a positive integer up to the number of blocks; an unknown `variant`.
+        JitterCamError: the model has no attention blocks LeGrad can read; `blocks` is not a positive
+            integer up to the number of blocks; an unknown `variant`, or "torchcam" on a transformer that
+            is neither timm's nor torchvision's.
     """
 
     uses_layer = False
@@ -103,23 +142,30 @@ class LeGrad(CAMMethod):
         found = _blocks(model)
         if not found:
             raise JitterCamError(
-                f"legrad needs a timm or torchvision VisionTransformer with plain attention blocks, not "
-                f"{type(model).__name__}"
+                f"legrad needs a vision transformer (timm's or torchvision's ViT, or blocks that each hold one "
+                f"nn.MultiheadAttention); {type(model).__name__} has none"
             )
+        if variant == "torchcam" and found[0].layout == "attention":
+            raise JitterCamError(f"variant 'torchcam' is torchcam's projection for timm's and torchvision's ViTs; "
+                                 f"use variant 'paper' on {type(model).__name__}")
         if blocks is not None and (isinstance(blocks, bool) or not isinstance(blocks, int)
                                    or not 1 <= blocks <= len(found)):
             raise JitterCamError(f"blocks must be an integer from 1 to {len(found)}, got {blocks!r}")
         super().__init__(model, batch_size=batch_size)
         self.blocks, self.variant = blocks, variant
+        self._last_block = found[-1].block
         self._found = found[-blocks:] if blocks else found
 
     def options(self) -> dict:
         return {**super().options(), "blocks": self.blocks, "variant": self.variant}
 
+    def passes(self, input_size: int | None = None) -> int:
+        return 2 if self._found[0].layout == "attention" else 1
+
     def _score(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Class logits from a block's output tokens (`variant`)."""
+        """Class logits from a block's output tokens (`variant`), for timm's and torchvision's ViTs."""
         model: Any = self.model
-        if self._found[0].timm:
+        if self._found[0].layout == "timm":
             if self.variant == "paper":
                 return model.forward_head(model.norm(tokens))
             return model.head(model.fc_norm(model.norm(tokens.mean(dim=1))))
@@ -127,9 +173,31 @@ class LeGrad(CAMMethod):
             return model.heads(model.encoder.ln(tokens)[:, 0])
         return model.heads(model.encoder.ln(tokens.mean(dim=1)))
 
+    def _tail(self, images: torch.Tensor, tokens: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Class logits of each block's output tokens, from the model's layers after its last block: one
+        forward with the last block's output replaced by all of them (the rest of the network under
+        no_grad, the graph starting at the replacement)."""
+        stacked = torch.cat(tokens)
+
+        def substitute(_module, _inputs, _output):
+            torch.set_grad_enabled(True)  # for the rest of this forward; the no_grad block restores it
+            return stacked
+
+        handle = self._last_block.register_forward_hook(substitute)
+        try:
+            with torch.no_grad():
+                logits = self.model(images)
+        except RuntimeError as error:
+            raise JitterCamError(f"legrad: the layers after {type(self.model).__name__}'s last block read more "
+                                 f"than its tokens ({str(error).splitlines()[0]})") from None
+        finally:
+            handle.remove()
+        return list(logits.chunk(len(tokens)))
+
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         outputs: list[torch.Tensor] = []
         sources: list[torch.Tensor] = []
+        leaves: list[torch.Tensor] = []
 
         def keep_output(_module, _inputs, output):
             outputs.append(output)
@@ -137,41 +205,60 @@ class LeGrad(CAMMethod):
         def keep_source(_module, inputs, output):
             sources.append((output if isinstance(output, torch.Tensor) else inputs[0]).detach())
 
+        def keep_value(_module, args, kwargs):
+            sources.append((args[2] if len(args) > 2 else kwargs["value"]).detach())
+
+        def start_graph(_module, _inputs, output):
+            torch.set_grad_enabled(True)  # as LayerCapture's "graph" mode, for an attention's output tuple
+            leaves.append(output[0].detach().requires_grad_(True))
+            return (leaves[-1].clone(), *output[1:])
+
+        generic = self._found[0].layout == "attention"
         with torch.inference_mode(False), ExitStack() as stack:
-            captures = [stack.enter_context(LayerCapture(b.output, mode="graph")) for b in self._found]
+            captures = [] if generic else \
+                [stack.enter_context(LayerCapture(b.output, mode="graph")) for b in self._found]
             for b in self._found:
                 stack.callback(b.block.register_forward_hook(keep_output).remove)
-                stack.callback(b.source.register_forward_hook(keep_source).remove)
+                if generic:
+                    stack.callback(b.source.register_forward_pre_hook(keep_value, with_kwargs=True).remove)
+                    stack.callback(b.output.register_forward_hook(start_graph).remove)
+                else:
+                    stack.callback(b.source.register_forward_hook(keep_source).remove)
             with torch.no_grad():
                 logits = self.model(images)
+            stack.close()
+            if not len(outputs) == len(sources) == len(self._found):
+                raise JitterCamError(f"legrad: {type(self.model).__name__}'s {len(self._found)} attention blocks "
+                                     f"ran {len(outputs)} times and their attention {len(sources)} times in one "
+                                     f"forward, not once each")
             if target is None:
                 target = resolve_targets(None, logits.detach()).clone()
             else:
                 check_target_range(target, logits.shape[1])
                 target = target.clone()  # not an inference tensor, so that autograd may use it
+            if generic:
+                scores = self._tail(images, outputs)
+            else:
+                leaves = [capture.output for capture in captures]  # type: ignore[misc]
+                scores = [self._score(tokens) for tokens in outputs]
             relevances = []
             with torch.enable_grad():
-                for index, (b, capture) in enumerate(zip(self._found, captures, strict=True)):
-                    assert capture.output is not None
-                    score = self._score(outputs[index]).gather(1, target[:, None]).sum()
-                    (grad_y,) = torch.autograd.grad(score, capture.output, retain_graph=index < len(captures) - 1)
+                for index, (b, leaf) in enumerate(zip(self._found, leaves, strict=True)):
+                    score = scores[index].gather(1, target[:, None]).sum()
+                    (grad_y,) = torch.autograd.grad(score, leaf, retain_graph=index < len(leaves) - 1)
                     relevances.append(self._relevance(b, grad_y.detach(), sources[index]))
         prefix = int(getattr(self.model, "num_prefix_tokens", 1))
         maps = torch.stack(relevances).mean(dim=0)[:, prefix:]
-        model: Any = self.model
-        patch: Any = getattr(model, "patch_size", None) or getattr(model.patch_embed, "patch_size", (16, 16))
-        patch = (patch, patch) if isinstance(patch, int) else tuple(patch)
-        height, width = images.shape[-2] // int(patch[0]), images.shape[-1] // int(patch[1])
-        if height * width != maps.shape[1]:
-            raise JitterCamError(f"legrad found {maps.shape[1]} patch tokens for a {height}x{width} patch grid")
-        return maps.reshape(-1, height, width).float()
+        return maps.reshape(-1, *patch_grid(maps.shape[1], images.shape[-2], images.shape[-1])).float()
 
     @staticmethod
     def _relevance(b: _Block, grad_y: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         """`(B, N)`: mean over heads and queries of ReLU(∂s/∂A), ∂s/∂A = ((∂s/∂y) W_o per head) Vᵀ."""
+        if b.layout == "attention" and not b.source.batch_first:  # (N, B, E) in and out
+            grad_y, source = grad_y.transpose(0, 1), source.transpose(0, 1)
         batch, tokens, _ = grad_y.shape
         grad_o = (grad_y @ b.weight.detach()).reshape(batch, tokens, b.heads, -1).transpose(1, 2)
-        if b.timm:
+        if b.layout == "timm":
             values = source.reshape(batch, tokens, 3, b.heads, -1)[:, :, 2].transpose(1, 2)
         else:
             assert isinstance(b.source, nn.MultiheadAttention)

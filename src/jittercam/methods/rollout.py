@@ -139,7 +139,7 @@ def patch_grid(tokens: int, height: int, width: int) -> tuple[int, int]:
     """
     rows = max(1, round((tokens * height / width) ** 0.5))
     if tokens % rows:
-        raise JitterCamError(f"rollout found {tokens} patch tokens, no grid of a {height}x{width} image's shape")
+        raise JitterCamError(f"found {tokens} patch tokens, no grid of a {height}x{width} image's shape")
     return rows, tokens // rows
 
 
