@@ -73,6 +73,10 @@ def test_timed_returns_the_result_and_the_seconds():
     described = runtime.machine("cpu")
     assert described.gpu is None and str(described).endswith(f"torch {torch.__version__}")
     assert 1 <= runtime.usable_cpus() <= runtime.allowed_cpus()
+    one = runtime.Machine("AMD EPYC", 2, 2, 1, None, "2.14.1")
+    assert str(one) == "AMD EPYC, 2 cores, 1 torch thread, torch 2.14.1"
+    unknown = runtime.Machine("x", None, 1, 4, "H200", "2.11")
+    assert str(unknown) == "x, cores unknown, 4 torch threads, H200, torch 2.11"
 
 
 def test_library_errors_name_the_parameter_and_the_cli_its_flag():

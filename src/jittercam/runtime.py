@@ -16,6 +16,8 @@ from typing import TypeVar
 
 import torch
 
+from .words import plural
+
 T = TypeVar("T")
 
 
@@ -189,7 +191,8 @@ class Machine:
     torch: str
 
     def __str__(self) -> str:
-        text = f"{self.cpu}, {self.cores} cores, {self.torch_threads} torch threads"
+        cores = plural(self.cores, "core") if self.cores else "cores unknown"
+        text = f"{self.cpu}, {cores}, {plural(self.torch_threads, 'torch thread')}"
         if self.gpu:
             text += f", {self.gpu}"
         return f"{text}, torch {self.torch}"
