@@ -380,3 +380,76 @@ def test_legrad_contract_on_a_hand_written_vit():
     torch.testing.assert_close(alone, maps, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(method(x), method(x, model(x).argmax(dim=1)))
     assert torch.is_grad_enabled() and all(p.grad is None for p in model.parameters())
+
+
+def _hugging_face_vit(kind):
+    """transformers' ViT, DeiT with a distillation token (two heads averaged), BEiT (a relative position bias
+    added to the attention scores, made non-zero here; mean pooling): small and random."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    options = {"image_size": 64, "patch_size": 16, "num_hidden_layers": 3, "hidden_size": 32, "num_attention_heads": 2,
+               "intermediate_size": 64, "num_labels": 10}
+    if kind == "deit":
+        return transformers.DeiTForImageClassificationWithTeacher(transformers.DeiTConfig(**options)).eval()
+    if kind == "beit":
+        model = transformers.BeitForImageClassification(
+            transformers.BeitConfig(**options, use_relative_position_bias=True)).eval()
+        for layer in model.beit.layers:
+            torch.nn.init.normal_(layer.relative_position_bias.relative_position_bias_table)
+        return model
+    return transformers.ViTForImageClassification(transformers.ViTConfig(**options)).eval()
+
+
+def _hugging_face_logits(model, kind, tokens):
+    """The model's own head on a block's output tokens."""
+    if kind == "deit":
+        z = model.deit.layernorm(tokens)
+        return (model.cls_classifier(z[:, 0]) + model.distillation_classifier(z[:, 1])) / 2
+    if kind == "beit":
+        return model.classifier(model.beit.pooler(model.beit.layernorm(tokens)))
+    return model.classifier(model.vit.layernorm(tokens)[:, 0])
+
+
+def _eager_twin(model):
+    """A copy that forms its attention matrices and returns them (`output_attentions`), in the graph."""
+    twin = copy.deepcopy(model)
+    twin.set_attn_implementation("eager")
+    return twin
+
+
+@pytest.mark.parametrize("kind", ["vit", "deit", "beit"])
+def test_rollout_on_hugging_face_vits_equals_their_own_attentions(kind):
+    from jittercam.methods.rollout import rollout
+
+    model = _hugging_face_vit(kind)
+    assert model.config._attn_implementation == "sdpa"  # the matrices are never formed as loaded
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        attentions = _eager_twin(model)(pixel_values=x, output_attentions=True).attentions
+    prefix = 2 if kind == "deit" else 1
+    expected = rollout(list(attentions))[:, 0, prefix:].reshape(2, 4, 4)
+    torch.testing.assert_close(AttentionRollout(jittercam.load_model(model))(x), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["vit", "deit", "beit"])
+def test_legrad_on_hugging_face_vits_is_the_gradient_at_their_own_attentions(kind):
+    """s^l: the model's own head (final norm and classifier; DeiT's two heads averaged, BEiT's mean pooling)
+    on block l's output; ∂s^l/∂A^l by autograd through the attention matrices the eager implementation
+    returns."""
+    model = _hugging_face_vit(kind)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(10))
+    target = torch.tensor([4, 9])
+    twin = _eager_twin(model)
+    out = twin(pixel_values=x, output_attentions=True, output_hidden_states=True)
+    maps = []
+    for index, attention in enumerate(out.attentions):
+        score = _hugging_face_logits(twin, kind, out.hidden_states[index + 1]).gather(1, target[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, attention, retain_graph=True)
+        maps.append(grad.relu().mean(dim=(1, 2))[:, 2 if kind == "deit" else 1:])
+    expected = torch.stack(maps).mean(dim=0).reshape(2, 4, 4)
+    method = LeGrad(jittercam.load_model(model))
+    got = method(x, target)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+    assert expected.abs().max() > 0 and method.passes() == 2
+    assert all(p.grad is None for p in model.parameters())
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0

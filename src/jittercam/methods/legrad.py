@@ -17,10 +17,11 @@ from ..inputs import check_target_range, resolve_targets
 from .base import CAMMethod
 from .capture import LayerCapture
 from .registry import register_method
-from .rollout import in_projection, patch_grid
+from .rollout import GridRecorder, in_projection, projection_heads, token_layout
 
 VARIANTS = ("paper", "torchcam")
-LAYOUTS = ("timm", "torchvision", "attention")
+LAYOUTS = ("timm", "torchvision", "attention", "projections")
+KNOWN_HEADS = ("timm", "torchvision")  # layouts whose head LeGrad calls itself; the others run the model's tail
 
 
 @dataclass
@@ -31,7 +32,7 @@ class _Block:
     block: nn.Module
     output: nn.Module  # the module whose output is the attention's projected output y
     weight: torch.Tensor  # W_o: y = concat_h(A_h V_h) W_oᵀ + b
-    source: nn.Module  # the module whose output (timm: qkv) or input (the MHA) gives V
+    source: nn.Module  # the module whose output (timm: qkv; v_proj) or input (an MHA) gives V
     heads: int
     layout: str  # one of LAYOUTS
 
@@ -70,18 +71,26 @@ def _torchvision_blocks(model: nn.Module) -> list[_Block]:
 
 
 def _attention_blocks(model: nn.Module) -> list[_Block]:
-    """Any other transformer: each `nn.MultiheadAttention` (no added key/value biases, no zero attention) in
+    """Any other transformer: each `nn.MultiheadAttention` (no added key/value biases, no zero attention)
+    and each attention in Hugging Face's projection layout (`q_proj`, `k_proj`, `v_proj`, `o_proj`), in
     definition (= forward) order, its block the module that holds it directly (not a ModuleList or
     ModuleDict, which are never called), one attention per block; [] if that fails."""
     parents = {id(child): module for module in model.modules() for child in module.children()}
     found = []
     for module in model.modules():
         if isinstance(module, nn.MultiheadAttention):
-            block = parents.get(id(module))
-            if module.bias_k is not None or module.add_zero_attn or block is None \
-                    or isinstance(block, (nn.ModuleList, nn.ModuleDict)):  # a container is never called
+            if module.bias_k is not None or module.add_zero_attn:
                 return []
-            found.append(_Block(block, module, module.out_proj.weight, module, module.num_heads, "attention"))
+            found.append(_Block(module, module, module.out_proj.weight, module, module.num_heads, "attention"))
+        elif (heads := projection_heads(module)) is not None:
+            o_proj, v_proj = module.get_submodule("o_proj"), module.get_submodule("v_proj")
+            assert isinstance(o_proj, nn.Linear)
+            found.append(_Block(module, o_proj, o_proj.weight, v_proj, heads, "projections"))
+    for b in found:
+        block = parents.get(id(b.block))  # the attention's holder is the block
+        if block is None or isinstance(block, (nn.ModuleList, nn.ModuleDict)):  # a container is never called
+            return []
+        b.block = block
     if len({id(b.block) for b in found}) < len(found):
         return []
     return found
@@ -106,10 +115,12 @@ class LeGrad(CAMMethod):
 
     Where it finds the blocks: timm's `VisionTransformer` (`blocks`, each `attn` with `qkv` and `proj`),
     torchvision's (`encoder.layers`, each `self_attention`), and otherwise any transformer whose attention
-    is `nn.MultiheadAttention`, one per block (the block: the module holding it), such as a hand-written
-    ViT. There, s^l is the model's own layers after its last block run on z^l in its place (one more
-    forward pass, all blocks at once), which is the paper's definition when those layers read the last
-    block's tokens alone, as a ViT's final norm and head do.
+    is an `nn.MultiheadAttention` (a hand-written ViT) or in Hugging Face's projection layout (`q_proj`,
+    `k_proj`, `v_proj`, `o_proj`: transformers' ViT, DeiT, BEiT), one per block (the block: the module
+    holding it). There, s^l is the model's own layers after its last block run on z^l in its place (one
+    more forward pass, all blocks at once), which is the paper's definition when those layers read the
+    last block's tokens alone, as a ViT's final norm and head do. The prefix tokens are the model's
+    `num_prefix_tokens` (timm), else what the patch embedding's grid leaves over.
 
     `variant` picks the score of an intermediate block:
 
@@ -145,7 +156,7 @@ class LeGrad(CAMMethod):
                 f"legrad needs a vision transformer (timm's or torchvision's ViT, or blocks that each hold one "
                 f"nn.MultiheadAttention); {type(model).__name__} has none"
             )
-        if variant == "torchcam" and found[0].layout == "attention":
+        if variant == "torchcam" and found[0].layout not in KNOWN_HEADS:
             raise JitterCamError(f"variant 'torchcam' is torchcam's projection for timm's and torchvision's ViTs; "
                                  f"use variant 'paper' on {type(model).__name__}")
         if blocks is not None and (isinstance(blocks, bool) or not isinstance(blocks, int)
@@ -160,7 +171,7 @@ class LeGrad(CAMMethod):
         return {**super().options(), "blocks": self.blocks, "variant": self.variant}
 
     def passes(self, input_size: int | None = None) -> int:
-        return 2 if self._found[0].layout == "attention" else 1
+        return 1 if self._found[0].layout in KNOWN_HEADS else 2
 
     def _score(self, tokens: torch.Tensor) -> torch.Tensor:
         """Class logits from a block's output tokens (`variant`), for timm's and torchvision's ViTs."""
@@ -195,9 +206,10 @@ class LeGrad(CAMMethod):
         return list(logits.chunk(len(tokens)))
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        outputs: list[torch.Tensor] = []
-        sources: list[torch.Tensor] = []
-        leaves: list[torch.Tensor] = []
+        blocks = self._found
+        outputs: list[torch.Tensor] = []  # z^l, each block's output tokens, in forward order
+        sources: list[torch.Tensor] = []  # what V is made from, in forward order
+        leaves: dict[int, torch.Tensor] = {}  # y^l, where the graph starts, by block
 
         def keep_output(_module, _inputs, output):
             outputs.append(output)
@@ -208,48 +220,53 @@ class LeGrad(CAMMethod):
         def keep_value(_module, args, kwargs):
             sources.append((args[2] if len(args) > 2 else kwargs["value"]).detach())
 
-        def start_graph(_module, _inputs, output):
-            torch.set_grad_enabled(True)  # as LayerCapture's "graph" mode, for an attention's output tuple
-            leaves.append(output[0].detach().requires_grad_(True))
-            return (leaves[-1].clone(), *output[1:])
+        def start_graph(index: int):
+            def hook(_module, _inputs, output):  # LayerCapture's "graph" mode, for an attention's output tuple
+                torch.set_grad_enabled(True)  # for the rest of this forward; the no_grad block restores it
+                leaves[index] = output[0].detach().requires_grad_(True)
+                return (leaves[index].clone(), *output[1:])
 
-        generic = self._found[0].layout == "attention"
+            return hook
+
         with torch.inference_mode(False), ExitStack() as stack:
-            captures = [] if generic else \
-                [stack.enter_context(LayerCapture(b.output, mode="graph")) for b in self._found]
-            for b in self._found:
+            captures: dict[int, LayerCapture] = {}
+            embedded = stack.enter_context(GridRecorder(self.model))
+            for index, b in enumerate(blocks):
                 stack.callback(b.block.register_forward_hook(keep_output).remove)
-                if generic:
+                if b.layout == "attention":
                     stack.callback(b.source.register_forward_pre_hook(keep_value, with_kwargs=True).remove)
-                    stack.callback(b.output.register_forward_hook(start_graph).remove)
+                    stack.callback(b.output.register_forward_hook(start_graph(index)).remove)
                 else:
+                    captures[index] = stack.enter_context(LayerCapture(b.output, mode="graph"))
                     stack.callback(b.source.register_forward_hook(keep_source).remove)
             with torch.no_grad():
                 logits = self.model(images)
             stack.close()
-            if not len(outputs) == len(sources) == len(self._found):
-                raise JitterCamError(f"legrad: {type(self.model).__name__}'s {len(self._found)} attention blocks "
+            if not len(outputs) == len(sources) == len(blocks):
+                raise JitterCamError(f"legrad: {type(self.model).__name__}'s {len(blocks)} attention blocks "
                                      f"ran {len(outputs)} times and their attention {len(sources)} times in one "
                                      f"forward, not once each")
+            leaves.update({index: capture.output for index, capture in captures.items()
+                           if capture.output is not None})
             if target is None:
                 target = resolve_targets(None, logits.detach()).clone()
             else:
                 check_target_range(target, logits.shape[1])
                 target = target.clone()  # not an inference tensor, so that autograd may use it
-            if generic:
-                scores = self._tail(images, outputs)
-            else:
-                leaves = [capture.output for capture in captures]  # type: ignore[misc]
+            if blocks[0].layout in KNOWN_HEADS:
                 scores = [self._score(tokens) for tokens in outputs]
+            else:
+                scores = self._tail(images, outputs)
             relevances = []
             with torch.enable_grad():
-                for index, (b, leaf) in enumerate(zip(self._found, leaves, strict=True)):
+                for index, b in enumerate(blocks):
                     score = scores[index].gather(1, target[:, None]).sum()
-                    (grad_y,) = torch.autograd.grad(score, leaf, retain_graph=index < len(leaves) - 1)
+                    (grad_y,) = torch.autograd.grad(score, leaves[index], retain_graph=index < len(blocks) - 1)
                     relevances.append(self._relevance(b, grad_y.detach(), sources[index]))
-        prefix = int(getattr(self.model, "num_prefix_tokens", 1))
-        maps = torch.stack(relevances).mean(dim=0)[:, prefix:]
-        return maps.reshape(-1, *patch_grid(maps.shape[1], images.shape[-2], images.shape[-1])).float()
+        relevance = torch.stack(relevances).mean(dim=0)
+        prefix, grid = token_layout(self.model, relevance.shape[1], embedded.grid, images.shape[-2],
+                                    images.shape[-1])
+        return relevance[:, prefix:].reshape(-1, *grid).float()
 
     @staticmethod
     def _relevance(b: _Block, grad_y: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
@@ -260,6 +277,8 @@ class LeGrad(CAMMethod):
         grad_o = (grad_y @ b.weight.detach()).reshape(batch, tokens, b.heads, -1).transpose(1, 2)
         if b.layout == "timm":
             values = source.reshape(batch, tokens, 3, b.heads, -1)[:, :, 2].transpose(1, 2)
+        elif b.layout == "projections":  # v_proj's output, heads concatenated
+            values = source.reshape(batch, tokens, b.heads, -1).transpose(1, 2)
         else:
             assert isinstance(b.source, nn.MultiheadAttention)
             values = in_projection(b.source, source, 2)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from ..errors import JitterCamError
 from .base import CAMMethod
@@ -14,10 +15,40 @@ FUSIONS = ("mean", "max", "min")
 VARIANTS = ("paper", "vit-explain")
 
 
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def projection_heads(module: nn.Module) -> int | None:
+    """The head count of an attention module in Hugging Face's projection layout (`q_proj`, `k_proj`, `v_proj`,
+    `o_proj` linear layers, `num_attention_heads` or `num_heads`, as transformers' ViT and DeiT have it);
+    None for any other module.
+
+    Args:
+        module: a module of the network.
+
+    Returns:
+        The number of heads, or None.
+    """
+    if not all(isinstance(getattr(module, name, None), nn.Linear) for name in PROJECTIONS):
+        return None
+    heads = getattr(module, "num_attention_heads", getattr(module, "num_heads", None))
+    return heads if isinstance(heads, int) and heads > 0 else None
+
+
+def plain_projection_attention(module: nn.Module) -> bool:
+    """A projection-layout attention whose only parameters are its four projections': softmax(q kᵀ · scaling)
+    with nothing added to the scores (no relative position bias, as BEiT's has) — what rollout recomputes."""
+    if projection_heads(module) is None:
+        return False
+    own = {id(p) for name in PROJECTIONS for p in module.get_submodule(name).parameters()}
+    return all(id(p) in own for p in module.parameters())
+
+
 def attention_modules(model: nn.Module) -> list[nn.Module]:
     """The self-attention modules of a vision transformer, in definition (= forward) order: timm's
-    `Attention` (a `qkv` linear layer, `num_heads`, `scale`) and torch's `nn.MultiheadAttention` (torchvision's
-    ViTs, hand-written ones) without added key/value biases or zero attention.
+    `Attention` (a `qkv` linear layer, `num_heads`, `scale`), torch's `nn.MultiheadAttention` (torchvision's
+    ViTs, hand-written ones) without added key/value biases or zero attention, and plain attention in Hugging
+    Face's projection layout (`plain_projection_attention`: transformers' ViT, DeiT).
 
     Args:
         model: the network.
@@ -30,6 +61,7 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
         if (isinstance(getattr(module, "qkv", None), nn.Linear) and hasattr(module, "num_heads")
             and hasattr(module, "scale"))
         or (isinstance(module, nn.MultiheadAttention) and module.bias_k is None and not module.add_zero_attn)
+        or plain_projection_attention(module)
     ]
 
 
@@ -73,8 +105,10 @@ class AttentionRecorder:
     `Attention`, softmax(q kᵀ · scale) from the output of its `qkv` layer (after the module's
     `q_norm`/`k_norm`), so that its fused attention, which never forms the matrix, needs no change to the
     model; for `nn.MultiheadAttention`, the same from its inputs and input projection (its callers usually
-    ask for no weights; an `attn_mask` is applied, a key padding mask is not supported). The hooks are
-    removed on leaving.
+    ask for no weights; an `attn_mask` is applied, a key padding mask is not supported); for Hugging Face's
+    projection layout, softmax(q kᵀ · scaling + the attention mask it is given) from its `q_proj` and `k_proj`
+    (whichever attention implementation the model was loaded with; BEiT's relative position bias comes as
+    that mask; a boolean mask is not supported). The hooks are removed on leaving.
 
     Args:
         modules (list[nn.Module]): the attention modules (`attention_modules`).
@@ -106,20 +140,98 @@ class AttentionRecorder:
         assert isinstance(module, nn.MultiheadAttention)
         self.attentions.append(_multihead_attention(module, query.detach(), key.detach(), mask).float())
 
+    def _projection_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        hidden = (args[0] if args else kwargs["hidden_states"]).detach()
+        mask = args[1] if len(args) > 1 else kwargs.get("attention_mask")
+        if mask is not None and not mask.is_floating_point():
+            raise JitterCamError(f"rollout does not support a boolean attention mask in {type(module).__name__}")
+        heads = projection_heads(module)
+        assert heads is not None
+        projections = (module.get_submodule("q_proj"), module.get_submodule("k_proj"))
+        q, k = (F.linear(hidden, layer.get_parameter("weight").detach(),
+                         None if layer.bias is None else layer.get_parameter("bias").detach())
+                .unflatten(-1, (heads, -1)).transpose(1, 2) for layer in projections)
+        scores = (q * getattr(module, "scaling", q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
+        if mask is not None:  # added to the scores, as transformers' eager attention does (BEiT's position bias)
+            scores = scores + mask.detach()[..., : scores.shape[-1]]
+        self.attentions.append(scores.float().softmax(dim=-1))
+
+    def _hook_for(self, module: nn.Module):
+        if isinstance(module, nn.MultiheadAttention):
+            return module.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
+        if projection_heads(module) is not None:
+            return module.register_forward_pre_hook(self._projection_hook, with_kwargs=True)
+        return module.get_submodule("qkv").register_forward_hook(self._hook(module))
+
     def __enter__(self) -> AttentionRecorder:
         self.attentions = []
-        self._handles = [
-            module.register_forward_pre_hook(self._pre_hook, with_kwargs=True)
-            if isinstance(module, nn.MultiheadAttention)
-            else module.get_submodule("qkv").register_forward_hook(self._hook(module))
-            for module in self.modules
-        ]
+        self._handles = [self._hook_for(module) for module in self.modules]
         return self
 
     def __exit__(self, *_exc) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+MAX_PREFIX = 16  # class, distillation and register tokens: a handful, never a grid's worth
+
+
+class GridRecorder:
+    """Records the output grid (h, w) of a vision transformer's patch embedding — its first convolution —
+    during one forward, in `grid` (None without a convolution). The hook is removed on leaving.
+
+    Args:
+        model (nn.Module): the network.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.embedding = next((module for module in model.modules() if isinstance(module, nn.Conv2d)), None)
+        self.grid: tuple[int, int] | None = None
+        self._handle: RemovableHandle | None = None
+
+    def _hook(self, _module, _inputs, output: torch.Tensor) -> None:
+        if self.grid is None and output.dim() == 4:
+            self.grid = (int(output.shape[-2]), int(output.shape[-1]))
+
+    def __enter__(self) -> GridRecorder:
+        self.grid = None
+        if self.embedding is not None:
+            self._handle = self.embedding.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None
+
+
+def token_layout(model: nn.Module, tokens: int, grid: tuple[int, int] | None, height: int,
+                 width: int) -> tuple[int, tuple[int, int]]:
+    """How `tokens` tokens split into prefix tokens (class, distillation, register) and the patch grid: the
+    model's `num_prefix_tokens` (timm) where it has one; else the patch embedding's grid as recorded during
+    the forward, the rest of the tokens the prefix (torchvision's, Hugging Face's, hand-written ViTs); else
+    one prefix token and `patch_grid`.
+
+    Args:
+        model: the network (a loader's wrapper is looked through).
+        tokens: the tokens of a block, prefix included.
+        grid: the patch embedding's output grid (h, w), or None.
+        height: the input's height in pixels.
+        width: the input's width in pixels.
+
+    Returns:
+        `(prefix, (h, w))`.
+
+    Raises:
+        JitterCamError: the tokens make no grid.
+    """
+    prefix = getattr(_unwrapped(model), "num_prefix_tokens", None)
+    if isinstance(prefix, int):
+        return prefix, patch_grid(tokens - prefix, height, width)
+    if grid is not None and 0 <= tokens - grid[0] * grid[1] <= MAX_PREFIX:
+        return tokens - grid[0] * grid[1], grid
+    return 1, patch_grid(tokens - 1, height, width)
 
 
 def patch_grid(tokens: int, height: int, width: int) -> tuple[int, int]:
@@ -238,12 +350,11 @@ class AttentionRollout(CAMMethod):
                 "variant": self.variant}
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        with torch.no_grad(), AttentionRecorder(self.attentions) as recorder:
+        with torch.no_grad(), AttentionRecorder(self.attentions) as recorder, GridRecorder(self.model) as embedded:
             self.model(images)
         rolled = rollout(recorder.attentions, self.head_fusion, self.discard_ratio, self.variant)
-        prefix = int(getattr(_unwrapped(self.model), "num_prefix_tokens", 1))
-        row = rolled[:, 0, prefix:]
-        return row.reshape(-1, *patch_grid(row.shape[1], images.shape[-2], images.shape[-1]))
+        prefix, grid = token_layout(self.model, rolled.shape[-1], embedded.grid, images.shape[-2], images.shape[-1])
+        return rolled[:, 0, prefix:].reshape(-1, *grid)
 
 
 def _unwrapped(model: nn.Module) -> nn.Module:
@@ -253,7 +364,7 @@ def _unwrapped(model: nn.Module) -> nn.Module:
 
 
 def _class_token(model: nn.Module) -> torch.Tensor | None:
-    """The class token parameter: timm's and hand-written ViTs' `cls_token`, torchvision's `class_token`."""
-    inner = _unwrapped(model)
-    tokens = (getattr(inner, name, None) for name in ("cls_token", "class_token"))
-    return next((token for token in tokens if token is not None), None)
+    """The class token parameter: timm's and hand-written ViTs' `cls_token`, torchvision's `class_token`,
+    Hugging Face's `embeddings.cls_token` (wherever the network keeps it)."""
+    return next((parameter for name, parameter in model.named_parameters()
+                 if name.rsplit(".", 1)[-1] in ("cls_token", "class_token")), None)
