@@ -153,8 +153,8 @@ class LeGrad(CAMMethod):
         found = _blocks(model)
         if not found:
             raise JitterCamError(
-                f"legrad needs a vision transformer (timm's or torchvision's ViT, or blocks that each hold one "
-                f"nn.MultiheadAttention); {type(model).__name__} has none"
+                f"legrad needs a vision transformer (timm's, torchvision's or Hugging Face's ViT, or blocks that "
+                f"each hold one nn.MultiheadAttention); {type(model).__name__} has none"
             )
         if variant == "torchcam" and found[0].layout not in KNOWN_HEADS:
             raise JitterCamError(f"variant 'torchcam' is torchcam's projection for timm's and torchvision's ViTs; "

@@ -1,4 +1,4 @@
-"""Attention rollout (Abnar & Zuidema, ACL 2020) for timm-style vision transformers: the attention of every
+"""Attention rollout (Abnar & Zuidema, ACL 2020) for vision transformers: the attention of every
 block, fused over heads and multiplied through the network; the class token's row over the patch grid."""
 from __future__ import annotations
 
@@ -298,28 +298,30 @@ def rollout(attentions: list[torch.Tensor], head_fusion: str = "mean", discard_r
 @register_method("rollout")
 class AttentionRollout(CAMMethod):
     """Attention rollout (Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020) on a
-    timm-style vision transformer with a class token: the attention probabilities of every block, fused
+    vision transformer with a class token: the attention probabilities of every block, fused
     over the heads, averaged with the identity (the residual), re-normalised and multiplied from the first
     block to the last; the map is the class token's row over the patch tokens, on the patch grid
     (`(B, H/p, W/p)` for patch size p).
 
     Class-agnostic: `target` is accepted and ignored (every class gets the same map). The attention is
-    computed from each block's `qkv` output (`AttentionRecorder`), so timm's fused attention needs no
-    change to the model. Checked against jacobgil/vit-explain's `VITAttentionRollout` (`vit_rollout.py`,
+    recomputed from each block's query and key projections (`AttentionRecorder`: timm's `qkv`, an
+    `nn.MultiheadAttention`'s input projection, Hugging Face's `q_proj`/`k_proj`), so fused attention needs
+    no change to the model. Checked against jacobgil/vit-explain's `VITAttentionRollout` (`vit_rollout.py`,
     `rollout`), which this class reproduces with `discard_ratio=0.9, variant="vit-explain"` (its defaults,
     head fusion "mean"); the defaults here are the paper's: no discarding, rows re-normalised. vit-explain
     discards only in the batch's first image and divides entry (i, j) by row j's sum (a missing keepdim);
     here each image is discarded alike, and the division is an option.
 
     Args:
-        model (nn.Module): a timm vision transformer with a class token (`timm.create_model("vit_tiny_...")`).
+        model (nn.Module): a vision transformer with a class token: timm's, torchvision's, Hugging Face's
+            (ViT, DeiT, BEiT), or one written with `nn.MultiheadAttention`.
         head_fusion: "mean" (default), "max" or "min" over the heads.
         discard_ratio: the fraction of each block's smallest fused weights set to 0, in [0, 1) (default 0).
         variant: "paper" (default) or "vit-explain", the normalisation as above.
         batch_size (int | None): images per forward pass; None: the measured plan's, else the device's default.
 
     Raises:
-        JitterCamError: the model has no attention modules with a `qkv` layer or no class token; an unknown
+        JitterCamError: the model has no attention modules `attention_modules` finds or no class token; an unknown
             `head_fusion` or `variant`; `discard_ratio` outside [0, 1).
     """
 
@@ -339,7 +341,8 @@ class AttentionRollout(CAMMethod):
         if not self.attentions or _class_token(model) is None:
             raise JitterCamError(
                 f"rollout needs a vision transformer with a class token and self-attention modules (timm's "
-                f"ViTs such as vit_tiny_patch16_224, torchvision's vit_b_16); {type(model).__name__} has "
+                f"ViTs such as vit_tiny_patch16_224, torchvision's vit_b_16, Hugging Face's ViT, DeiT, BEiT); "
+                f"{type(model).__name__} has "
                 f"{'none' if not self.attentions else 'no class token'}"
             )
         super().__init__(model, batch_size=batch_size)
