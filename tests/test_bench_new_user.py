@@ -214,6 +214,18 @@ def test_the_time_left_follows_the_measured_pace(tiny):
     assert screen.getvalue().replace("\r", "\n").splitlines()[-1].startswith("6/8, ~0")  # 05:00 minus time gone
 
 
+def test_a_run_logged_to_a_file_says_its_progress(tmp_path, capsys, monkeypatch):
+    """stderr no terminal (nohup, a job's log): no bar, but a line every LOG_EVERY seconds; none with --quiet."""
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
+    assert main(bench(tmp_path / "r.db", "gradcam,centre", limit=3)) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if " maps in " in line]
+    assert lines == [re.fullmatch(r"local-accuracy: 3/6 maps in \d+ s, about \d+ s left", line)[0]
+                     for line in lines], lines  # one method's 3 items at a time; none at the end
+    assert len(lines) == 1, lines
+    assert main(bench(tmp_path / "q.db", "gradcam,centre", "--quiet", limit=3)) == 0
+    assert capsys.readouterr().err == ""
+
+
 # ----------------------------------------------------------------------- item 15: the repository's own files
 def test_every_phony_make_target_has_a_rule():
     makefile = (ROOT / "Makefile").read_text()

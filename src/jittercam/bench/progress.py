@@ -2,6 +2,7 @@
 over (method, item) pairs with a time left that follows the measured pace."""
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -13,6 +14,7 @@ from ..words import plural
 from .experiments import Arm
 
 LONG = 600.0  # seconds: an estimate above this comes with ways to shorten the run
+LOG_EVERY = 300.0  # seconds between the progress lines of a run whose stderr is no terminal (a log file)
 
 
 def duration(seconds: float) -> str:
@@ -64,15 +66,19 @@ class Progress:
     """The bar over (method, item) pairs and the time left. An arm that has finished items takes its measured
     seconds per item; one that has not, its forward passes times the seconds of one forward pass, plus what
     the measured arms spent beyond theirs (the metrics' passes, the same for every arm). Redrawn every second
-    while it is on a terminal, the time left counting down during a long item."""
+    while it is on a terminal, the time left counting down during a long item. Where the bar is not drawn
+    (stderr a log file) and `log` names the experiment, a line every `LOG_EVERY` seconds says the same."""
 
     TICK = 1.0
 
-    def __init__(self, bar: tqdm, left: dict[Arm, int], prior: dict[Arm, float]) -> None:
+    def __init__(self, bar: tqdm, left: dict[Arm, int], prior: dict[Arm, float], log: str | None = None) -> None:
         self.bar, self.left, self.prior = bar, dict(left), prior
         self.spent: dict[Arm, float] = {}
         self.items: dict[Arm, int] = {}
         self.since = time.perf_counter()  # the last finished item
+        self.log = log if bar.disable else None
+        self.started = self.logged = self.since
+        self.total, self.done = sum(left.values()), 0
         self.stop = threading.Event()
         self.ticker = threading.Thread(target=self._tick, daemon=True)
         self._show()
@@ -105,6 +111,7 @@ class Progress:
         self.since = time.perf_counter()
         self._show()
         self.bar.update(items)
+        self._count(items)
 
     def skipped(self, arms: list[Arm]) -> None:
         """One item skipped for all of `arms`."""
@@ -112,6 +119,16 @@ class Progress:
             self.left[arm] -= 1
         self._show()
         self.bar.update(len(arms))
+        self._count(len(arms))
+
+    def _count(self, maps: int) -> None:
+        self.done += maps
+        now = time.perf_counter()
+        if self.log is None or now - self.logged < LOG_EVERY or self.done >= self.total:
+            return
+        self.logged = now
+        print(f"{self.log}: {self.done}/{self.total} maps in {duration(now - self.started)}, about "
+              f"{duration(self.seconds_left())} left", file=sys.stderr, flush=True)
 
     def _show(self) -> None:
         left = max(0.0, self.seconds_left() - (time.perf_counter() - self.since))

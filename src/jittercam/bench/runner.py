@@ -474,7 +474,8 @@ class _Worker:
         bar = tqdm(total=sum(left.values()), desc=self.experiment.name, unit="map", file=sys.stderr,
                    disable=not (speaks and sys.stderr.isatty()), dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}, {rate_fmt}]")
-        self.progress = Progress(bar, left, {arm: self._unit_passes(arm) * (forward or 0.0) for arm in self.arms})
+        self.progress = Progress(bar, left, {arm: self._unit_passes(arm) * (forward or 0.0) for arm in self.arms},
+                                 log=self.experiment.name if speaks else None)
         chunk = self.chunk
         try:
             with bar, self.progress:
