@@ -214,6 +214,13 @@ class LeGrad(CAMMethod):
         def keep_output(_module, _inputs, output):
             outputs.append(output)
 
+        def cut_input(_module, args, kwargs):
+            # ∂s^l/∂y^l does not pass through the block's input; without the cut, every block's slice of the
+            # stacked tail would send (zero) gradients back through all the blocks before it
+            if args and isinstance(args[0], torch.Tensor):
+                return (args[0].detach(), *args[1:]), kwargs
+            return None
+
         def keep_source(_module, inputs, output):
             sources.append((output if isinstance(output, torch.Tensor) else inputs[0]).detach())
 
@@ -233,6 +240,7 @@ class LeGrad(CAMMethod):
             embedded = stack.enter_context(GridRecorder(self.model))
             for index, b in enumerate(blocks):
                 stack.callback(b.block.register_forward_hook(keep_output).remove)
+                stack.callback(b.block.register_forward_pre_hook(cut_input, with_kwargs=True).remove)
                 if b.layout == "attention":
                     stack.callback(b.source.register_forward_pre_hook(keep_value, with_kwargs=True).remove)
                     stack.callback(b.output.register_forward_hook(start_graph(index)).remove)
