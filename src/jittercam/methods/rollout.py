@@ -20,7 +20,7 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 def projection_heads(module: nn.Module) -> int | None:
     """The head count of an attention module in Hugging Face's projection layout (`q_proj`, `k_proj`, `v_proj`,
-    `o_proj` linear layers, `num_attention_heads` or `num_heads`, as transformers' ViT and DeiT have it);
+    `o_proj` linear layers, `num_attention_heads` or `num_heads`, as transformers' ViT, DeiT, BEiT have it);
     None for any other module.
 
     Args:
@@ -36,8 +36,9 @@ def projection_heads(module: nn.Module) -> int | None:
 
 
 def plain_projection_attention(module: nn.Module) -> bool:
-    """A projection-layout attention whose only parameters are its four projections': softmax(q kᵀ · scaling)
-    with nothing added to the scores (no relative position bias, as BEiT's has) — what rollout recomputes."""
+    """A projection-layout attention whose only parameters are its four projections': its scores are
+    q kᵀ · scaling plus the attention mask it is given (BEiT's relative position bias comes that way), which
+    rollout recomputes; a bias table of the attention's own would be added where rollout cannot see it."""
     if projection_heads(module) is None:
         return False
     own = {id(p) for name in PROJECTIONS for p in module.get_submodule(name).parameters()}
@@ -48,7 +49,7 @@ def attention_modules(model: nn.Module) -> list[nn.Module]:
     """The self-attention modules of a vision transformer, in definition (= forward) order: timm's
     `Attention` (a `qkv` linear layer, `num_heads`, `scale`), torch's `nn.MultiheadAttention` (torchvision's
     ViTs, hand-written ones) without added key/value biases or zero attention, and plain attention in Hugging
-    Face's projection layout (`plain_projection_attention`: transformers' ViT, DeiT).
+    Face's projection layout (`plain_projection_attention`: transformers' ViT, DeiT, BEiT).
 
     Args:
         model: the network.
