@@ -168,9 +168,39 @@ def test_the_cost_is_said_before_the_run_starts(tmp_path, capsys):
     assert main(bench(tmp_path / "r.db", "gradcam,rise", "--option", "rise.masks=80")) == 0
     first = capsys.readouterr().err.splitlines()[0]
     assert re.fullmatch(r"local-accuracy: 4 explanations to compute; at [\d.]+ ms per forward pass \(measured on "
-                        r".+, \d+ threads?\) their forward passes alone take about \d+ s: rise 80 passes per item "
-                        r"\(\d+ s\); 1 other method \d+ s; the metrics add to it, and the bar's time left follows "
-                        r"the measured pace", first), first
+                        r".+, \d+ threads?\) their forward passes take about \d+ s and the metrics about \d+ s "
+                        r"\([\d.e-]+ s per map, timed on one\): rise 80 passes per item \(\d+ s\); .+; the bar's "
+                        r"time left follows the measured pace", first), first
+
+
+def test_timing_the_metrics_ahead_stores_nothing_and_changes_no_result(tmp_path, capsys):
+    """The timed item (the centre baseline's map, under the first arm) leaves no row, cache entry or skip:
+    a run that said its cost stores what a quiet one stores."""
+    said, quiet = tmp_path / "said.db", tmp_path / "quiet.db"
+    for name in ("road", "sanity"):
+        args = ["bench", name, "--dataset", "offline", "--model", "tiny-new-user", "--methods", "gradcam",
+                "--limit", "2"]
+        assert main([*args, "--db", str(said)]) == 0
+        err = capsys.readouterr().err
+        timed = "and the metrics about" in err
+        assert timed == (name == "road"), err  # the sanity check's cost is its maps, counted as passes
+        assert main([*args, "--db", str(quiet), "--quiet"]) == 0
+    for table, columns in (("results", "method, item, metric, value"), ("explanations", "key, method, item, map"),
+                           ("skips", "method, item, reason")):
+        query = f"SELECT {columns} FROM {table} ORDER BY 1, 2, 3"
+        with sqlite3.connect(said) as a, sqlite3.connect(quiet) as b:
+            assert a.execute(query).fetchall() == b.execute(query).fetchall(), table
+    with sqlite3.connect(said) as a:
+        assert a.execute("SELECT count(*) FROM results WHERE metric LIKE '%morf%'").fetchone()[0] > 0
+
+
+def test_the_metrics_cost_is_timed_before_the_run(tiny):
+    """Each arm's items x (its passes x one pass + the metrics' seconds on one map); said apart."""
+    rise, gradcam = Arm("rise", create("rise", tiny)), Arm("gradcam", create("gradcam", tiny))
+    passes = {rise: 8000, gradcam: 1}
+    line = progress.estimate_line("road", {rise: 10, gradcam: 10}, passes.get, 0.01, torch.device("cpu"), 1.5)
+    assert "their forward passes take about 13 min and the metrics about 30 s (1.5 s per map, timed on one): " \
+           "rise 8000 passes per item (14 min); 1 other method 15 s; the bar's time left" in line, line
 
 
 def test_a_long_run_says_how_to_shorten_it(tiny):
@@ -182,7 +212,7 @@ def test_a_long_run_says_how_to_shorten_it(tiny):
     estimate, advice = line.split("\n")
     assert estimate.startswith("local-accuracy: 144 explanations to compute; at 18.9 ms per forward pass (measured on")
     assert estimate.endswith("their forward passes alone take about 2 h 20 min: rise 8000 passes per item (2 h 01 min)"
-                             "; scorecam 1280 passes per item (19 min); 1 other method 1 s; the metrics add to it, and "
+                             "; scorecam 1280 passes per item (19 min); 1 other method 1 s; the metrics add to it; "
                              "the bar's time left follows the measured pace")
     # the methods to keep, as a flag one can paste (not a phrase to type)
     assert advice.startswith("to shorten it: --option rise.masks=1000 (8x fewer passes); --methods gradcam (without "

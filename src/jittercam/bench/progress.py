@@ -27,12 +27,14 @@ def duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def estimate_line(experiment: str, left: dict[Arm, int], passes, forward: float, device: torch.device) -> str:
-    """What the run will cost, said before it starts: each arm's items to do x its forward passes per
-    explanation x the seconds of one forward pass measured here; the slow arms by name, and ways to
-    shorten the run when it is long."""
-    costs = {arm: count * passes(arm) * forward for arm, count in left.items() if count}
+def estimate_line(experiment: str, left: dict[Arm, int], passes, forward: float, device: torch.device,
+                  metric: float | None = None) -> str:
+    """What the run will cost, said before it starts: each arm's items to do x (its forward passes per
+    explanation x the seconds of one forward pass measured here + `metric`, the seconds the metrics took on
+    one item, when they were timed); the slow arms by name, and ways to shorten the run when it is long."""
+    costs = {arm: count * (passes(arm) * forward + (metric or 0.0)) for arm, count in left.items() if count}
     total = sum(costs.values())
+    explaining = sum(count * passes(arm) * forward for arm, count in left.items())
     heavy = sorted((arm for arm in costs if costs[arm] > 0.1 * total), key=lambda arm: -costs[arm])
     parts = [f"{arm.label} {plural(passes(arm), 'pass', 'passes')} per item ({duration(costs[arm])})"
              for arm in heavy]
@@ -42,9 +44,14 @@ def estimate_line(experiment: str, left: dict[Arm, int], passes, forward: float,
     where = runtime.device_name(device)
     if device.type == "cpu":
         where += f", {plural(torch.get_num_threads(), 'thread')}"
+    if metric is None:
+        cost = (f"their forward passes alone take about {duration(total)}: {'; '.join(parts)}; the metrics add "
+                f"to it")
+    else:
+        cost = (f"their forward passes take about {duration(explaining)} and the metrics about "
+                f"{duration(total - explaining)} ({metric:.2g} s per map, timed on one): {'; '.join(parts)}")
     line = (f"{experiment}: {plural(sum(left.values()), 'explanation')} to compute; at {forward * 1000:.3g} ms per "
-            f"forward pass (measured on {where}) their forward passes alone take about {duration(total)}: "
-            f"{'; '.join(parts)}; the metrics add to it, and the bar's time left follows the measured pace")
+            f"forward pass (measured on {where}) {cost}; the bar's time left follows the measured pace")
     if total <= LONG:
         return line
     tips = []

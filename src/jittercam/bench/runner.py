@@ -468,14 +468,16 @@ class _Worker:
         left = {arm: sum(pending(arm, key) for key in keys) for arm in self.arms}
         speaks = not settings.quiet and self.context.main
         forward = self._forward_seconds() if speaks and any(left.values()) else None
+        metric = self._metric_seconds([key for key in keys if any(pending(arm, key) for arm in self.arms)]) \
+            if forward is not None else None
         if forward is not None:
-            print(estimate_line(self.experiment.name, left, self._unit_passes, forward, self.device),
+            print(estimate_line(self.experiment.name, left, self._unit_passes, forward, self.device, metric),
                   file=sys.stderr)
         bar = tqdm(total=sum(left.values()), desc=self.experiment.name, unit="map", file=sys.stderr,
                    disable=not (speaks and sys.stderr.isatty()), dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}, {rate_fmt}]")
-        self.progress = Progress(bar, left, {arm: self._unit_passes(arm) * (forward or 0.0) for arm in self.arms},
-                                 log=self.experiment.name if speaks else None)
+        prior = {arm: self._unit_passes(arm) * (forward or 0.0) + (metric or 0.0) for arm in self.arms}
+        self.progress = Progress(bar, left, prior, log=self.experiment.name if speaks else None)
         chunk = self.chunk
         try:
             with bar, self.progress:
@@ -510,6 +512,39 @@ class _Worker:
                 self.model(images)
             seconds = min(runtime.timed(partial(self.model, images), self.device)[1] for _ in range(3))
         return seconds / count
+
+    def _metric_seconds(self, keys: list[str]) -> float | None:
+        """Seconds the experiment's metrics spend on one unit beyond its explanation (deletion's passes, ROAD's
+        imputation): `score` timed once on the first loadable item of `keys`, with the centre baseline's
+        smooth map (no passes) under the run's first arm's name, nothing stored. None where that says
+        nothing: an experiment whose cost is its own explanations (the sanity check) or that shares work
+        between the arms (`prepare`), or no item to time it on."""
+        experiment = self.experiment
+        if experiment.explanations_per_unit() > 1 or type(experiment).prepare is not Experiment.prepare:
+            return None
+        for key in keys[:8]:
+            sample = self.dataset.load(key, model_card(self.model))
+            if sample.skip is not None or sample.image is None:
+                continue
+            images = sample.image[None].to(self.device, self.dtype)
+            top1 = None
+            if not experiment.truth_targets:
+                with torch.no_grad():
+                    top1 = int(self.model(images).argmax(dim=1))
+            units = experiment.units(sample, 0, top1)[0][:1]
+            if not units:
+                continue
+            arm = replace(self.arms[0], explainer=create("centre", self.model))
+            x = experiment.inputs(arm, images)
+            targets = torch.tensor([units[0].target], device=self.device)
+            maps = arm.explainer(x[:1], targets)
+            try:
+                started = time.perf_counter()
+                experiment.score(self.setting, arm, images, units, maps.float(), [0.0], None)
+                return time.perf_counter() - started
+            except JitterCamError:
+                continue
+        return None
 
     # --------------------------------------------------------------------------------------- one chunk
     def _chunk(self, keys: list[str], work: dict[str, list[Arm]], summary: Summary) -> None:
