@@ -542,8 +542,8 @@ class _Worker:
                 started = time.perf_counter()
                 experiment.score(self.setting, arm, images, units, maps.float(), [0.0], None)
                 return time.perf_counter() - started
-            except JitterCamError:
-                continue
+            except Exception:  # noqa: BLE001 - an estimate never stops a run; its own items say what is wrong
+                return None
         return None
 
     # --------------------------------------------------------------------------------------- one chunk
