@@ -453,3 +453,21 @@ def test_legrad_on_hugging_face_vits_is_the_gradient_at_their_own_attentions(kin
     assert expected.abs().max() > 0 and method.passes() == 2
     assert all(p.grad is None for p in model.parameters())
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0
+
+
+def test_legrad_on_a_head_that_reads_more_than_the_last_block():
+    class SkipToHead(_HandWrittenViT):
+        def forward(self, x):
+            tokens = torch.cat([self.cls.expand(len(x), -1, -1), self.embed(x).flatten(2).transpose(1, 2)], dim=1)
+            first = tokens
+            for block in self.blocks:
+                tokens = block(tokens)
+            return self.head((tokens + first)[:, 0])  # the embedding skips every block to the head
+
+    torch.manual_seed(0)
+    model = SkipToHead(batch_first=True).eval()
+    x = torch.randn(3, 3, 32, 32)
+    maps = LeGrad(model)(x, [0, 1, 2])  # one forward per block: the stacked tail cannot add the skip
+    alone = torch.cat([LeGrad(model)(x[i:i + 1], i) for i in range(3)])  # one image: the skip broadcasts
+    torch.testing.assert_close(maps, alone, rtol=1e-5, atol=1e-7)
+    assert maps.abs().max() > 0

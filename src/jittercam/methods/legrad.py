@@ -118,8 +118,8 @@ class LeGrad(CAMMethod):
     is an `nn.MultiheadAttention` (a hand-written ViT) or in Hugging Face's projection layout (`q_proj`,
     `k_proj`, `v_proj`, `o_proj`: transformers' ViT, DeiT, BEiT), one per block (the block: the module
     holding it). There, s^l is the model's own layers after its last block run on z^l in its place (one
-    more forward pass, all blocks at once), which is the paper's definition when those layers read the
-    last block's tokens alone, as a ViT's final norm and head do. The prefix tokens are the model's
+    more forward pass, all blocks at once; one per block where those layers read more of the batch): the
+    paper's head(norm(z^l)) for a ViT's final norm and head. The prefix tokens are the model's
     `num_prefix_tokens` (timm), else what the patch embedding's grid leaves over.
 
     `variant` picks the score of an intermediate block:
@@ -185,25 +185,26 @@ class LeGrad(CAMMethod):
         return model.heads(model.encoder.ln(tokens.mean(dim=1)))
 
     def _tail(self, images: torch.Tensor, tokens: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Class logits of each block's output tokens, from the model's layers after its last block: one
-        forward with the last block's output replaced by all of them (the rest of the network under
-        no_grad, the graph starting at the replacement)."""
-        stacked = torch.cat(tokens)
+        """Class logits of each block's output tokens, from the model's layers after its last block run with
+        them in place of its output (the rest of the network under no_grad, the graph starting at the
+        replacement): all blocks in one forward, stacked; one forward per block where those layers also
+        read something else of the batch (a skip connection to the head), which the stack cannot match."""
+        try:
+            return list(self._replaced(images, torch.cat(tokens)).chunk(len(tokens)))
+        except RuntimeError:
+            return [self._replaced(images, block_tokens) for block_tokens in tokens]
 
+    def _replaced(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         def substitute(_module, _inputs, _output):
             torch.set_grad_enabled(True)  # for the rest of this forward; the no_grad block restores it
-            return stacked
+            return tokens
 
         handle = self._last_block.register_forward_hook(substitute)
         try:
             with torch.no_grad():
-                logits = self.model(images)
-        except RuntimeError as error:
-            raise JitterCamError(f"legrad: the layers after {type(self.model).__name__}'s last block read more "
-                                 f"than its tokens ({str(error).splitlines()[0]})") from None
+                return self.model(images)
         finally:
             handle.remove()
-        return list(logits.chunk(len(tokens)))
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         blocks = self._found
