@@ -471,3 +471,26 @@ def test_legrad_on_a_head_that_reads_more_than_the_last_block():
     alone = torch.cat([LeGrad(model)(x[i:i + 1], i) for i in range(3)])  # one image: the skip broadcasts
     torch.testing.assert_close(maps, alone, rtol=1e-5, atol=1e-7)
     assert maps.abs().max() > 0
+
+
+#: The families of `tests/families.py` each attention method reads (a map on the patch grid); the others are
+#: refused in one line. Rollout needs a class token; neither reads windowed or hierarchical attention.
+READS = {
+    "rollout": {"vit", "deit-distilled", "vit-dynamic", "vit-torchvision", "vit-huggingface"},
+    "legrad": {"vit", "deit-distilled", "vit-reg-avg", "vit-dynamic", "vit-torchvision", "vit-huggingface"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(READS))
+def test_which_transformer_families_the_attention_methods_read(name):
+    from families import FAMILIES
+
+    for key, family in FAMILIES.items():
+        model = jittercam.load_model(family.build())
+        x = torch.randn(2, 3, family.pixels, family.pixels, generator=torch.Generator().manual_seed(11))
+        if key in READS[name]:
+            maps = jittercam.create(name, model)(x, 0)
+            assert maps.shape == (2, family.pixels // 16, family.pixels // 16) and torch.isfinite(maps).all(), key
+        else:
+            with pytest.raises(JitterCamError, match=f"^{name} needs a vision transformer"):
+                jittercam.create(name, model)(x, 0)
