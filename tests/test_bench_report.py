@@ -669,3 +669,24 @@ def test_one_configuration_for_two_experiments_is_an_error(tmp_path, capsys):
     error = capsys.readouterr().err
     assert "name configuration same-hash for different experiments" in error
     assert str(paths[0]) in error and str(paths[1]) in error
+
+
+def test_curves_of_many_methods_share_one_legend_beside_the_panels():
+    """Up to 8 lines each panel has its legend; the 30 methods of a metric-agreement run share one to the
+    right of both panels (colour and dash per method, both AUCs), so that it covers no curve."""
+    from PIL import Image
+
+    from jittercam.bench import plots
+
+    def figure(count):
+        labels = [f"method{i}" for i in range(count)]
+        curves = {kind: {label: np.linspace(1, 0, 17) for label in labels} for kind in ("deletion", "insertion")}
+        aucs = {kind: dict.fromkeys(labels, 0.5) for kind in curves}
+        return plots.curves_figure("t", curves, aucs)
+
+    assert Image.open(io.BytesIO(figure(8))).size == (1040, 400)
+    crowded = Image.open(io.BytesIO(figure(30)))
+    assert crowded.size == (1270, 620)  # 2.3 in of legend to the right; 30 rows of 0.17 in
+    legend = np.asarray(crowded.convert("L"))[:, 1045:]
+    assert (legend < 128).any()  # the legend's text is there, beside the panels
+    assert Image.open(io.BytesIO(figure(60))).size == (1500, 620)  # two columns of 30

@@ -19,6 +19,8 @@ from matplotlib.figure import Figure
 
 Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]  # line label -> (x, y)
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+CROWDED = 8  # lines in a panel above which its legend would cover the data
+LEGEND_ROWS = 40  # methods a shared legend lists in one column; more take two
 
 
 def _png(figure: Figure) -> bytes:
@@ -81,22 +83,44 @@ def _colours(count: int) -> list:
 def curves_figure(title: str, curves: Mapping[str, Mapping[str, np.ndarray]],
                   aucs: Mapping[str, Mapping[str, float]]) -> bytes:
     """Panels `deletion` and `insertion` (`curves`: kind -> line label -> mean curve), each line labelled
-    with the AUC of its mean curve."""
+    with the AUC of its mean curve. Over `CROWDED` lines the panels share one legend to their right (both
+    AUCs in it), lines told apart by colour and dash, so that no legend covers the curves."""
     kinds = [kind for kind in ("deletion", "insertion") if kind in curves]
-    figure = Figure(figsize=(5.2 * len(kinds), 4.0))
-    figure.subplots_adjust(left=0.2 / len(kinds), right=1 - 0.06 / len(kinds), bottom=0.13, top=0.85, wspace=0.25)
-    figure.suptitle(title)
+    labels = list(dict.fromkeys(label for kind in kinds for label in curves[kind]))
+    crowded = len(labels) > CROWDED
+    columns = 1 if len(labels) <= LEGEND_ROWS else 2
+    rows = -(-len(labels) // columns)
+    panels_width = 5.2 * len(kinds)
+    width = panels_width + (2.3 * columns if crowded else 0.0)
+    height = max(4.0, 0.17 * rows + 1.1) if crowded else 4.0
+    figure = Figure(figsize=(width, height))
+    figure.subplots_adjust(left=0.2 * 5.2 / width, right=(panels_width - 0.3) / width, bottom=0.55 / height,
+                           top=1 - 0.6 / height, wspace=0.25)
+    figure.suptitle("\n".join(_title_lines(title, width)))
+    colours = _colours(len(labels))
+    styles = {label: (colours[i], ("-", "--", ":")[(i // 20) % 3]) for i, label in enumerate(labels)}
     for index, kind in enumerate(kinds):
         axes = figure.add_subplot(1, len(kinds), index + 1)
         for label, curve in curves[kind].items():
             x = np.linspace(0.0, 1.0, len(curve))
-            axes.plot(x, curve, label=f"{label} ({aucs[kind][label]:.3f})")
+            colour, dash = styles[label]
+            axes.plot(x, curve, color=colour, linestyle=dash, label=f"{label} ({aucs[kind][label]:.3f})")
         axes.set_title(f"mean {kind} curve (AUC)")
         axes.set_xlabel("fraction of pixels " + ("removed" if kind == "deletion" else "inserted"))
         axes.set_ylabel("score of the class")
         axes.set_xlim(0, 1)
         axes.grid(alpha=0.3)
-        axes.legend(fontsize="x-small")
+        if not crowded:
+            axes.legend(fontsize="x-small")
+    if crowded:
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=styles[label][0], linestyle=styles[label][1]) for label in labels]
+        names = [f"{label} ({' / '.join(f'{aucs[kind][label]:.3f}' for kind in kinds if label in aucs[kind])})"
+                 for label in labels]
+        figure.legend(handles, names, loc="upper left", bbox_to_anchor=(panels_width / width, 1 - 0.6 / height),
+                      fontsize="x-small", ncol=columns, title=f"AUC: {' / '.join(kinds)}",
+                      title_fontsize="x-small", frameon=False)
     return _png(figure)
 
 
