@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import textwrap
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -21,6 +22,7 @@ Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]  # line label -> 
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
 CROWDED = 8  # lines in a panel above which its legend would cover the data
 LEGEND_ROWS = 40  # methods a shared legend lists in one column; more take two
+_DASHES: tuple[Literal["-", "--", ":"], ...] = ("-", "--", ":")  # after tab20's twenty colours, the next dash
 
 
 def _png(figure: Figure) -> bytes:
@@ -98,7 +100,7 @@ def curves_figure(title: str, curves: Mapping[str, Mapping[str, np.ndarray]],
                            top=1 - 0.6 / height, wspace=0.25)
     figure.suptitle("\n".join(_title_lines(title, width)))
     colours = _colours(len(labels))
-    styles = {label: (colours[i], ("-", "--", ":")[(i // 20) % 3]) for i, label in enumerate(labels)}
+    styles = {label: (colours[i], _DASHES[(i // 20) % len(_DASHES)]) for i, label in enumerate(labels)}
     for index, kind in enumerate(kinds):
         axes = figure.add_subplot(1, len(kinds), index + 1)
         for label, curve in curves[kind].items():
