@@ -4,8 +4,8 @@ On the ground-truth model and its held-out images (evidence known by constructio
 by the metrics a researcher uses on real data, which see only the images, the model and the class's BOXES,
 and by the ground truth itself, which sees the exact evidence. Then, per metric, the methods' ranking by it
 is compared with their ranking by each ground-truth reference with Kendall's tau (`scipy.stats.kendalltau`,
-tau-b: ties allowed), with a percentile bootstrap interval over items (the same resampled items for every
-method: a paired bootstrap; singles and pairs resampled apart).
+tau-b: ties allowed), with a bias-corrected percentile bootstrap interval over items (the same resampled
+items for every method: a paired bootstrap; the singles, and the pairs of each separation, resampled apart).
 """
 from __future__ import annotations
 
@@ -82,10 +82,35 @@ def kendall(scores: Mapping[str, float], truth: Mapping[str, float], direction: 
     return float(scipy_stats.kendalltau(*sides).statistic)
 
 
+def bias_corrected_interval(samples: np.ndarray, point: float, level: float = 0.95) -> tuple[float, float]:
+    """The bias-corrected percentile interval of a bootstrap (Efron 1987, "BC"): the percentiles
+    Φ(2 z0 ± z_(1+level)/2) of `samples`, z0 = Φ⁻¹(share of the samples below `point`, ties counted half).
+    Where the resamples are centred on the estimate (z0 = 0) it is the plain percentile interval; where they
+    are shifted — Kendall's tau against resolving power, a threshold over pairs that resampling moves for many
+    methods at once — the plain interval can leave out the estimate itself, this one follows the shift.
+
+    Args:
+        samples: the bootstrap values (no NaN).
+        point: the estimate on the data.
+        level: the coverage (default 0.95).
+
+    Returns:
+        (low, high); NaN without samples.
+    """
+    if samples.size == 0:
+        return math.nan, math.nan
+    share = (np.sum(samples < point) + 0.5 * np.sum(samples == point)) / samples.size
+    share = min(max(share, 0.5 / samples.size), 1 - 0.5 / samples.size)  # a finite z0 when every sample is on one side
+    z0 = scipy_stats.norm.ppf(share)
+    edge = scipy_stats.norm.ppf((1 + level) / 2)
+    low, high = (float(scipy_stats.norm.cdf(2 * z0 + sign * edge)) for sign in (-1, 1))
+    return float(np.quantile(samples, low)), float(np.quantile(samples, high))
+
+
 def agreement(per_item: Mapping[str, Mapping[str, dict[str, float]]], truth: Callable[[Mapping[str, list[str]]],
               Mapping[str, Mapping[str, float]]], strata: Mapping[str, list[str]], *, boots: int = 1000,
-              seed: int = 0) -> dict[tuple[str, str], tuple[float, float, float]]:
-    """Kendall's tau of every proxy metric against every reference, with a paired percentile bootstrap.
+              seed: int = 0, interval: str = "bc") -> dict[tuple[str, str], tuple[float, float, float]]:
+    """Kendall's tau of every proxy metric against every reference, with a paired bootstrap interval.
 
     Args:
         per_item: metric -> method -> item -> value (NaN: missing).
@@ -93,9 +118,11 @@ def agreement(per_item: Mapping[str, Mapping[str, dict[str, float]]], truth: Cal
         strata: stratum -> its items (resampled apart: the singles, the pairs).
         boots: bootstrap resamples.
         seed: the resampling's seed.
+        interval: "bc" (default: `bias_corrected_interval`, 95 %) or "percentile" (the 2.5 % and 97.5 %
+            percentiles of the bootstrap taus).
 
     Returns:
-        (metric, reference) -> (tau, 2.5 % and 97.5 % percentiles of the bootstrap taus).
+        (metric, reference) -> (tau, low, high).
     """
     def means(items: Mapping[str, list[str]]) -> dict[str, dict[str, float]]:
         chosen = [item for group in items.values() for item in group]
@@ -123,8 +150,13 @@ def agreement(per_item: Mapping[str, Mapping[str, dict[str, float]]], truth: Cal
     result = {}
     for key, tau in point.items():
         kept = np.array([t for t in samples[key] if not math.isnan(t)])
-        low, high = (np.percentile(kept, [2.5, 97.5]) if kept.size else (math.nan, math.nan))
-        result[key] = (tau, float(low), float(high))
+        if math.isnan(tau):
+            result[key] = (tau, math.nan, math.nan)
+        elif interval == "percentile":
+            low, high = np.percentile(kept, [2.5, 97.5]) if kept.size else (math.nan, math.nan)
+            result[key] = (tau, float(low), float(high))
+        else:
+            result[key] = (tau, *bias_corrected_interval(kept, tau))
     return result
 
 
@@ -238,15 +270,22 @@ class MetricAgreement(Experiment):
         references = {name: per_item.pop(name) for name in ("energy", "auc") if name in per_item}
         singles = sorted({i for methods in references.values() for values in methods.values() for i in values})
         pairs = sorted({i for values in pairs_of.values() for i in values})
+        separation = {i: d[0] for values in pairs_of.values() for i, d in values.items() if not math.isnan(d[0])}
+        # the pairs resampled within their separation: each keeps its count, so that a resample moves the
+        # share resolved at a separation, not how many pairs it has (resolving power is a threshold over them)
+        strata: dict[str, list[str]] = {"singles": singles}
+        for item in pairs:
+            strata.setdefault(f"pairs at {separation.get(item, math.nan):g}", []).append(item)
 
         def truth(items):
             found: dict[str, dict[str, float]] = {
                 name: {m: mean([v[i] for i in items["singles"] if i in v]).value for m, v in methods.items()}
                 for name, methods in references.items()}
-            if pairs_of and items.get("pairs"):
+            chosen_pairs = [i for name, group in items.items() if name.startswith("pairs") for i in group]
+            if pairs_of and chosen_pairs:
                 power = {}
                 for method, by_item in pairs_of.items():
-                    drawn = [by_item[i] for i in items["pairs"] if i in by_item]
+                    drawn = [by_item[i] for i in chosen_pairs if i in by_item]
                     s = [d[0] for d in drawn if not (math.isnan(d[0]) or math.isnan(d[1]))]
                     r = [d[1] > 0.5 for d in drawn if not (math.isnan(d[0]) or math.isnan(d[1]))]
                     power[method] = (metrics.resolving_power(s, r, fraction=RESOLVED_SHARE) if s else math.nan)
@@ -255,7 +294,7 @@ class MetricAgreement(Experiment):
 
         boots = int(group.config.get("options", {}).get("boots", 1000)) if isinstance(
             group.config.get("options"), dict) else 1000
-        result = agreement(per_item, truth, {"singles": singles, "pairs": pairs}, boots=boots)
+        result = agreement(per_item, truth, strata, boots=boots)
         shown_refs = [r for r in TRUTHS if any(key[1] == r for key in result)]
         rows = []
         for metric in PROXIES:
@@ -269,8 +308,9 @@ class MetricAgreement(Experiment):
             rows.append((LABELS[metric], cells))
         notes = [f"{group.label}: Kendall's tau-b between the {len(arms)} methods' ranking by each metric (rows, "
                  "from boxes, model and image) and by the ground truth (columns, from the exact evidence); 1: the same "
-                 f"order, 0: unrelated, −1: reversed; [2.5 %, 97.5 %] of {boots} paired bootstrap resamples of the "
-                 f"items ({len(singles)} single-patch images, {len(pairs)} pairs)",
+                 f"order, 0: unrelated, −1: reversed; [95 % interval], bias-corrected percentiles (BC, Efron 1987) of "
+                 f"{boots} paired bootstrap resamples of the items ({len(singles)} single-patch images, "
+                 f"{len(pairs)} pairs, resampled within their separation)",
                  "ROAD MoRF / LeRF: `jittercam.metrics.road` with its defaults (10 … 90 % removed)"]
         writer.table(f"{cls.name} on {group.dataset}, {group.label}: agreement with the ground truth", "Metric",
                      [f"τ vs {LABELS[r]}" for r in shown_refs], rows, notes)
