@@ -117,9 +117,10 @@ class LeGrad(CAMMethod):
     torchvision's (`encoder.layers`, each `self_attention`), and otherwise any transformer whose attention
     is an `nn.MultiheadAttention` (a hand-written ViT) or in Hugging Face's projection layout (`q_proj`,
     `k_proj`, `v_proj`, `o_proj`: transformers' ViT, DeiT, BEiT), one per block (the block: the module
-    holding it). There, s^l is the model's own layers after its last block run on z^l in its place (one
-    more forward pass, all blocks at once; one per block where those layers read more of the batch): the
-    paper's head(norm(z^l)) for a ViT's final norm and head. The prefix tokens are the model's
+    holding it). There, s^l is the model's own layers after its last block run on z^l in its place: in the
+    one forward, the last block hands every block's tokens, stacked, to the layers after it (one more
+    forward per block where those layers read more of the batch, a skip connection to the head); for a
+    ViT's final norm and head, the paper's head(norm(z^l)). The prefix tokens are the model's
     `num_prefix_tokens` (timm), else what the patch embedding's grid leaves over.
 
     `variant` picks the score of an intermediate block:
@@ -171,7 +172,7 @@ class LeGrad(CAMMethod):
         return {**super().options(), "blocks": self.blocks, "variant": self.variant}
 
     def passes(self, input_size: int | None = None) -> int:
-        return 1 if self._found[0].layout in KNOWN_HEADS else 2
+        return 1  # (1 + blocks on a model whose head reads more than the last block's tokens)
 
     def _score(self, tokens: torch.Tensor) -> torch.Tensor:
         """Class logits from a block's output tokens (`variant`), for timm's and torchvision's ViTs."""
@@ -185,28 +186,33 @@ class LeGrad(CAMMethod):
         return model.heads(model.encoder.ln(tokens.mean(dim=1)))
 
     def _tail(self, images: torch.Tensor, tokens: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Class logits of each block's output tokens, from the model's layers after its last block run with
-        them in place of its output (the rest of the network under no_grad, the graph starting at the
-        replacement): all blocks in one forward, stacked; one forward per block where those layers also
-        read something else of the batch (a skip connection to the head), which the stack cannot match."""
-        try:
-            return list(self._replaced(images, torch.cat(tokens)).chunk(len(tokens)))
-        except RuntimeError:
-            return [self._replaced(images, block_tokens) for block_tokens in tokens]
+        """Class logits of each block's output tokens, one forward per block, the model's layers after its
+        last block run on them in place of its output (the rest of the network under no_grad, the graph
+        starting at the replacement): for a model whose head also reads something else of the batch (a skip
+        connection), where the stacked tail of the first forward cannot run."""
+        scores = []
+        for block_tokens in tokens:
+            def substitute(_module, _inputs, _output, block_tokens=block_tokens):
+                torch.set_grad_enabled(True)  # for the rest of this forward; the no_grad block restores it
+                return block_tokens
 
-    def _replaced(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        def substitute(_module, _inputs, _output):
-            torch.set_grad_enabled(True)  # for the rest of this forward; the no_grad block restores it
-            return tokens
-
-        handle = self._last_block.register_forward_hook(substitute)
-        try:
-            with torch.no_grad():
-                return self.model(images)
-        finally:
-            handle.remove()
+            handle = self._last_block.register_forward_hook(substitute)
+            try:
+                with torch.no_grad():
+                    scores.append(self.model(images))
+            finally:
+                handle.remove()
+        return scores
 
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        if self._found[0].layout in KNOWN_HEADS:
+            return self._relevance_map(images, target, stacked=False)
+        try:  # the blocks' tokens stacked through the model's head in the one forward
+            return self._relevance_map(images, target, stacked=True)
+        except RuntimeError:  # the head reads more of the batch than the last block's tokens
+            return self._relevance_map(images, target, stacked=False)
+
+    def _relevance_map(self, images: torch.Tensor, target: torch.Tensor | None, stacked: bool) -> torch.Tensor:
         blocks = self._found
         outputs: list[torch.Tensor] = []  # z^l, each block's output tokens, in forward order
         sources: list[torch.Tensor] = []  # what V is made from, in forward order
@@ -248,9 +254,17 @@ class LeGrad(CAMMethod):
                 else:
                     captures[index] = stack.enter_context(LayerCapture(b.output, mode="graph"))
                     stack.callback(b.source.register_forward_hook(keep_source).remove)
+            if stacked:  # after keep_output: the last block hands every block's tokens to the head at once
+                stack.callback(self._last_block.register_forward_hook(
+                    lambda _module, _inputs, _output: torch.cat(outputs)).remove)
             with torch.no_grad():
                 logits = self.model(images)
             stack.close()
+            if stacked:
+                if logits.shape[0] != len(blocks) * images.shape[0]:
+                    raise RuntimeError("the head did not keep the stacked tokens' rows")
+                scores = list(logits.chunk(len(blocks)))
+                logits = scores[-1]  # the last block's own tokens: the model's output
             if not len(outputs) == len(sources) == len(blocks):
                 raise JitterCamError(f"legrad: {type(self.model).__name__}'s {len(blocks)} attention blocks "
                                      f"ran {len(outputs)} times and their attention {len(sources)} times in one "
@@ -264,7 +278,7 @@ class LeGrad(CAMMethod):
                 target = target.clone()  # not an inference tensor, so that autograd may use it
             if blocks[0].layout in KNOWN_HEADS:
                 scores = [self._score(tokens) for tokens in outputs]
-            else:
+            elif not stacked:
                 scores = self._tail(images, outputs)
             relevances = []
             with torch.enable_grad():
