@@ -35,6 +35,9 @@ class LayerCapture:
       ``torch.autograd.grad(score, capture.output)`` gives the gradient with respect to the activations
       only — never into the parameters.
 
+    A module that returns a tuple whose first item is a tensor (`nn.MultiheadAttention`'s output and weights)
+    is captured at that tensor; the rest of the tuple passes unchanged.
+
     The call counter restarts at every model call (`reset()` is called on entering; call it again between
     two forwards inside one block).
 
@@ -54,7 +57,7 @@ class LayerCapture:
         ValueError: an unknown `mode`, a `replacement` without mode "replace" (or that mode without one),
             or `stop` with another mode than "record".
         JitterCamError: on leaving, the layer did not run; during the forward, the hooked call returned
-            something other than a tensor.
+            something other than a tensor or a tuple that starts with one.
     """
 
     def __init__(
@@ -104,6 +107,9 @@ class LayerCapture:
         call, self._calls = self._calls, self._calls + 1
         if call != self.call:
             return None
+        rest = None
+        if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+            output, rest = output[0], output[1:]  # the tensor first, as nn.MultiheadAttention's (output, weights)
         if not isinstance(output, torch.Tensor):
             raise JitterCamError(f"layer {self.name!r} returns a {type(output).__name__}, not a tensor")
         grid_map = output if self.layer is None else self.layer.to_map(output)
@@ -117,10 +123,12 @@ class LayerCapture:
             self.output = grid_map.detach()
             replacement = self.replacement
             assert replacement is not None  # checked in __init__
-            return self._back(replacement(grid_map) if callable(replacement) else replacement, output)
-        torch.set_grad_enabled(True)  # for the rest of this forward; the caller's no_grad block restores it
-        leaf = self.output = grid_map.detach().requires_grad_(True)
-        return self._back(leaf.clone(), output)  # a non-leaf, so that an in-place op downstream stays legal
+            handed = self._back(replacement(grid_map) if callable(replacement) else replacement, output)
+        else:
+            torch.set_grad_enabled(True)  # for the rest of this forward; the caller's no_grad block restores it
+            leaf = self.output = grid_map.detach().requires_grad_(True)
+            handed = self._back(leaf.clone(), output)  # a non-leaf, so that an in-place op downstream stays legal
+        return handed if rest is None else (handed, *rest)
 
     def _back(self, grid_map: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         return grid_map if self.layer is None else self.layer.from_map(grid_map, output)

@@ -216,7 +216,6 @@ class LeGrad(CAMMethod):
         blocks = self._found
         outputs: list[torch.Tensor] = []  # z^l, each block's output tokens, in forward order
         sources: list[torch.Tensor] = []  # what V is made from, in forward order
-        leaves: dict[int, torch.Tensor] = {}  # y^l, where the graph starts, by block
 
         def keep_output(_module, _inputs, output):
             outputs.append(output)
@@ -228,32 +227,22 @@ class LeGrad(CAMMethod):
                 return (args[0].detach(), *args[1:]), kwargs
             return None
 
-        def keep_source(_module, inputs, output):
-            sources.append((output if isinstance(output, torch.Tensor) else inputs[0]).detach())
+        def keep_output_of_source(_module, _inputs, output):  # timm's qkv, Hugging Face's v_proj
+            sources.append(output.detach())
 
-        def keep_value(_module, args, kwargs):
+        def keep_value(_module, args, kwargs):  # an nn.MultiheadAttention's value argument
             sources.append((args[2] if len(args) > 2 else kwargs["value"]).detach())
 
-        def start_graph(index: int):
-            def hook(_module, _inputs, output):  # LayerCapture's "graph" mode, for an attention's output tuple
-                torch.set_grad_enabled(True)  # for the rest of this forward; the no_grad block restores it
-                leaves[index] = output[0].detach().requires_grad_(True)
-                return (leaves[index].clone(), *output[1:])
-
-            return hook
-
         with torch.inference_mode(False), ExitStack() as stack:
-            captures: dict[int, LayerCapture] = {}
             embedded = stack.enter_context(GridRecorder(self.model))
-            for index, b in enumerate(blocks):
+            captures = [stack.enter_context(LayerCapture(b.output, mode="graph")) for b in blocks]
+            for b in blocks:
                 stack.callback(b.block.register_forward_hook(keep_output).remove)
                 stack.callback(b.block.register_forward_pre_hook(cut_input, with_kwargs=True).remove)
-                if b.layout == "attention":
+                if isinstance(b.source, nn.MultiheadAttention):
                     stack.callback(b.source.register_forward_pre_hook(keep_value, with_kwargs=True).remove)
-                    stack.callback(b.output.register_forward_hook(start_graph(index)).remove)
                 else:
-                    captures[index] = stack.enter_context(LayerCapture(b.output, mode="graph"))
-                    stack.callback(b.source.register_forward_hook(keep_source).remove)
+                    stack.callback(b.source.register_forward_hook(keep_output_of_source).remove)
             if stacked:  # after keep_output: the last block hands every block's tokens to the head at once
                 stack.callback(self._last_block.register_forward_hook(
                     lambda _module, _inputs, _output: torch.cat(outputs)).remove)
@@ -269,8 +258,6 @@ class LeGrad(CAMMethod):
                 raise JitterCamError(f"legrad: {type(self.model).__name__}'s {len(blocks)} attention blocks "
                                      f"ran {len(outputs)} times and their attention {len(sources)} times in one "
                                      f"forward, not once each")
-            leaves.update({index: capture.output for index, capture in captures.items()
-                           if capture.output is not None})
             if target is None:
                 target = resolve_targets(None, logits.detach()).clone()
             else:
@@ -282,9 +269,10 @@ class LeGrad(CAMMethod):
                 scores = self._tail(images, outputs)
             relevances = []
             with torch.enable_grad():
-                for index, b in enumerate(blocks):
+                for index, (b, capture) in enumerate(zip(blocks, captures, strict=True)):
+                    assert capture.output is not None
                     score = scores[index].gather(1, target[:, None]).sum()
-                    (grad_y,) = torch.autograd.grad(score, leaves[index], retain_graph=index < len(blocks) - 1)
+                    (grad_y,) = torch.autograd.grad(score, capture.output, retain_graph=index < len(blocks) - 1)
                     relevances.append(self._relevance(b, grad_y.detach(), sources[index]))
         relevance = torch.stack(relevances).mean(dim=0)
         prefix, grid = token_layout(self.model, relevance.shape[1], embedded.grid, images.shape[-2],
