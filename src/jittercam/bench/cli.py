@@ -76,9 +76,10 @@ def add_parser(commands) -> None:
                         help="images per forward pass, for the methods and metrics too (default: the plan measured "
                         "once per model and device, see `jittercam tune`)")
     parser.add_argument("--input-size", type=int, metavar="PIXELS", help="square input size (default: the model's)")
-    parser.add_argument("--compile", action="store_true",
-                        help="the methods with a compiled path and deletion/insertion through torch.compile (pays "
-                        "over many images; the stored results do not change)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="the methods with a compiled path and deletion/insertion through torch.compile "
+                        "(default: on a CPU when their forward passes are estimated at 10 minutes or more, where it "
+                        "pays; the stored results do not change)")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the offline dataset and of the random methods (default: %(default)s)")
     parser.add_argument("--gallery", type=int, default=4, metavar="N",

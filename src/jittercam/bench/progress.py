@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Mapping
 
 import torch
 from tqdm import tqdm
@@ -28,11 +29,13 @@ def duration(seconds: float) -> str:
 
 
 def estimate_line(experiment: str, left: dict[Arm, int], passes, forward: float, device: torch.device,
-                  metric: float | None = None) -> str:
+                  metric: float | Mapping[Arm, float] | None = None) -> str:
     """What the run will cost, said before it starts: each arm's items to do x (its forward passes per
     explanation x the seconds of one forward pass measured here + `metric`, the seconds the metrics took on
-    one item, when they were timed); the slow arms by name, and ways to shorten the run when it is long."""
-    costs = {arm: count * (passes(arm) * forward + (metric or 0.0)) for arm, count in left.items() if count}
+    one item, per arm or for all, when they were timed); the slow arms by name, and ways to shorten the run
+    when it is long."""
+    per_arm = metric if isinstance(metric, Mapping) else dict.fromkeys(left, metric or 0.0)
+    costs = {arm: count * (passes(arm) * forward + per_arm.get(arm, 0.0)) for arm, count in left.items() if count}
     total = sum(costs.values())
     explaining = sum(count * passes(arm) * forward for arm, count in left.items())
     heavy = sorted((arm for arm in costs if costs[arm] > 0.1 * total), key=lambda arm: -costs[arm])
@@ -48,8 +51,10 @@ def estimate_line(experiment: str, left: dict[Arm, int], passes, forward: float,
         cost = (f"their forward passes alone take about {duration(total)}: {'; '.join(parts)}; the metrics add "
                 f"to it")
     else:
+        timed = sorted({per_arm[arm] for arm in costs if arm in per_arm}) or [0.0]
+        pace = f"{timed[0]:.2g} s" if f"{timed[0]:.2g}" == f"{timed[-1]:.2g}" else f"{timed[0]:.2g}-{timed[-1]:.2g} s"
         cost = (f"their forward passes take about {duration(explaining)} and the metrics about "
-                f"{duration(total - explaining)} ({metric:.2g} s per map, timed on one): {'; '.join(parts)}")
+                f"{duration(total - explaining)} ({pace} per map, timed on one): {'; '.join(parts)}")
     line = (f"{experiment}: {plural(sum(left.values()), 'explanation')} to compute; at {forward * 1000:.3g} ms per "
             f"forward pass (measured on {where}) {cost}; the bar's time left follows the measured pace")
     if total <= LONG:

@@ -12,9 +12,13 @@ Jitter-CAM on a CPU) fills its batches alone: it explains and commits the chunk 
 that Ctrl-C loses at most the item in progress.
 
 Progress: before the first chunk the run says what it will cost (each method's forward passes per
-explanation x its items x one forward pass timed on the device: the explanations alone), with ways to
-shorten it when that is long; the bar counts (method, item) pairs, its time left from each method's
-measured seconds per item once it has some.
+explanation x its items x one forward pass timed on the device, plus its metrics' seconds timed on one
+item), with ways to shorten it when that is long; the bar counts (method, item) pairs, its time left from
+each method's measured seconds per item once it has some.
+
+Compiling: unless the settings say (`compile` True or False), a run on a CPU whose compilable forward passes
+are estimated long enough (`autocompile`) builds its methods again compiled and compiles deletion/insertion;
+a call that compiled a piece is timed again, so the seconds stored are the method's.
 
 Resume: the same command computes only the (method, variant, item) not marked done and not skipped.
 The chunks are the same on every run (fixed from the item list), so a resumed chunk is explained in
@@ -46,7 +50,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -57,7 +61,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from .. import frontend, runtime, tuning
+from .. import compiled, frontend, runtime, tuning
 from ..card import attach_card, model_card, model_dtype
 from ..data import available_datasets, dataset_needs_model, open_dataset
 from ..data.output import deferred_interrupt
@@ -67,10 +71,10 @@ from ..methods import CAMMethod, create
 from ..methods.registry import method_list
 from ..models import RANDOM, load_model
 from ..words import plural
-from . import distributed
+from . import autocompile, distributed
 from .experiments import Arm, Experiment, Setting, Unit, experiment_class
 from .experiments.base import SWEEP
-from .progress import Progress, estimate_line
+from .progress import Progress, duration, estimate_line
 from .store import ALL_METHODS, Batch, GalleryEntry, Row, Run, Store
 
 CACHE_MODES = ("small", "all", "none")
@@ -96,7 +100,9 @@ class Settings:
         gallery: items whose maps are kept for the report's gallery.
         input_size: a square input size other than the model's.
         compile: the methods that have a compiled path and deletion/insertion run through torch.compile
-            (`jittercam.compiled`); the results stored do not depend on it.
+            (`jittercam.compiled`); None: they do where the run is long enough for it to pay
+            (`autocompile`: on a CPU, from about 10 minutes of such passes); the results stored do not
+            depend on it.
         dataset_options: the dataset's own options (`--labels`, `--boxes`, ...); None values: not given.
         experiment_options: the experiment's options, parsed (`Option.parse`).
         method_options: method name (or '*' for all) -> its options.
@@ -118,7 +124,7 @@ class Settings:
     limit: int | None = None
     gallery: int = 4
     input_size: int | None = None
-    compile: bool = False
+    compile: bool | None = None  # None: where it pays (`autocompile.wants_compile`)
     dataset_options: dict[str, str | None] = field(default_factory=dict)
     experiment_options: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # name or '*' -> options
@@ -348,23 +354,36 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
     if settings.batch_size is None:
         batch_size = _measured_batch(model, device, card.input_size, settings.quiet) or batch_size
     setting = Setting(model, tuple(card.mean), tuple(card.std), card.input_size, settings.batch_size,
-                      tuple(card.fusion_layers), settings.compile)
-
-    def build(name: str, **extra) -> CAMMethod:
-        return create(name, model, **{**_options_for(name, settings), **extra})
-
+                      tuple(card.fusion_layers), bool(settings.compile))
     chosen = [name for spec in settings.methods or () for name in spec.split(",") if name.strip() != "all"]
-    if chosen:  # every method named: a refusal is the error
-        arms = experiment.arms(names, build, setting)
-    else:  # the experiment's defaults or `all`: leave out, with a note, a method that refuses this model
-        arms = []
+
+    def build_arms(compiling: bool, names: Sequence[str] = tuple(names)) -> list[Arm]:
+        def build(name: str, **extra) -> CAMMethod:
+            options = {**_options_for(name, replace(settings, compile=compiling or settings.compile)), **extra}
+            if compiling and not settings.compile:  # chosen by the run: a model torch.fx cannot cut runs eagerly
+                try:
+                    return create(name, model, **options)
+                except JitterCamError as exc:
+                    if exc.option != "compile":
+                        raise
+                    options.pop("compile", None)
+            return create(name, model, **options)
+
+        now = replace(setting, compile=compiling or setting.compile)
+        if chosen:  # every method named: a refusal is the error
+            return experiment.arms(names, build, now)
+        found = []  # the experiment's defaults or `all`: leave out, with a note, a method that refuses this model
         for name in names:
             try:
-                arms += experiment.arms([name], build, setting)
+                found += experiment.arms([name], build, now)
             except JitterCamError as exc:
-                print(f"jittercam: note: {name} left out: {exc}", file=sys.stderr)
-        if not arms:
+                if not compiling:
+                    print(f"jittercam: note: {name} left out: {exc}", file=sys.stderr)
+        if not found:
             raise JitterCamError(f"{experiment.name}: every method refuses this model")
+        return found
+
+    arms = build_arms(False)
     methods = list(dict.fromkeys(arm.method for arm in arms))
     for name in settings.drop:
         if name not in methods:
@@ -409,7 +428,7 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
         if settings.retry_skipped:
             store.forget_skips(run_record.config_hash)
         worker = _Worker(settings, experiment, arms, setting, store, run_record, identity, showcase, context,
-                         dataset, batch_size)
+                         dataset, batch_size, partial(build_arms, True))
         summary = worker.run(mine)
         summary.store_rows = store.count("results", run_record.config_hash)
     summary.seconds = time.perf_counter() - started
@@ -430,7 +449,7 @@ class _Worker:
     """The loop over chunks for one process."""
 
     def __init__(self, settings, experiment, arms, setting, store, run_record, identity, showcase, context, dataset,
-                 chunk: int):
+                 chunk: int, compiled_arms: Callable[[], list[Arm]] | None = None):
         self.settings, self.experiment, self.arms, self.setting = settings, experiment, arms, setting
         self.store, self.run_record, self.identity = store, run_record, identity
         self.showcase, self.context = showcase, context
@@ -441,9 +460,13 @@ class _Worker:
         self.warm: set[int] = set()
         self.memo: dict[str, tuple[torch.Tensor, float]] = {}
         self.chunk = chunk  # images loaded and explained together
-        self.descriptions = {id(arm): describe(arm.explainer) for arm in arms}
-        if getattr(experiment, "reference", None) is not None:
-            self.descriptions[id(experiment.reference)] = describe(experiment.reference.explainer)
+        self.compiled_arms = compiled_arms  # the arms built again to run compiled, when the run chooses to
+        self._describe()
+
+    def _describe(self) -> None:
+        self.descriptions = {id(arm): describe(arm.explainer) for arm in self.arms}
+        if getattr(self.experiment, "reference", None) is not None:
+            self.descriptions[id(self.experiment.reference)] = describe(self.experiment.reference.explainer)
 
     def run(self, keys: list[str]) -> Summary:
         settings = self.settings
@@ -467,16 +490,19 @@ class _Worker:
         summary.skipped_before = sum(not stored(arm, key) and refused(arm, key) for arm, key in pairs)
         left = {arm: sum(pending(arm, key) for key in keys) for arm in self.arms}
         speaks = not settings.quiet and self.context.main
-        forward = self._forward_seconds() if speaks and any(left.values()) else None
+        deciding = settings.compile is None and self.compiled_arms is not None and self.device.type == "cpu"
+        forward = self._forward_seconds() if (speaks or deciding) and any(left.values()) else None
+        if deciding and forward is not None and self._compile_pays(left, forward, speaks):
+            left = {arm: sum(pending(arm, key) for key in keys) for arm in self.arms}
         metric = self._metric_seconds([key for key in keys if any(pending(arm, key) for arm in self.arms)]) \
-            if forward is not None else None
-        if forward is not None:
+            if speaks and forward is not None else None
+        if speaks and forward is not None:
             print(estimate_line(self.experiment.name, left, self._unit_passes, forward, self.device, metric),
                   file=sys.stderr)
         bar = tqdm(total=sum(left.values()), desc=self.experiment.name, unit="map", file=sys.stderr,
                    disable=not (speaks and sys.stderr.isatty()), dynamic_ncols=True,
                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}, {rate_fmt}]")
-        prior = {arm: self._unit_passes(arm) * (forward or 0.0) + (metric or 0.0) for arm in self.arms}
+        prior = {arm: self._unit_passes(arm) * (forward or 0.0) + (metric or {}).get(arm, 0.0) for arm in self.arms}
         self.progress = Progress(bar, left, prior, log=self.experiment.name if speaks else None)
         chunk = self.chunk
         try:
@@ -489,6 +515,30 @@ class _Worker:
         except KeyboardInterrupt:
             summary.interrupted = True
         return summary
+
+    def _compile_pays(self, left: dict[Arm, int], forward: float, speaks: bool) -> bool:
+        """Build the arms again compiled when their compilable forward passes are long enough for torch.compile
+        to pay (`autocompile`) and it runs here; True when it did."""
+        compilable = [arm for arm in self.arms if left[arm] and getattr(arm.explainer, "compiles", False)]
+        seconds = sum(left[arm] * self._unit_passes(arm) * forward for arm in compilable)
+        if not autocompile.wants_compile(self.device, seconds):
+            return False
+        name = self.experiment.name
+        problem = autocompile.compiler_problem()
+        if problem is not None:
+            if speaks:
+                print(f"{name}: torch.compile does not run here ({problem}); the run stays eager", file=sys.stderr)
+            return False
+        assert self.compiled_arms is not None
+        self.arms = self.compiled_arms()
+        self.setting = replace(self.setting, compile=True)
+        self._describe()
+        if speaks:
+            methods = ", ".join(dict.fromkeys(arm.method for arm in compilable))
+            print(f"{name}: the forward passes of {methods} take about {duration(seconds)} eagerly, so they run "
+                  f"compiled (torch.compile: about 1.4x faster on a CPU after a few minutes of compiling, once; "
+                  f"--no-compile runs eagerly)", file=sys.stderr)
+        return True
 
     def _passes(self, arm: Arm) -> int:
         """Forward passes of one explanation of `arm` (its method's count)."""
@@ -513,12 +563,12 @@ class _Worker:
             seconds = min(runtime.timed(partial(self.model, images), self.device)[1] for _ in range(3))
         return seconds / count
 
-    def _metric_seconds(self, keys: list[str]) -> float | None:
-        """Seconds the experiment's metrics spend on one unit beyond its explanation (deletion's passes, ROAD's
-        imputation): `score` timed once on the first loadable item of `keys`, with the centre baseline's
-        smooth map (no passes) under the run's first arm's name, nothing stored. None where that says
-        nothing: an experiment whose cost is its own explanations (the sanity check) or that shares work
-        between the arms (`prepare`), or no item to time it on."""
+    def _metric_seconds(self, keys: list[str]) -> dict[Arm, float] | None:
+        """Seconds the experiment's metrics spend on one unit of each arm beyond its explanation (deletion's
+        passes, ROAD's imputation, faithfulness's sweep of 22 maps): `score` timed once per arm on the first
+        loadable item of `keys`, with the centre baseline's smooth map (no passes) in the arm's place,
+        nothing stored. None where that says nothing: an experiment whose cost is its own explanations (the
+        sanity check) or that shares work between the arms (`prepare`), or no item to time it on."""
         experiment = self.experiment
         if experiment.explanations_per_unit() > 1 or type(experiment).prepare is not Experiment.prepare:
             return None
@@ -534,16 +584,20 @@ class _Worker:
             units = experiment.units(sample, 0, top1)[0][:1]
             if not units:
                 continue
-            arm = replace(self.arms[0], explainer=create("centre", self.model))
-            x = experiment.inputs(arm, images)
+            centre = create("centre", self.model)
+            eager = replace(self.setting, compile=False)  # compiling is not the metrics' pace
             targets = torch.tensor([units[0].target], device=self.device)
-            maps = arm.explainer(x[:1], targets)
-            try:
-                started = time.perf_counter()
-                experiment.score(self.setting, arm, images, units, maps.float(), [0.0], None)
-                return time.perf_counter() - started
-            except Exception:  # noqa: BLE001 - an estimate never stops a run; its own items say what is wrong
-                return None
+            seconds: dict[Arm, float] = {}
+            for arm in self.arms:
+                stand_in = replace(arm, explainer=centre)
+                maps = centre(experiment.inputs(stand_in, images)[:1], targets)
+                try:
+                    started = time.perf_counter()
+                    experiment.score(eager, stand_in, images, units, maps.float(), [0.0], None)
+                    seconds[arm] = time.perf_counter() - started
+                except Exception:  # noqa: BLE001 - an estimate never stops a run; its own items say what is wrong
+                    return None
+            return seconds
         return None
 
     # --------------------------------------------------------------------------------------- one chunk
@@ -624,6 +678,12 @@ class _Worker:
         except torch.OutOfMemoryError:
             raise JitterCamError(f"out of memory on {self.device} in {arm.label}; try a smaller batch_size",
                                  option="batch_size") from None
+        except Exception as exc:
+            if getattr(arm.explainer, "compile", None) is None and not self.setting.compile:
+                raise
+            lines = str(exc).strip().splitlines()
+            raise JitterCamError(f"{arm.label} failed compiled ({type(exc).__name__}: {lines[0] if lines else ''}); "
+                                 "the same command with --no-compile resumes eagerly", option="compile") from exc
         seconds_of = {id(unit): spent for unit, spent in zip(units, seconds, strict=True)}
         rows = [Row(arm.method, v.variant.label, v.variant.parameter, v.variant.number, v.unit.item, v.unit.target,
                     v.metric, v.value, None if v.curve is None else v.curve.detach().float().cpu().numpy(),
@@ -730,7 +790,14 @@ class _Worker:
         return maps, [total / len(units)] * len(units)
 
     def _timed(self, arm: Arm, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, float]:
-        return runtime.timed(partial(arm.explainer, x, targets), self.device)
+        """The maps and their seconds; a call that compiled a piece of the model (its first at a new shape) is
+        timed again, so that the seconds stored are the method's, not torch.compile's."""
+        call = partial(arm.explainer, x, targets)
+        if getattr(arm.explainer, "compile", None) is None:
+            return runtime.timed(call, self.device)
+        pieces = compiled.cached_entries(self.model)
+        result = runtime.timed(call, self.device)
+        return runtime.timed(call, self.device) if compiled.cached_entries(self.model) != pieces else result
 
     def _cacheable(self, maps: torch.Tensor) -> bool:
         mode = self.settings.cache

@@ -1,0 +1,162 @@
+"""A benchmark run compiles its forward passes by itself where that pays (a long run on a CPU), stays eager
+otherwise or when told (`--no-compile`) or when torch.compile cannot run; compiled or not, it stores the same
+results, and the seconds it stores leave out the compiling. torch.compile runs with the "aot_eager" backend
+here (no C++ compiler run: the bookkeeping is the same)."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from jittercam import compiled, models, runtime
+from jittercam.bench import autocompile, progress
+from jittercam.bench.experiments import Arm
+from jittercam.cli import main
+from jittercam.methods import create
+from jittercam.models import ModelCard, imagenet_categories, register_model
+
+TOLERANCE = 1e-5
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.act, self.fc = nn.Conv2d(3, 8, 4, 4), nn.ReLU(), nn.Linear(8, 1000)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.act(self.conv(x)).mean((2, 3)))
+
+
+built: list[nn.Module] = []
+
+
+@pytest.fixture(autouse=True)
+def tiny_model(monkeypatch):
+    @register_model("tiny-autocompile")
+    def build(weights):
+        torch.manual_seed(0)
+        model = Tiny().eval()
+        built.append(model)
+        return model, ModelCard("tiny-autocompile", 32, (0.5,) * 3, (0.5,) * 3, imagenet_categories())
+
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    monkeypatch.setattr(autocompile, "_problem", None)
+    built.clear()
+    yield
+    models._BUILDERS.pop("tiny-autocompile", None)
+
+
+def bench(db: Path, *extra: str, methods: str = "gradcam,jittercam,centre", limit: int = 3) -> list[str]:
+    return ["bench", "local-accuracy", "--dataset", "offline", "--model", "tiny-autocompile", "--methods", methods,
+            "--batch-size", "4", "--limit", str(limit), "--db", str(db), *extra]
+
+
+def _rows(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as connection:
+        return connection.execute("SELECT method, item, metric, value FROM results ORDER BY 1, 2, 3").fetchall()
+
+
+def _same_results(a: Path, b: Path) -> None:
+    left, right = _rows(a), _rows(b)
+    assert len(left) == len(right) > 0
+    for one, other in zip(left, right, strict=True):
+        assert one[:3] == other[:3]
+        assert one[3] == pytest.approx(other[3], abs=TOLERANCE)
+
+
+def test_the_rule_compiles_long_cpu_runs_only():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not autocompile.wants_compile(cpu, autocompile.AUTO_SECONDS - 1)
+    assert autocompile.wants_compile(cpu, autocompile.AUTO_SECONDS)
+    assert not autocompile.wants_compile(cuda, 10 * autocompile.AUTO_SECONDS)  # unmeasured on a GPU: --compile
+
+
+def test_a_short_run_stays_eager(tmp_path, capsys):
+    assert main(bench(tmp_path / "r.db")) == 0
+    assert "run compiled" not in capsys.readouterr().err
+    assert compiled.cached_entries(built[-1]) == 0
+
+
+def test_a_long_run_compiles_by_itself_and_stores_what_an_eager_run_stores(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(autocompile, "AUTO_SECONDS", 0.0)  # every run is long
+    assert main(bench(tmp_path / "auto.db")) == 0
+    err = capsys.readouterr().err
+    assert "the forward passes of gradcam, jittercam take about" in err, err  # the centre baseline has no passes
+    assert "--no-compile runs eagerly" in err
+    pieces = compiled.cached_entries(built[-1])
+    assert pieces > 0  # the methods' trunk and head, deletion/insertion's forward
+    assert main(bench(tmp_path / "eager.db", "--no-compile")) == 0
+    assert "run compiled" not in capsys.readouterr().err
+    assert compiled.cached_entries(built[-1]) == 0
+    _same_results(tmp_path / "auto.db", tmp_path / "eager.db")
+
+
+def test_a_run_stays_eager_where_torch_compile_does_not_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(autocompile, "AUTO_SECONDS", 0.0)
+    monkeypatch.setattr(autocompile, "_problem", "CalledProcessError: no C++ compiler")
+    assert main(bench(tmp_path / "r.db")) == 0
+    err = capsys.readouterr().err
+    assert "torch.compile does not run here (CalledProcessError: no C++ compiler); the run stays eager" in err
+    assert compiled.cached_entries(built[-1]) == 0
+
+
+def test_the_compiler_probe_says_why_in_one_line(monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("Compiler: cc not found\nlong trace")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    assert autocompile.compiler_problem() == "RuntimeError: Compiler: cc not found"
+    monkeypatch.setattr(autocompile, "_problem", None)
+    monkeypatch.undo()
+    monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
+    assert autocompile.compiler_problem() is None
+
+
+def test_a_call_that_compiles_is_timed_again(tmp_path, monkeypatch):
+    """The first compiled call at a shape compiles: its seconds are torch.compile's, so it runs again and
+    that run is timed; later calls at the same shape are timed once."""
+    calls: list[str] = []
+    timed = runtime.timed
+
+    def counted(function, device):
+        calls.append(getattr(function, "func", function).__class__.__name__)
+        return timed(function, device)
+
+    monkeypatch.setattr(runtime, "timed", counted)
+    assert main(bench(tmp_path / "r.db", "--compile", "--quiet", methods="gradcam", limit=8)) == 0
+    # two chunks of four images: the first compiles (timed twice), the second reuses it (once)
+    assert calls.count("GradCAM") == 3
+    calls.clear()
+    assert main(bench(tmp_path / "e.db", "--no-compile", "--quiet", methods="gradcam", limit=8)) == 0
+    assert calls.count("GradCAM") == 2
+
+
+def test_a_compiled_method_that_fails_says_how_to_go_on(tmp_path, capsys, monkeypatch):
+    def exploding(module, mode):
+        def call(*args):
+            raise RuntimeError("inductor: internal error\nlong trace")
+
+        return call
+
+    monkeypatch.setattr(compiled, "_compile", exploding)
+    db = tmp_path / "r.db"
+    assert main(bench(db, "--compile", methods="gradcam")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("jittercam: error: gradcam failed compiled (RuntimeError: inductor: internal error); the same "
+                       "command with --no-compile resumes eagerly"), err
+    assert main(bench(db, "--no-compile", "--quiet", methods="gradcam")) == 0
+    assert len(_rows(db)) > 0
+
+
+def test_the_metrics_cost_is_timed_per_arm(tmp_path):
+    """Faithfulness's sweep scores 22 maps an item, the plain arm one: each arm's own metric seconds."""
+    tiny = Tiny().eval()
+    plain, sweep = Arm("gradcam", create("gradcam", tiny)), Arm("random", create("random", tiny))
+    passes = {plain: 1, sweep: 0}
+    line = progress.estimate_line("faithfulness", {plain: 10, sweep: 10}, passes.get, 0.01, torch.device("cpu"),
+                                  {plain: 0.1, sweep: 2.0})
+    assert "the metrics about 21 s (0.1-2 s per map, timed on one): random 0 passes per item (20 s); 1 other method " \
+           "1 s;" in line, line
