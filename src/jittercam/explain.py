@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import compiled, tuning
 from .data import load_image, to_input
 from .data.collection import Source, find_images, output_names
 from .data.images import BadImage, bad_images, check_image
@@ -32,7 +33,7 @@ from .methods import CAMMethod, available_methods, method_class
 from .models import ModelCard, load_model, model_card
 from .runtime import ThreadGovernor, timed
 from .viz import check_alpha, check_colormap, overlay, titled
-from .words import plural
+from .words import duration, plural
 
 NPY_MAX_SIDE = 1024  # default longest side of the stored .npy map
 SUMMARY = "summary.csv"
@@ -59,7 +60,9 @@ class Settings:
     batch_size: int | None = None
     device: str = "cpu"
     precision: str = "fp32"
-    compile: bool = False  # the methods' compiled path (`jittercam.compiled`), where they have one
+    # the methods' compiled path (`jittercam.compiled`), where they have one; None: where it pays (a long run on
+    # a CPU, `jittercam.compiled.pays`)
+    compile: bool | None = None
     threads: int | None = None  # None: the CPUs other work leaves idle (`ThreadGovernor`)
     cmap: str = "jet"
     alpha: float = 0.5
@@ -180,6 +183,7 @@ class Explanation:
         self.bad: list[BadImage] = []  # left out (`skip_bad`)
         self.outputs: list[Path] = []  # pictures this package wrote, met in the folders and left out
         self.streaming = False  # True once the checks passed and results may be written
+        self.compile_note: str | None = None  # whether the run chose to compile, and why
 
     @property
     def total(self) -> int:
@@ -239,6 +243,8 @@ class Explanation:
                   "progress": settings.progress}
         self.methods = build_methods(names, model, shared, settings.method_options)
         card = model_card(model)
+        if settings.compile is None:
+            self._compile_if_it_pays(model, card.input_size, shared)
         if settings.target is not None or settings.top is not None:
             layer = next((method.layer for method in self.methods.values() if method.layer is not None), None)
             if layer is not None:
@@ -256,6 +262,33 @@ class Explanation:
             message = f"out {settings.out} is not writable: {exc.strerror or exc}"
             raise JitterCamError(message, option="out") from None
         return model, card
+
+    def _compile_if_it_pays(self, model: torch.nn.Module, size: int, shared: dict[str, Any]) -> None:
+        """Build the methods that have a compiled path again compiled where their forward passes over every
+        image are long enough for torch.compile to pay (`compiled.pays`) and it runs here (`compile_note`
+        says so). A run of fewer than `AUTO_SECONDS / 0.5` passes is not timed: no pass is that slow."""
+        compilable = [name for name, method in self.methods.items() if getattr(method, "compiles", False)]
+        per_image = self.settings.top or len(self._classes_asked()) or 1
+        passes = len(self.sources) * per_image * sum(int(self.methods[name].passes(size)) for name in compilable)
+        if self.device.type != "cpu" or passes * 0.5 < compiled.AUTO_SECONDS:
+            return
+        seconds = passes * tuning.forward_seconds(model, self.device, size)
+        if not compiled.pays(self.device, seconds):
+            return
+        problem = compiled.problem()
+        if problem is not None:
+            self.compile_note = f"torch.compile does not run here ({problem}); the run stays eager"
+            return
+        for name in compilable:
+            try:
+                self.methods[name] = build_methods([name], model, {**shared, "compile": True},
+                                                   self.settings.method_options)[name]
+            except JitterCamError as exc:
+                if exc.option != "compile":
+                    raise
+        self.compile_note = (f"the forward passes of {', '.join(compilable)} take about {duration(seconds)} eagerly, "
+                             f"so they run compiled (torch.compile: about 1.4x faster on a CPU after a few minutes "
+                             f"of compiling, once; --no-compile runs eagerly)")
 
     def _stream(self, model: torch.nn.Module, card: ModelCard) -> list[Result]:
         settings, methods, out = self.settings, self.methods, self.settings.out

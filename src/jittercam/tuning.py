@@ -221,6 +221,31 @@ def tune(
     return plan
 
 
+def forward_seconds(model: nn.Module, device: torch.device, input_size: int) -> float:
+    """Seconds of one image's forward pass: the measured plan's, else timed now at the batch size the methods
+    use without a plan (on a CPU batches of 4 cost a third per image of batches of 64), the fastest of three
+    after two warm-ups (the first calls pick kernels and allocate).
+
+    Args:
+        model: the classifier, on `device`.
+        device: where it runs.
+        input_size: the square input size in pixels.
+
+    Returns:
+        Seconds per image.
+    """
+    plan = cached_plan(model, device, input_size)
+    if plan is not None:
+        return plan.seconds_per_image
+    count = resolve_batch_size(None, device)
+    images = torch.randn(count, 3, input_size, input_size, device=device, dtype=model_dtype(model))
+    with torch.inference_mode():
+        for _ in range(2):
+            model(images)
+        seconds = min(timed(lambda: model(images), device)[1] for _ in range(3))
+    return seconds / count
+
+
 def forward_batch(model, images: torch.Tensor, batch_size: int | None) -> int:
     """Images per forward pass for a method or a metric: `batch_size` (checked), else the measured plan's,
     else the device's default.

@@ -11,21 +11,11 @@ import torch
 from tqdm import tqdm
 
 from .. import runtime
-from ..words import plural
+from ..words import duration, plural
 from .experiments import Arm
 
 LONG = 600.0  # seconds: an estimate above this comes with ways to shorten the run
 LOG_EVERY = 300.0  # seconds between the progress lines of a run whose stderr is no terminal (a log file)
-
-
-def duration(seconds: float) -> str:
-    """`1 s` (the least said), `40 s`, `12 min`, `2 h 05 min`."""
-    if seconds < 59.5:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 3570:
-        return f"{round(seconds / 60)} min"
-    hours, minutes = divmod(round(seconds / 60), 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def estimate_line(experiment: str, left: dict[Arm, int], passes, forward: float, device: torch.device,

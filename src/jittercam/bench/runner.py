@@ -17,7 +17,7 @@ item), with ways to shorten it when that is long; the bar counts (method, item) 
 each method's measured seconds per item once it has some.
 
 Compiling: unless the settings say (`compile` True or False), a run on a CPU whose compilable forward passes
-are estimated long enough (`autocompile`) builds its methods again compiled and compiles deletion/insertion;
+are estimated long enough (`jittercam.compiled.pays`) builds its methods again compiled and compiles deletion/insertion;
 a call that compiled a piece is timed again, so the seconds stored are the method's.
 
 Resume: the same command computes only the (method, variant, item) not marked done and not skipped.
@@ -70,11 +70,11 @@ from ..inputs import parse_device, resolve_batch_size
 from ..methods import CAMMethod, create
 from ..methods.registry import method_list
 from ..models import RANDOM, load_model
-from ..words import plural
-from . import autocompile, distributed
+from ..words import duration, plural
+from . import distributed
 from .experiments import Arm, Experiment, Setting, Unit, experiment_class
 from .experiments.base import SWEEP
-from .progress import Progress, duration, estimate_line
+from .progress import Progress, estimate_line
 from .store import ALL_METHODS, Batch, GalleryEntry, Row, Run, Store
 
 CACHE_MODES = ("small", "all", "none")
@@ -101,7 +101,7 @@ class Settings:
         input_size: a square input size other than the model's.
         compile: the methods that have a compiled path and deletion/insertion run through torch.compile
             (`jittercam.compiled`); None: they do where the run is long enough for it to pay
-            (`autocompile`: on a CPU, from about 10 minutes of such passes); the results stored do not
+            (`jittercam.compiled.pays`: on a CPU, from about 10 minutes of such passes); the results stored do not
             depend on it.
         dataset_options: the dataset's own options (`--labels`, `--boxes`, ...); None values: not given.
         experiment_options: the experiment's options, parsed (`Option.parse`).
@@ -124,7 +124,7 @@ class Settings:
     limit: int | None = None
     gallery: int = 4
     input_size: int | None = None
-    compile: bool | None = None  # None: where it pays (`autocompile.wants_compile`)
+    compile: bool | None = None  # None: where it pays (`jittercam.compiled.pays`)
     dataset_options: dict[str, str | None] = field(default_factory=dict)
     experiment_options: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # name or '*' -> options
@@ -518,13 +518,13 @@ class _Worker:
 
     def _compile_pays(self, left: dict[Arm, int], forward: float, speaks: bool) -> bool:
         """Build the arms again compiled when their compilable forward passes are long enough for torch.compile
-        to pay (`autocompile`) and it runs here; True when it did."""
+        to pay (`compiled.pays`) and it runs here; True when it did."""
         compilable = [arm for arm in self.arms if left[arm] and getattr(arm.explainer, "compiles", False)]
         seconds = sum(left[arm] * self._unit_passes(arm) * forward for arm in compilable)
-        if not autocompile.wants_compile(self.device, seconds):
+        if not compiled.pays(self.device, seconds):
             return False
         name = self.experiment.name
-        problem = autocompile.compiler_problem()
+        problem = compiled.problem()
         if problem is not None:
             if speaks:
                 print(f"{name}: torch.compile does not run here ({problem}); the run stays eager", file=sys.stderr)
@@ -549,19 +549,8 @@ class _Worker:
         return self._passes(arm) * self.experiment.explanations_per_unit()
 
     def _forward_seconds(self) -> float:
-        """Seconds of one image's forward pass on this device: the measured plan's, else timed now at the
-        batch size the methods use without a plan (on a CPU batches of 4 cost a third per image of batches
-        of 64), the fastest of three after two warm-ups (the first calls pick kernels and allocate)."""
-        plan = tuning.cached_plan(self.model, self.device, self.setting.input_size)
-        if plan is not None:
-            return plan.seconds_per_image
-        size, count = self.setting.input_size, resolve_batch_size(None, self.device)
-        images = torch.randn(count, 3, size, size, device=self.device, dtype=self.dtype)
-        with torch.inference_mode():
-            for _ in range(2):
-                self.model(images)
-            seconds = min(runtime.timed(partial(self.model, images), self.device)[1] for _ in range(3))
-        return seconds / count
+        """Seconds of one image's forward pass on this device (`tuning.forward_seconds`)."""
+        return tuning.forward_seconds(self.model, self.device, self.setting.input_size)
 
     def _metric_seconds(self, keys: list[str]) -> dict[Arm, float] | None:
         """Seconds the experiment's metrics spend on one unit of each arm beyond its explanation (deletion's

@@ -60,11 +60,12 @@ def add_parser(commands) -> None:
                          help="the forward passes' precision, for the methods that offer it (Grad-CAM, Grad-CAM++, "
                          "XGrad-CAM, HiResCAM and Jitter-CAM / Upscale-CAM over them): bf16/fp16 pay off on a GPU, "
                          "not on a CPU (default: %(default)s)")
-    explain.add_argument("--compile", action="store_true",
+    explain.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                          help="run the forward passes through torch.compile, for the methods that have a compiled "
                          "path (the gradient CAMs, Jitter-CAM / Upscale-CAM over them, Score-CAM, Ablation-CAM, "
-                         "RISE): the first image waits for the compilation (minutes on a CPU); on 2 CPU cores it paid "
-                         "for Jitter-CAM over many images only (docs/guide/speed.md)")
+                         "RISE): the first image waits for the compilation (minutes on a CPU). Default: on a CPU "
+                         "when their passes over all the images are estimated at 10 minutes or more, where it "
+                         "pays (docs/guide/speed.md)")
     explain.add_argument(
         "--threads", type=int, metavar="N",
         help="CPU threads for torch (default: the cores that other work leaves idle, looked at again every 10 s)",
@@ -181,6 +182,8 @@ class _Lines(Listener):
         engine = f"{device.type}, {run.threads}" if device.type == "cpu" else str(device)
         self.say(f"{plural(images, 'image')} x {plural(methods, 'method')}, "
                  f"{run.settings.model} on {engine} -> {run.settings.out}")
+        if run.compile_note:
+            self.say(run.compile_note)
         self.bar = tqdm(total=run.total, unit="map", file=sys.stderr, disable=self.quiet or not on_terminal(),
                         dynamic_ncols=True)
         self.started_at = time.perf_counter()

@@ -7,12 +7,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from jittercam import compiled, models, runtime
-from jittercam.bench import autocompile, progress
+from jittercam.bench import progress
 from jittercam.bench.experiments import Arm
 from jittercam.cli import main
 from jittercam.methods import create
@@ -43,7 +44,7 @@ def tiny_model(monkeypatch):
         return model, ModelCard("tiny-autocompile", 32, (0.5,) * 3, (0.5,) * 3, imagenet_categories())
 
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
-    monkeypatch.setattr(autocompile, "_problem", None)
+    monkeypatch.setattr(compiled, "_problem", None)
     built.clear()
     yield
     models._BUILDERS.pop("tiny-autocompile", None)
@@ -69,9 +70,9 @@ def _same_results(a: Path, b: Path) -> None:
 
 def test_the_rule_compiles_long_cpu_runs_only():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert not autocompile.wants_compile(cpu, autocompile.AUTO_SECONDS - 1)
-    assert autocompile.wants_compile(cpu, autocompile.AUTO_SECONDS)
-    assert not autocompile.wants_compile(cuda, 10 * autocompile.AUTO_SECONDS)  # unmeasured on a GPU: --compile
+    assert not compiled.pays(cpu, compiled.AUTO_SECONDS - 1)
+    assert compiled.pays(cpu, compiled.AUTO_SECONDS)
+    assert not compiled.pays(cuda, 10 * compiled.AUTO_SECONDS)  # unmeasured on a GPU: --compile
 
 
 def test_a_short_run_stays_eager(tmp_path, capsys):
@@ -81,7 +82,7 @@ def test_a_short_run_stays_eager(tmp_path, capsys):
 
 
 def test_a_long_run_compiles_by_itself_and_stores_what_an_eager_run_stores(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(autocompile, "AUTO_SECONDS", 0.0)  # every run is long
+    monkeypatch.setattr(compiled, "AUTO_SECONDS", 0.0)  # every run is long
     assert main(bench(tmp_path / "auto.db")) == 0
     err = capsys.readouterr().err
     assert "the forward passes of gradcam, jittercam take about" in err, err  # the centre baseline has no passes
@@ -95,8 +96,8 @@ def test_a_long_run_compiles_by_itself_and_stores_what_an_eager_run_stores(tmp_p
 
 
 def test_a_run_stays_eager_where_torch_compile_does_not_run(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(autocompile, "AUTO_SECONDS", 0.0)
-    monkeypatch.setattr(autocompile, "_problem", "CalledProcessError: no C++ compiler")
+    monkeypatch.setattr(compiled, "AUTO_SECONDS", 0.0)
+    monkeypatch.setattr(compiled, "_problem", "CalledProcessError: no C++ compiler")
     assert main(bench(tmp_path / "r.db")) == 0
     err = capsys.readouterr().err
     assert "torch.compile does not run here (CalledProcessError: no C++ compiler); the run stays eager" in err
@@ -108,11 +109,11 @@ def test_the_compiler_probe_says_why_in_one_line(monkeypatch):
         raise RuntimeError("Compiler: cc not found\nlong trace")
 
     monkeypatch.setattr(torch, "compile", broken)
-    assert autocompile.compiler_problem() == "RuntimeError: Compiler: cc not found"
-    monkeypatch.setattr(autocompile, "_problem", None)
+    assert compiled.problem() == "RuntimeError: Compiler: cc not found"
+    monkeypatch.setattr(compiled, "_problem", None)
     monkeypatch.undo()
     monkeypatch.setattr(compiled, "BACKEND", "aot_eager")
-    assert autocompile.compiler_problem() is None
+    assert compiled.problem() is None
 
 
 def test_a_call_that_compiles_is_timed_again(tmp_path, monkeypatch):
@@ -160,3 +161,40 @@ def test_the_metrics_cost_is_timed_per_arm(tmp_path):
                                   {plain: 0.1, sweep: 2.0})
     assert "the metrics about 21 s (0.1-2 s per map, timed on one): random 0 passes per item (20 s); 1 other method " \
            "1 s;" in line, line
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"
+
+
+def explain(out: Path, *extra: str) -> list[str]:
+    photos = sorted(str(path) for path in EXAMPLES.glob("*.JPEG"))[:2]
+    return ["explain", *photos, "--model", "tiny-autocompile", "--method", "gradcam,jittercam,centre", "--out",
+            str(out), *extra]
+
+
+def test_explain_compiles_a_long_run_by_itself_and_writes_the_eager_maps(tmp_path, capsys, monkeypatch):
+    assert main(explain(tmp_path / "short")) == 0  # two photos: far from paying
+    assert "run compiled" not in capsys.readouterr().out
+    assert compiled.cached_entries(built[-1]) == 0
+    monkeypatch.setattr(compiled, "AUTO_SECONDS", 0.0)
+    assert main(explain(tmp_path / "auto")) == 0
+    out = capsys.readouterr().out
+    assert "the forward passes of gradcam, jittercam take about" in out and "--no-compile runs eagerly" in out, out
+    assert compiled.cached_entries(built[-1]) > 0
+    assert main(explain(tmp_path / "eager", "--no-compile")) == 0
+    assert "run compiled" not in capsys.readouterr().out
+    assert compiled.cached_entries(built[-1]) == 0
+    maps = sorted(path.name for path in (tmp_path / "auto").glob("*.npy"))
+    assert len(maps) == 6
+    for name in maps:
+        fast, eager = (torch.from_numpy(np.load(tmp_path / run / name)) for run in ("auto", "eager"))
+        assert float((fast - eager).abs().max()) <= TOLERANCE * max(float(eager.abs().max()), 1e-12)
+
+
+def test_explain_stays_eager_where_torch_compile_does_not_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(compiled, "AUTO_SECONDS", 0.0)
+    monkeypatch.setattr(compiled, "_problem", "CalledProcessError: no C++ compiler")
+    assert main(explain(tmp_path / "out")) == 0
+    assert "torch.compile does not run here (CalledProcessError: no C++ compiler); the run stays eager" in \
+        capsys.readouterr().out
+    assert compiled.cached_entries(built[-1]) == 0
