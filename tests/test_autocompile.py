@@ -198,3 +198,13 @@ def test_explain_stays_eager_where_torch_compile_does_not_run(tmp_path, capsys, 
     assert "torch.compile does not run here (CalledProcessError: no C++ compiler); the run stays eager" in \
         capsys.readouterr().out
     assert compiled.cached_entries(built[-1]) == 0
+
+
+def test_the_sanity_check_stays_eager(tmp_path, capsys, monkeypatch):
+    """Its maps are made on randomised copies of the model, each of which would compile again."""
+    monkeypatch.setattr(compiled, "AUTO_SECONDS", 0.0)
+    args = ["bench", "sanity", "--dataset", "offline", "--model", "tiny-autocompile", "--methods", "gradcam",
+            "--limit", "1", "--db", str(tmp_path / "r.db")]
+    assert main(args) == 0
+    assert "run compiled" not in capsys.readouterr().err
+    assert compiled.cached_entries(built[-1]) == 0

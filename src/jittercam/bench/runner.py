@@ -518,7 +518,11 @@ class _Worker:
 
     def _compile_pays(self, left: dict[Arm, int], forward: float, speaks: bool) -> bool:
         """Build the arms again compiled when their compilable forward passes are long enough for torch.compile
-        to pay (`compiled.pays`) and it runs here; True when it did."""
+        to pay (`compiled.pays`) and it runs here; True when it did. Not where most maps are made on copies of
+        the model (the sanity check's randomised ones): compiled pieces are kept per model, so each copy would
+        compile them again."""
+        if self.experiment.explanations_per_unit() > 1:
+            return False
         compilable = [arm for arm in self.arms if left[arm] and getattr(arm.explainer, "compiles", False)]
         seconds = sum(left[arm] * self._unit_passes(arm) * forward for arm in compilable)
         if not compiled.pays(self.device, seconds):
