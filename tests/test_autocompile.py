@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import TinyCNN
 from jittercam import compiled, models, runtime
 from jittercam.bench import progress
 from jittercam.bench.experiments import Arm
@@ -22,15 +23,6 @@ from jittercam.models import ModelCard, imagenet_categories, register_model
 TOLERANCE = 1e-5
 
 
-class Tiny(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv, self.act, self.fc = nn.Conv2d(3, 8, 4, 4), nn.ReLU(), nn.Linear(8, 1000)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.act(self.conv(x)).mean((2, 3)))
-
-
 built: list[nn.Module] = []
 
 
@@ -39,7 +31,7 @@ def tiny_model(monkeypatch):
     @register_model("tiny-autocompile")
     def build(weights):
         torch.manual_seed(0)
-        model = Tiny().eval()
+        model = TinyCNN(8, 1000).eval()
         built.append(model)
         return model, ModelCard("tiny-autocompile", 32, (0.5,) * 3, (0.5,) * 3, imagenet_categories())
 
@@ -154,7 +146,7 @@ def test_a_compiled_method_that_fails_says_how_to_go_on(tmp_path, capsys, monkey
 
 def test_the_metrics_cost_is_timed_per_arm(tmp_path):
     """Faithfulness's sweep scores 22 maps an item, the plain arm one: each arm's own metric seconds."""
-    tiny = Tiny().eval()
+    tiny = TinyCNN(8, 1000).eval()
     plain, sweep = Arm("gradcam", create("gradcam", tiny)), Arm("random", create("random", tiny))
     passes = {plain: 1, sweep: 0}
     line = progress.estimate_line("faithfulness", {plain: 10, sweep: 10}, passes.get, 0.01, torch.device("cpu"),
