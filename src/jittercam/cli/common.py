@@ -47,8 +47,9 @@ class Parser(argparse.ArgumentParser):
             argparse's `(namespace, the words left)`.
         """
         for action in self._actions:
-            if action.option_strings:
-                Parser.seen.setdefault(action.dest, max(action.option_strings, key=len))
+            if action.option_strings:  # the longest spelling, `--compile` rather than its `--no-compile`
+                spellings = [name for name in action.option_strings if not name.startswith("--no-")]
+                Parser.seen.setdefault(action.dest, max(spellings or action.option_strings, key=len))
         return super().parse_known_args(args, namespace)
 
 
