@@ -43,9 +43,11 @@ import torch
 from torch import fx, nn
 
 from .errors import JitterCamError
+from .words import duration
 
 MODES = ("default", "reduce-overhead", "max-autotune")
 AUTO_SECONDS = 600.0  # eager seconds of compilable passes from which a CPU run compiles by itself
+MAX_PASS_SECONDS = 0.5  # no forward pass on a CPU is slower: a run of fewer than AUTO_SECONDS / this is not timed
 BACKEND = "inductor"  # torch.compile's backend; tests of the bookkeeping set "aot_eager" (no C++ compiler run)
 Compile = bool | str | None
 
@@ -108,6 +110,34 @@ def problem() -> str | None:
 
 
 _problem: str | None = None
+
+
+def choose(device: torch.device, passes: int, pass_seconds: Callable[[], float],
+           methods: Sequence[str]) -> tuple[bool, str | None]:
+    """Whether a run left to decide (`jittercam bench`, `jittercam explain`) compiles, and the line it says.
+
+    Args:
+        device: where the run's passes go.
+        passes: the forward passes of its methods that have a compiled path, over every item.
+        pass_seconds: times one eager forward pass; called only where the passes could be long enough.
+        methods: the names of those methods, for the line.
+
+    Returns:
+        `(compile, line)`: True where it pays (`pays`) and torch.compile runs here (`problem`); the line
+            says why it compiles or why it stays eager where it would have paid, None where there is
+            nothing to say.
+    """
+    if device.type != "cpu" or not methods or passes * MAX_PASS_SECONDS < AUTO_SECONDS:
+        return False, None
+    seconds = passes * pass_seconds()
+    if not pays(device, seconds):
+        return False, None
+    reason = problem()
+    if reason is not None:
+        return False, f"torch.compile does not run here ({reason}); the run stays eager"
+    return True, (f"the forward passes of {', '.join(methods)} take about {duration(seconds)} eagerly, so they run "
+                  "compiled (torch.compile: about 1.4x faster on a CPU after a few minutes of compiling, once; "
+                  "--no-compile runs eagerly)")
 
 
 def resolve_mode(requested: str, device: torch.device, one_pass: bool) -> str:

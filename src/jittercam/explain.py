@@ -33,7 +33,7 @@ from .methods import CAMMethod, available_methods, method_class
 from .models import ModelCard, load_model, model_card
 from .runtime import ThreadGovernor, timed
 from .viz import check_alpha, check_colormap, overlay, titled
-from .words import duration, plural
+from .words import plural
 
 NPY_MAX_SIDE = 1024  # default longest side of the stored .npy map
 SUMMARY = "summary.csv"
@@ -265,30 +265,20 @@ class Explanation:
 
     def _compile_if_it_pays(self, model: torch.nn.Module, size: int, shared: dict[str, Any]) -> None:
         """Build the methods that have a compiled path again compiled where their forward passes over every
-        image are long enough for torch.compile to pay (`compiled.pays`) and it runs here (`compile_note`
-        says so). A run of fewer than `AUTO_SECONDS / 0.5` passes is not timed: no pass is that slow."""
+        image are long enough for torch.compile to pay and it runs here (`compiled.choose`; `compile_note`
+        says what it chose)."""
         compilable = [name for name, method in self.methods.items() if getattr(method, "compiles", False)]
         per_image = self.settings.top or len(self._classes_asked()) or 1
         passes = len(self.sources) * per_image * sum(int(self.methods[name].passes(size)) for name in compilable)
-        if self.device.type != "cpu" or passes * 0.5 < compiled.AUTO_SECONDS:
-            return
-        seconds = passes * tuning.forward_seconds(model, self.device, size)
-        if not compiled.pays(self.device, seconds):
-            return
-        problem = compiled.problem()
-        if problem is not None:
-            self.compile_note = f"torch.compile does not run here ({problem}); the run stays eager"
-            return
-        for name in compilable:
+        chosen, self.compile_note = compiled.choose(
+            self.device, passes, partial(tuning.forward_seconds, model, self.device, size), compilable)
+        for name in compilable if chosen else ():
             try:
                 self.methods[name] = build_methods([name], model, {**shared, "compile": True},
                                                    self.settings.method_options)[name]
             except JitterCamError as exc:
                 if exc.option != "compile":
                     raise
-        self.compile_note = (f"the forward passes of {', '.join(compilable)} take about {duration(seconds)} eagerly, "
-                             f"so they run compiled (torch.compile: about 1.4x faster on a CPU after a few minutes "
-                             f"of compiling, once; --no-compile runs eagerly)")
 
     def _stream(self, model: torch.nn.Module, card: ModelCard) -> list[Result]:
         settings, methods, out = self.settings, self.methods, self.settings.out

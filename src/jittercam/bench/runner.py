@@ -52,7 +52,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +70,7 @@ from ..inputs import parse_device, resolve_batch_size
 from ..methods import CAMMethod, create
 from ..methods.registry import method_list
 from ..models import RANDOM, load_model
-from ..words import duration, plural
+from ..words import plural
 from . import distributed
 from .experiments import Arm, Experiment, Setting, Unit, experiment_class
 from .experiments.base import SWEEP
@@ -490,10 +490,9 @@ class _Worker:
         summary.skipped_before = sum(not stored(arm, key) and refused(arm, key) for arm, key in pairs)
         left = {arm: sum(pending(arm, key) for key in keys) for arm in self.arms}
         speaks = not settings.quiet and self.context.main
-        deciding = settings.compile is None and self.compiled_arms is not None and self.device.type == "cpu"
-        forward = self._forward_seconds() if (speaks or deciding) and any(left.values()) else None
-        if deciding and forward is not None and self._compile_pays(left, forward, speaks):
+        if settings.compile is None and self.compiled_arms is not None and self._compile_pays(left, speaks):
             left = {arm: sum(pending(arm, key) for key in keys) for arm in self.arms}
+        forward = self._pass_seconds if speaks and any(left.values()) else None
         metric = self._metric_seconds([key for key in keys if any(pending(arm, key) for arm in self.arms)]) \
             if speaks and forward is not None else None
         if speaks and forward is not None:
@@ -516,33 +515,25 @@ class _Worker:
             summary.interrupted = True
         return summary
 
-    def _compile_pays(self, left: dict[Arm, int], forward: float, speaks: bool) -> bool:
-        """Build the arms again compiled when their compilable forward passes are long enough for torch.compile
-        to pay (`compiled.pays`) and it runs here; True when it did. Not where most maps are made on copies of
-        the model (the sanity check's randomised ones): compiled pieces are kept per model, so each copy would
-        compile them again."""
+    def _compile_pays(self, left: dict[Arm, int], speaks: bool) -> bool:
+        """Build the arms again compiled where their compilable forward passes are long enough for torch.compile
+        to pay and it runs here (`compiled.choose`); True when it did. Not where most maps are made on copies
+        of the model (the sanity check's randomised ones): compiled pieces are kept per model, so each copy
+        would compile them again."""
         if self.experiment.explanations_per_unit() > 1:
             return False
         compilable = [arm for arm in self.arms if left[arm] and getattr(arm.explainer, "compiles", False)]
-        seconds = sum(left[arm] * self._unit_passes(arm) * forward for arm in compilable)
-        if not compiled.pays(self.device, seconds):
-            return False
-        name = self.experiment.name
-        problem = compiled.problem()
-        if problem is not None:
-            if speaks:
-                print(f"{name}: torch.compile does not run here ({problem}); the run stays eager", file=sys.stderr)
-            return False
-        assert self.compiled_arms is not None
-        self.arms = self.compiled_arms()
-        self.setting = replace(self.setting, compile=True)
-        self._describe()
-        if speaks:
-            methods = ", ".join(dict.fromkeys(arm.method for arm in compilable))
-            print(f"{name}: the forward passes of {methods} take about {duration(seconds)} eagerly, so they run "
-                  f"compiled (torch.compile: about 1.4x faster on a CPU after a few minutes of compiling, once; "
-                  f"--no-compile runs eagerly)", file=sys.stderr)
-        return True
+        passes = sum(left[arm] * self._unit_passes(arm) for arm in compilable)
+        methods = list(dict.fromkeys(arm.method for arm in compilable))
+        chosen, line = compiled.choose(self.device, passes, lambda: self._pass_seconds, methods)
+        if line and speaks:
+            print(f"{self.experiment.name}: {line}", file=sys.stderr)
+        if chosen:
+            assert self.compiled_arms is not None
+            self.arms = self.compiled_arms()
+            self.setting = replace(self.setting, compile=True)
+            self._describe()
+        return chosen
 
     def _passes(self, arm: Arm) -> int:
         """Forward passes of one explanation of `arm` (its method's count)."""
@@ -552,8 +543,9 @@ class _Worker:
         """Forward passes of the maps one unit of `arm` costs (the sanity check's randomised ones too)."""
         return self._passes(arm) * self.experiment.explanations_per_unit()
 
-    def _forward_seconds(self) -> float:
-        """Seconds of one image's forward pass on this device (`tuning.forward_seconds`)."""
+    @cached_property
+    def _pass_seconds(self) -> float:
+        """Seconds of one image's forward pass on this device (`tuning.forward_seconds`), measured once."""
         return tuning.forward_seconds(self.model, self.device, self.setting.input_size)
 
     def _metric_seconds(self, keys: list[str]) -> dict[Arm, float] | None:
