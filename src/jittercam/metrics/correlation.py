@@ -5,7 +5,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 
 from ..errors import JitterCamError
 from ..maps import resize
@@ -42,6 +41,8 @@ def rank_correlation(
     b = resize(maps_b.to(maps_a.device), size).flatten(1).double().cpu().numpy()
     if a.shape[1] < 2:
         raise JitterCamError("rank correlation needs maps of at least two pixels")
+    from scipy.stats import rankdata  # here: scipy.stats takes over a second to import, every CLI start paid it
+
     ra = rankdata(a, axis=1)
     rb = rankdata(b, axis=1)
     ra -= ra.mean(axis=1, keepdims=True)

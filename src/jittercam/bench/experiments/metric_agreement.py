@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from statistics import NormalDist
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from scipy import stats as scipy_stats
 
 from ... import metrics
 from ...errors import JitterCamError
@@ -79,7 +79,9 @@ def kendall(scores: Mapping[str, float], truth: Mapping[str, float], direction: 
         if np.all(side == side[0]):
             return math.nan
         sides.append(side)
-    return float(scipy_stats.kendalltau(*sides).statistic)
+    from scipy.stats import kendalltau  # here, not at import: every `jittercam` command would pay a second
+
+    return float(kendalltau(*sides).statistic)
 
 
 def bias_corrected_interval(samples: np.ndarray, point: float, level: float = 0.95) -> tuple[float, float]:
@@ -101,9 +103,10 @@ def bias_corrected_interval(samples: np.ndarray, point: float, level: float = 0.
         return math.nan, math.nan
     share = (np.sum(samples < point) + 0.5 * np.sum(samples == point)) / samples.size
     share = min(max(share, 0.5 / samples.size), 1 - 0.5 / samples.size)  # a finite z0 when every sample is on one side
-    z0 = scipy_stats.norm.ppf(share)
-    edge = scipy_stats.norm.ppf((1 + level) / 2)
-    low, high = (float(scipy_stats.norm.cdf(2 * z0 + sign * edge)) for sign in (-1, 1))
+    normal = NormalDist()
+    z0 = normal.inv_cdf(share)
+    edge = normal.inv_cdf((1 + level) / 2)
+    low, high = (normal.cdf(2 * z0 + sign * edge) for sign in (-1, 1))
     return float(np.quantile(samples, low)), float(np.quantile(samples, high))
 
 
