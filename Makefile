@@ -19,8 +19,9 @@ demo: $(STAMP)
 	$(BIN)/jittercam explain examples/images --method gradcam,jittercam --out demo-output
 	@echo "overlays and maps written to demo-output/"
 
+# two processes (pytest-xdist): 5 minutes instead of 8.5 on the 2-core CI machine
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # ruff and mypy as configured in pyproject.toml; the import contracts when .importlinter declares them
 lint: $(STAMP)
