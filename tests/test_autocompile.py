@@ -39,7 +39,8 @@ def tiny_model(monkeypatch):
     monkeypatch.setattr(compiled, "_problem", None)
     built.clear()
     yield
-    models._BUILDERS.pop("tiny-autocompile", None)
+    for name in ("tiny-autocompile", "tiny-branchy"):
+        models._BUILDERS.pop(name, None)
 
 
 def bench(db: Path, *extra: str, methods: str = "gradcam,jittercam,centre", limit: int = 3) -> list[str]:
@@ -200,3 +201,44 @@ def test_the_sanity_check_stays_eager(tmp_path, capsys, monkeypatch):
     assert main(args) == 0
     assert "run compiled" not in capsys.readouterr().err
     assert compiled.cached_entries(built[-1]) == 0
+
+
+class Branchy(nn.Module):
+    """A model torch.fx cannot trace (its forward branches on a value), so no method can compile it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(3, 8, 4, stride=4), nn.Linear(8, 1000)
+
+    def forward(self, x):
+        y = self.fc(torch.relu(self.conv(x)).mean((2, 3)))
+        return y if bool(y.sum() > -1e9) else -y
+
+
+def test_a_method_that_cannot_compile_the_model_runs_eagerly_in_a_run_that_chose_to(tmp_path, capsys, monkeypatch):
+    @register_model("tiny-branchy")
+    def build(weights):
+        torch.manual_seed(0)
+        model = Branchy().eval()
+        built.append(model)
+        return model, ModelCard("tiny-branchy", 32, (0.5,) * 3, (0.5,) * 3, imagenet_categories())
+
+    monkeypatch.setattr(compiled, "AUTO_SECONDS", 0.0)
+    arguments = [part if part != "tiny-autocompile" else "tiny-branchy" for part in bench(tmp_path / "auto.db")]
+    assert main(arguments) == 0
+    assert "run compiled" in capsys.readouterr().err  # chosen; the methods then kept eager, the results the same
+    assert main([*arguments[:-2], "--db", str(tmp_path / "eager.db"), "--no-compile"]) == 0
+    _same_results(tmp_path / "auto.db", tmp_path / "eager.db")
+    explained = [part if part != "tiny-autocompile" else "tiny-branchy" for part in explain(tmp_path / "maps")]
+    assert main(explained) == 0
+    assert len(list((tmp_path / "maps").glob("*.npy"))) == 6
+
+
+def test_unless_refused_passes_other_refusals_on():
+    def refuse(option):
+        raise compiled.JitterCamError("no", option=option)
+
+    assert compiled.unless_refused(lambda: 3) == 3
+    assert compiled.unless_refused(lambda: refuse("compile")) is None
+    with pytest.raises(compiled.JitterCamError):
+        compiled.unless_refused(lambda: refuse("target_layer"))

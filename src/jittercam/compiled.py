@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import fx, nn
@@ -48,6 +48,7 @@ from .words import duration
 MODES = ("default", "reduce-overhead", "max-autotune")
 AUTO_SECONDS = 600.0  # eager seconds of compilable passes from which a CPU run compiles by itself
 MAX_PASS_SECONDS = 0.5  # no forward pass on a CPU is slower: a run of fewer than AUTO_SECONDS / this is not timed
+T = TypeVar("T")
 BACKEND = "inductor"  # torch.compile's backend; tests of the bookkeeping set "aot_eager" (no C++ compiler run)
 Compile = bool | str | None
 
@@ -138,6 +139,18 @@ def choose(device: torch.device, passes: int, pass_seconds: Callable[[], float],
     return True, (f"the forward passes of {', '.join(methods)} take about {duration(seconds)} eagerly, so they run "
                   "compiled (torch.compile: about 1.4x faster on a CPU after a few minutes of compiling, once; "
                   "--no-compile runs eagerly)")
+
+
+def unless_refused(build: Callable[[], T]) -> T | None:
+    """`build()` — a method built with `compile=True` for a run that chose to compile (`choose`) — or None
+    where the method refuses to compile this model (torch.fx cannot cut it: a refusal of option "compile"),
+    so that the run keeps that method eager. Any other refusal is raised."""
+    try:
+        return build()
+    except JitterCamError as exc:
+        if exc.option != "compile":
+            raise
+        return None
 
 
 def resolve_mode(requested: str, device: torch.device, one_pass: bool) -> str:

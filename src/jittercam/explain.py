@@ -273,12 +273,10 @@ class Explanation:
         chosen, self.compile_note = compiled.choose(
             self.device, passes, partial(tuning.forward_seconds, model, self.device, size), compilable)
         for name in compilable if chosen else ():
-            try:
-                self.methods[name] = build_methods([name], model, {**shared, "compile": True},
-                                                   self.settings.method_options)[name]
-            except JitterCamError as exc:
-                if exc.option != "compile":
-                    raise
+            method = compiled.unless_refused(partial(build_methods, [name], model, {**shared, "compile": True},
+                                                     self.settings.method_options))
+            if method is not None:
+                self.methods[name] = method[name]
 
     def _stream(self, model: torch.nn.Module, card: ModelCard) -> list[Result]:
         settings, methods, out = self.settings, self.methods, self.settings.out

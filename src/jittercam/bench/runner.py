@@ -361,12 +361,10 @@ def _run(settings, experiment, names, batch_size, context, dataset, model) -> Su
         def build(name: str, **extra) -> CAMMethod:
             options = {**_options_for(name, replace(settings, compile=compiling or settings.compile)), **extra}
             if compiling and not settings.compile:  # chosen by the run: a model torch.fx cannot cut runs eagerly
-                try:
-                    return create(name, model, **options)
-                except JitterCamError as exc:
-                    if exc.option != "compile":
-                        raise
-                    options.pop("compile", None)
+                method = compiled.unless_refused(partial(create, name, model, **options))
+                if method is not None:
+                    return method
+                options.pop("compile", None)
             return create(name, model, **options)
 
         now = replace(setting, compile=compiling or setting.compile)
