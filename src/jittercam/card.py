@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -134,6 +133,8 @@ def imagenet_categories() -> tuple[str, ...]:
     Returns:
         The names, in class-index order.
     """
+    import torchvision  # here: importing it costs seconds (it imports torch._dynamo), `jittercam --help` none
+
     return tuple(torchvision.models.ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
 from .card import (
@@ -154,7 +153,7 @@ def available_models() -> list[str]:
     Returns:
         The registered names, then torchvision's classifiers, each sorted.
     """
-    return sorted(_BUILDERS) + sorted(torchvision.models.list_models(module=torchvision.models))
+    return sorted(_BUILDERS) + sorted(_torchvision_names())
 
 
 def load_model(name: str | nn.Module, weights: str | Path | None = None) -> nn.Module:
@@ -200,10 +199,18 @@ def load_model(name: str | nn.Module, weights: str | Path | None = None) -> nn.M
     return attach_card(model, card)
 
 
+def _torchvision_names() -> list[str]:
+    # imported here, not with this module: torchvision takes seconds to import (it imports torch._dynamo),
+    # which `jittercam --help`, `bench report` and a refused path never need
+    import torchvision
+
+    return torchvision.models.list_models(module=torchvision.models)
+
+
 def _build(name: str, weights: str | Path | None) -> tuple[nn.Module, ModelCard]:
     if name in _BUILDERS:
         return _BUILDERS[name](weights)
-    if name in torchvision.models.list_models(module=torchvision.models):
+    if name in _torchvision_names():
         return _torchvision_model(name, weights)
     if ":" in name and name.split(":", 1)[0] in _PREFIXES:
         prefix, rest = name.split(":", 1)
@@ -299,6 +306,8 @@ _PRETRAINED_ARCH_ARGS = {
 
 
 def _torchvision_model(name: str, weights: str | Path | None) -> tuple[nn.Module, ModelCard]:
+    import torchvision
+
     default = torchvision.models.get_model_weights(name).DEFAULT
     preset = default.transforms()
     categories = tuple(default.meta["categories"])

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..card import ModelCard
@@ -258,6 +257,8 @@ def to_input(image: Image.Image, card: ModelCard) -> torch.Tensor:
     Returns:
         `(1, 3, p, p)` float32, normalised with the card's mean and std.
     """
+    import torchvision.transforms.functional as TF  # here: seconds to import, which a refused path never needs
+
     size = [card.input_size, card.input_size]
     pixels = TF.to_tensor(TF.resize(image, size, antialias=True))
     return TF.normalize(pixels, card.mean, card.std).unsqueeze(0)
