@@ -12,11 +12,12 @@ from __future__ import annotations
 import io
 import textwrap
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 Series = Mapping[str, tuple[Sequence[float], Sequence[float]]]  # line label -> (x, y)
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
@@ -25,7 +26,17 @@ LEGEND_ROWS = 40  # methods a shared legend lists in one column; more take two
 _DASHES: tuple[Literal["-", "--", ":"], ...] = ("-", "--", ":")  # after tab20's twenty colours, the next dash
 
 
+def _new_figure(**options) -> Figure:
+    # matplotlib's figure machinery imported here, not with the module: every `jittercam` command imports the
+    # report (for its command line), few draw
+    from matplotlib.figure import Figure
+
+    return Figure(**options)
+
+
 def _png(figure: Figure) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(figure)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
@@ -47,10 +58,10 @@ def sweep_figure(title: str, xlabel: str, panels: Mapping[str, Series],
     heading = _title_lines(title, width)
     extra = 0.25 * (len(heading) - 1)  # inches for the title's further lines
     if crowded:  # one panel of many lines: the legend goes to the right of the axes, not over the data
-        figure = Figure(figsize=(width, 5.0 + extra))
+        figure = _new_figure(figsize=(width, 5.0 + extra))
         figure.subplots_adjust(left=0.07, right=0.72, bottom=0.6 / (5.0 + extra), top=1 - (0.7 + extra) / (5.0 + extra))
     else:
-        figure = Figure(figsize=(width, 3.8 + extra))
+        figure = _new_figure(figsize=(width, 3.8 + extra))
         figure.subplots_adjust(left=0.25 / len(panels), right=1 - 0.08 / len(panels), bottom=0.53 / (3.8 + extra),
                                top=1 - (0.61 + extra) / (3.8 + extra), wspace=0.3)
     figure.suptitle("\n".join(heading))
@@ -95,7 +106,7 @@ def curves_figure(title: str, curves: Mapping[str, Mapping[str, np.ndarray]],
     panels_width = 5.2 * len(kinds)
     width = panels_width + (2.3 * columns if crowded else 0.0)
     height = max(4.0, 0.17 * rows + 1.1) if crowded else 4.0
-    figure = Figure(figsize=(width, height))
+    figure = _new_figure(figsize=(width, height))
     figure.subplots_adjust(left=0.2 * 5.2 / width, right=(panels_width - 0.3) / width, bottom=0.55 / height,
                            top=1 - 0.6 / height, wspace=0.25)
     figure.suptitle("\n".join(_title_lines(title, width)))
@@ -140,7 +151,7 @@ def cost_plot(title: str, xlabel: str, ylabel: str, methods: CostPoints) -> Figu
 
     A flagged point (e.g. a resolving power that holds only below the widest separations) is drawn with a
     black ring, its label ends in "†", and a line under the axes says what the mark means."""
-    figure = Figure(figsize=(10.0, 5.5))
+    figure = _new_figure(figsize=(10.0, 5.5))
     figure.subplots_adjust(left=0.08, right=0.76, bottom=0.11, top=0.9)
     figure.suptitle(title)
     axes = figure.add_subplot(1, 1, 1)
@@ -193,7 +204,7 @@ def verdict_figure(title: str, xlabel: str, lines: Series, verdicts: Mapping[str
     rows = max(1, -(-len(labels) // columns))
     width = 2.3 * max(columns, 2)
     heading = _title_lines(title, width)
-    figure = Figure(figsize=(width, 1.9 * rows + 0.65 + 0.25 * len(heading)), layout="constrained")
+    figure = _new_figure(figsize=(width, 1.9 * rows + 0.65 + 0.25 * len(heading)), layout="constrained")
     figure.suptitle("\n".join(heading))
     low = min([min(y, default=0.0) for _, y in lines.values()] + [0.0])
     for index, label in enumerate(labels):
