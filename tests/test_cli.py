@@ -6,10 +6,12 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import jittercam
 from conftest import EXAMPLES, GOLDFISH, GOLDFISH_BOX
+from jittercam import runtime
 from jittercam.cli import main
 
 
@@ -46,13 +48,35 @@ def test_explicit_target_and_size(tmp_path, capsys):
     assert "class 0 (tench)" in capsys.readouterr().out
 
 
-def test_reduced_precision_is_close_to_fp32(tmp_path):
+def test_reduced_precision_is_close_to_fp32(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "fma"}))  # no bf16 instructions
     for precision in ("fp32", "bf16"):
         assert main(["explain", str(GOLDFISH), "--method", "gradcam", "--precision", precision,
-                     "--out", str(tmp_path / precision), "--quiet"]) == 0
+                     "--out", str(tmp_path / precision)]) == 0
+        said = capsys.readouterr().out
+        assert ("this CPU has no bf16 instructions (avx512_bf16 or amx_bf16): bf16 is emulated and runs several "
+                "times slower than fp32 here" in said) == (precision == "bf16"), said
     name = "ILSVRC2012_val_00000262.gradcam.npy"
     full, half = np.load(tmp_path / "fp32" / name), np.load(tmp_path / "bf16" / name)
     assert 0 < np.abs(full - half).max() < 0.1  # bf16 rounds, the map stays the same map
+
+
+@pytest.mark.parametrize(("device", "precision", "flags", "noted"), [
+    ("cpu", "bf16", {"avx2"}, True),
+    ("cpu", "bf16", {"avx2", "avx512_bf16"}, False),
+    ("cpu", "bf16", {"amx_bf16"}, False),
+    ("cpu", "bf16", {"asimd", "bf16"}, False),  # Arm's name for it
+    ("cpu", "fp16", {"avx512_bf16"}, True),
+    ("cpu", "fp16", {"avx512_fp16"}, False),
+    ("cpu", "fp32", {"avx2"}, False),
+    ("cpu", "bf16", None, False),  # flags unknown: nothing said
+    ("cuda", "bf16", {"avx2"}, False),
+])
+def test_a_reduced_precision_the_cpu_only_emulates_is_said(monkeypatch, device, precision, flags, noted):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: None if flags is None else frozenset(flags))
+    note = runtime.slow_precision_note(torch.device(device), precision)
+    assert (note is not None) == noted
+    assert note is None or note.startswith(f"this CPU has no {precision} instructions")
 
 
 def test_console_script_lists_names():

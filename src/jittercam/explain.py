@@ -31,7 +31,7 @@ from .inputs import check_targets, parse_device
 from .maps import upsample
 from .methods import CAMMethod, available_methods, method_class
 from .models import ModelCard, load_model, model_card
-from .runtime import ThreadGovernor, timed
+from .runtime import ThreadGovernor, slow_precision_note, timed
 from .viz import check_alpha, check_colormap, overlay, titled
 from .words import plural
 
@@ -184,6 +184,7 @@ class Explanation:
         self.outputs: list[Path] = []  # pictures this package wrote, met in the folders and left out
         self.streaming = False  # True once the checks passed and results may be written
         self.compile_note: str | None = None  # whether the run chose to compile, and why
+        self.precision_note: str | None = None  # a reduced precision this CPU can only emulate
 
     @property
     def total(self) -> int:
@@ -208,6 +209,7 @@ class Explanation:
         settings = self.settings
         names = check(settings)
         self.device = parse_device(settings.device)
+        self.precision_note = slow_precision_note(self.device, settings.precision)
         # chosen before the model's first forward (the probe), which would itself collapse under load
         self.threads = ThreadGovernor(settings.threads, self.device)
         try:
