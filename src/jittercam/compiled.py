@@ -48,9 +48,9 @@ from .words import duration
 MODES = ("default", "reduce-overhead", "max-autotune")
 AUTO_SECONDS = 600.0  # eager seconds of compilable passes from which a CPU run compiles by itself
 MAX_PASS_SECONDS = 0.5  # no forward pass on a CPU is slower: a run of fewer than AUTO_SECONDS / this is not timed
-T = TypeVar("T")
 BACKEND = "inductor"  # torch.compile's backend; tests of the bookkeeping set "aot_eager" (no C++ compiler run)
 Compile = bool | str | None
+T = TypeVar("T")
 
 _cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple, Any]] = weakref.WeakKeyDictionary()
 
