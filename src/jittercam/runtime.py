@@ -159,16 +159,21 @@ class ThreadGovernor:
 
 
 # ------------------------------------------------------------------------------------------- machine
-@functools.lru_cache(maxsize=1)
-def cpu_name() -> str:
-    """The CPU's model name (/proc/cpuinfo), else what `platform` knows."""
+def _cpuinfo(*keys: str) -> str | None:
+    """The value of /proc/cpuinfo's first line that starts with one of `keys`; None where there is none."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(keys):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what `platform` knows."""
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 # the instructions that compute in a reduced precision on a CPU: x86 flags, then Arm's "Features" names
@@ -178,13 +183,8 @@ _LOW_PRECISION_UNITS = {"bf16": ("avx512_bf16", "amx_bf16", "bf16"), "fp16": ("a
 @functools.lru_cache(maxsize=1)
 def cpu_flags() -> frozenset[str] | None:
     """The CPU's instruction flags (/proc/cpuinfo's "flags", or "Features" on Arm); None where unknown."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
+    flags = _cpuinfo("flags", "Features")
+    return None if flags is None else frozenset(flags.split())
 
 
 def slow_precision_note(device: torch.device, precision: str) -> str | None:

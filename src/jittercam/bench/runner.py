@@ -492,8 +492,8 @@ class _Worker:
             left = {arm: sum(pending(arm, key) for key in keys) for arm in self.arms}
         forward = self._pass_seconds if speaks and any(left.values()) else None
         metric = self._metric_seconds([key for key in keys if any(pending(arm, key) for arm in self.arms)]) \
-            if speaks and forward is not None else None
-        if speaks and forward is not None:
+            if forward is not None else None
+        if forward is not None:
             print(estimate_line(self.experiment.name, left, self._unit_passes, forward, self.device, metric),
                   file=sys.stderr)
         bar = tqdm(total=sum(left.values()), desc=self.experiment.name, unit="map", file=sys.stderr,
