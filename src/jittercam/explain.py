@@ -314,8 +314,7 @@ class Explanation:
                         result = Result(str(source.path), method_name, cls, card.class_name(cls),
                                         float(probabilities[cls]), seconds / len(classes), self.threads.count,
                                         *self._files(out, name, method_name, cls))
-                        self._write(result, image, heat, summary)
-                        self.listener.explained(label, result)
+                        self._write(label, result, image, heat, summary)
                 del image, batch
         except BrokenPipeError:  # the listener's reader left (`| head -1`): not a disk problem
             raise
@@ -352,8 +351,9 @@ class Explanation:
                 todo[method] = left
         return todo
 
-    def _write(self, result: Result, image: Image.Image, heat: np.ndarray, summary: CsvLog) -> None:
-        """The map, its overlay and the summary row, then the count; Ctrl-C waits until all four are there."""
+    def _write(self, label: str, result: Result, image: Image.Image, heat: np.ndarray, summary: CsvLog) -> None:
+        """The map, its overlay and the summary row, then the count and the listener's line; Ctrl-C waits until
+        all are there, so every result on disk is also reported."""
         settings = self.settings
         picture = overlay(image, heat, alpha=settings.alpha, cmap=settings.cmap)
         if settings.title:
@@ -372,6 +372,7 @@ class Explanation:
                 result.npy.relative_to(settings.out).as_posix(), result.png.relative_to(settings.out).as_posix(),
             ])
             self.written.append(result)  # inside: a Ctrl-C deferred to the block's end counts this result
+            self.listener.explained(label, result)
 
 
 def check_out(out: Path, folders: Sequence[Path], files: Sequence[Path] = ()) -> None:
