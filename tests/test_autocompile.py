@@ -48,6 +48,12 @@ def bench(db: Path, *extra: str, methods: str = "gradcam,jittercam,centre", limi
             "--batch-size", "4", "--limit", str(limit), "--db", str(db), *extra]
 
 
+def _every_run_long(monkeypatch) -> None:
+    """Every run long enough, and compiling free enough, to compile by itself."""
+    monkeypatch.setattr(compiled, "AUTO_SECONDS", 0.0)
+    monkeypatch.setattr(compiled, "PIECE_SECONDS", 0.0)
+
+
 def _rows(db: Path) -> list[tuple]:
     with sqlite3.connect(db) as connection:
         return connection.execute("SELECT method, item, metric, value FROM results ORDER BY 1, 2, 3").fetchall()
@@ -68,6 +74,47 @@ def test_the_rule_compiles_long_cpu_runs_only():
     assert not compiled.pays(cuda, 10 * compiled.AUTO_SECONDS)  # unmeasured on a GPU: --compile
 
 
+def test_the_rule_weighs_the_pieces_to_compile():
+    cpu = torch.device("cpu")
+    many = 15
+    assert compiled.pays(cpu, compiled.AUTO_SECONDS, 1)
+    assert not compiled.pays(cpu, compiled.AUTO_SECONDS, many)  # 15 x 40 s of compiling to save 27 % of 10 min
+    long_enough = many * compiled.PIECE_SECONDS / compiled.SAVED
+    assert not compiled.pays(cpu, 0.99 * long_enough, many)
+    assert compiled.pays(cpu, long_enough, many)
+    chosen, line = compiled.choose(cpu, 1200, lambda: 0.5, ["upscale"], many)
+    assert not chosen
+    assert line == ("the forward passes of upscale take about 10 min eagerly, but compiling their 15 pieces (one "
+                    "per target layer and input size) would take about 10 min, more than it saves; the run stays "
+                    "eager (--compile compiles anyway)")
+    assert compiled.choose(cpu, 100, lambda: 0.5, ["upscale"], many) == (False, None)  # short: nothing to say
+
+
+def test_the_pieces_a_method_compiles():
+    model = TinyCNN(8, 1000).eval()  # target layer "act": 8 x 8 at 32 px, stride 4
+    gradcam = create("gradcam", model, input_size=32)
+    assert gradcam.compiled_pieces(32) == {("act", 32)}
+    assert create("jittercam", model, input_size=32).compiled_pieces(32) == {("act", 32)}  # patches of 32 px
+    assert create("upscale", model, input_size=32).compiled_pieces(32) == {("act", 32 + 8 * 4)}  # d = m = 8
+    assert create("upscale", model, size=10, input_size=32).compiled_pieces(32) == {("act", 32 + 2 * 4)}
+    assert create("rise", model, masks=8).compiled_pieces(32) == {(None, 32)}  # the whole model
+    assert create("guided", model, input_size=32).compiled_pieces(32) == set()  # no compiled path
+    assert create("centre", model).compiled_pieces(32) == set()
+
+
+def test_a_run_of_many_pieces_stays_eager_and_says_why(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(compiled, "AUTO_SECONDS", 0.0)
+    monkeypatch.setattr(compiled, "PIECE_SECONDS", 1e9)
+    arguments = ["bench", "size-sweep", "--dataset", "offline", "--model", "tiny-autocompile", "--methods",
+                 "upscale", "--sizes", "8-10", "--limit", "1", "--db", str(tmp_path / "r.db")]
+    assert main(arguments) == 0
+    err = capsys.readouterr().err
+    # sizes 8, 9, 10: the input at 32, 36 and 40 px, and the metrics' forward
+    assert "but compiling their 4 pieces (one per target layer and input size)" in err, err
+    assert "run compiled" not in err
+    assert compiled.cached_entries(built[-1]) == 0
+
+
 def test_a_short_run_stays_eager(tmp_path, capsys):
     assert main(bench(tmp_path / "r.db")) == 0
     assert "run compiled" not in capsys.readouterr().err
@@ -75,7 +122,7 @@ def test_a_short_run_stays_eager(tmp_path, capsys):
 
 
 def test_a_long_run_compiles_by_itself_and_stores_what_an_eager_run_stores(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compiled, "AUTO_SECONDS", 0.0)  # every run is long
+    _every_run_long(monkeypatch)
     assert main(bench(tmp_path / "auto.db")) == 0
     err = capsys.readouterr().err
     assert "the forward passes of gradcam, jittercam take about" in err, err  # the centre baseline has no passes
@@ -89,7 +136,7 @@ def test_a_long_run_compiles_by_itself_and_stores_what_an_eager_run_stores(tmp_p
 
 
 def test_a_run_stays_eager_where_torch_compile_does_not_run(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compiled, "AUTO_SECONDS", 0.0)
+    _every_run_long(monkeypatch)
     monkeypatch.setattr(compiled, "_problem", "CalledProcessError: no C++ compiler")
     assert main(bench(tmp_path / "r.db")) == 0
     err = capsys.readouterr().err
@@ -169,7 +216,7 @@ def test_explain_compiles_a_long_run_by_itself_and_writes_the_eager_maps(tmp_pat
     assert main(explain(tmp_path / "short")) == 0  # two photos: far from paying
     assert "run compiled" not in capsys.readouterr().out
     assert compiled.cached_entries(built[-1]) == 0
-    monkeypatch.setattr(compiled, "AUTO_SECONDS", 0.0)
+    _every_run_long(monkeypatch)
     assert main(explain(tmp_path / "auto")) == 0
     out = capsys.readouterr().out
     assert "the forward passes of gradcam, jittercam take about" in out and "--no-compile runs eagerly" in out, out
@@ -185,7 +232,7 @@ def test_explain_compiles_a_long_run_by_itself_and_writes_the_eager_maps(tmp_pat
 
 
 def test_explain_stays_eager_where_torch_compile_does_not_run(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(compiled, "AUTO_SECONDS", 0.0)
+    _every_run_long(monkeypatch)
     monkeypatch.setattr(compiled, "_problem", "CalledProcessError: no C++ compiler")
     assert main(explain(tmp_path / "out")) == 0
     assert "torch.compile does not run here (CalledProcessError: no C++ compiler); the run stays eager" in \
@@ -195,7 +242,7 @@ def test_explain_stays_eager_where_torch_compile_does_not_run(tmp_path, capsys, 
 
 def test_the_sanity_check_stays_eager(tmp_path, capsys, monkeypatch):
     """Its maps are made on randomised copies of the model, each of which would compile again."""
-    monkeypatch.setattr(compiled, "AUTO_SECONDS", 0.0)
+    _every_run_long(monkeypatch)
     args = ["bench", "sanity", "--dataset", "offline", "--model", "tiny-autocompile", "--methods", "gradcam",
             "--limit", "1", "--db", str(tmp_path / "r.db")]
     assert main(args) == 0
@@ -223,7 +270,7 @@ def test_a_method_that_cannot_compile_the_model_runs_eagerly_in_a_run_that_chose
         built.append(model)
         return model, ModelCard("tiny-branchy", 32, (0.5,) * 3, (0.5,) * 3, imagenet_categories())
 
-    monkeypatch.setattr(compiled, "AUTO_SECONDS", 0.0)
+    _every_run_long(monkeypatch)
     arguments = [part if part != "tiny-autocompile" else "tiny-branchy" for part in bench(tmp_path / "auto.db")]
     assert main(arguments) == 0
     assert "run compiled" in capsys.readouterr().err  # chosen; the methods then kept eager, the results the same

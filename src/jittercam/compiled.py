@@ -30,7 +30,9 @@ forward passes faster. Measured on the dev machine (2 AMD EPYC cores, torch 2.14
 insertion 1.57x and 1.34x, Grad-CAM 1.44x and 1.00x, after 20-60 s of compiling per piece (two to three times
 that under load, a few seconds from inductor's on-disk cache). So on a CPU it pays where the passes it speeds
 up take many minutes and loses on short runs: `jittercam bench` and `jittercam explain` compile by themselves
-when those passes are estimated at `AUTO_SECONDS` or more. Not on a GPU yet: the compiled path there is
+when those passes are estimated at `AUTO_SECONDS` or more and the time they save (`SAVED` of it) exceeds what
+compiling their pieces costs (`PIECE_SECONDS` each: a run over several target layers or input sizes — the
+layers experiment, Upscale-CAM's size sweep — compiles a piece for each). Not on a GPU yet: the compiled path there is
 unmeasured (`benchmarks/gpu_check.sh` measures it); `compile=True` turns it on.
 """
 from __future__ import annotations
@@ -47,6 +49,8 @@ from .words import duration
 
 MODES = ("default", "reduce-overhead", "max-autotune")
 AUTO_SECONDS = 600.0  # eager seconds of compilable passes from which a CPU run compiles by itself
+PIECE_SECONDS = 40.0  # compiling one piece on a CPU (20-60 s measured idle; Upscale-CAM's 14 sizes: 9 min)
+SAVED = 1 - 1 / 1.37  # the share of its eager time a compiled CPU run saves (ResNet50's Jitter-CAM: 1.37x)
 MAX_PASS_SECONDS = 0.5  # no forward pass on a CPU is slower: a run of fewer than AUTO_SECONDS / this is not timed
 BACKEND = "inductor"  # torch.compile's backend; tests of the bookkeeping set "aot_eager" (no C++ compiler run)
 Compile = bool | str | None
@@ -77,18 +81,20 @@ def check_compile(value: Compile) -> str | None:
                          option="compile")
 
 
-def pays(device: torch.device, seconds: float) -> bool:
+def pays(device: torch.device, seconds: float, pieces: int = 1) -> bool:
     """Whether a run whose compilable forward passes take `seconds` eagerly on `device` compiles them when
-    not told (`AUTO_SECONDS`; see the module's docstring).
+    not told (`AUTO_SECONDS`, `SAVED`, `PIECE_SECONDS`; see the module's docstring).
 
     Args:
         device: where the run's passes go.
         seconds: the estimate of those passes, eager.
+        pieces: the distinct pieces the run would compile (a target layer's trunk and head, or a whole
+            model, at one input size: see `CAMMethod.compiled_pieces`).
 
     Returns:
-        True on a CPU from `AUTO_SECONDS` on.
+        True on a CPU from `AUTO_SECONDS` on, where the time saved exceeds the compiling.
     """
-    return device.type == "cpu" and seconds >= AUTO_SECONDS
+    return device.type == "cpu" and seconds >= AUTO_SECONDS and seconds * SAVED >= pieces * PIECE_SECONDS
 
 
 def problem() -> str | None:
@@ -114,7 +120,7 @@ _problem: str | None = None
 
 
 def choose(device: torch.device, passes: int, pass_seconds: Callable[[], float],
-           methods: Sequence[str]) -> tuple[bool, str | None]:
+           methods: Sequence[str], pieces: int = 1) -> tuple[bool, str | None]:
     """Whether a run left to decide (`jittercam bench`, `jittercam explain`) compiles, and the line it says.
 
     Args:
@@ -122,6 +128,7 @@ def choose(device: torch.device, passes: int, pass_seconds: Callable[[], float],
         passes: the forward passes of its methods that have a compiled path, over every item.
         pass_seconds: times one eager forward pass; called only where the passes could be long enough.
         methods: the names of those methods, for the line.
+        pieces: the distinct pieces it would compile (see `pays`).
 
     Returns:
         `(compile, line)`: True where it pays (`pays`) and torch.compile runs here (`problem`); the line
@@ -131,8 +138,13 @@ def choose(device: torch.device, passes: int, pass_seconds: Callable[[], float],
     if device.type != "cpu" or not methods or passes * MAX_PASS_SECONDS < AUTO_SECONDS:
         return False, None
     seconds = passes * pass_seconds()
-    if not pays(device, seconds):
-        return False, None
+    if not pays(device, seconds, pieces):
+        if seconds < AUTO_SECONDS:
+            return False, None
+        return False, (f"the forward passes of {', '.join(methods)} take about {duration(seconds)} eagerly, but "
+                       f"compiling their {pieces} pieces (one per target layer and input size) would take about "
+                       f"{duration(pieces * PIECE_SECONDS)}, more than it saves; the run stays eager (--compile "
+                       "compiles anyway)")
     reason = problem()
     if reason is not None:
         return False, f"torch.compile does not run here ({reason}); the run stays eager"

@@ -193,6 +193,21 @@ class CAMMethod(ABC):
         """
         return 1
 
+    def compiled_pieces(self, input_size: int) -> set[tuple[str | None, int]]:
+        """What a compiled run of this method compiles: a piece per target layer (None: the whole model)
+        and input size it runs the network at, each compiled once (20-60 s on a CPU) and then reused, for
+        `compiled.choose` to weigh against the time compiling saves.
+
+        Args:
+            input_size: the square input size of the images it is given, in pixels.
+
+        Returns:
+            `{(layer name or None, pixels)}`; empty for a method without a compiled path.
+        """
+        if not self.compiles:
+            return set()
+        return {(None if self.layer is None else self.layer.name, input_size)}
+
     def options(self) -> dict[str, Any]:
         """What distinguishes this method object from another of its class; `repr` shows it, and the
         benchmark stores it."""

@@ -154,6 +154,9 @@ class EnlargingMethod(CAMMethod):
         m = self._map_size(pixels, device)
         return m, self._final_size(m)
 
+    def compiled_pieces(self, input_size: int) -> set[tuple[str | None, int]]:
+        return self.base.compiled_pieces(input_size)  # Jitter-CAM's patches have the input's size
+
     def options(self) -> dict:
         return {"base": self.base, "size": self.size, "interpolation": self.interpolation,
                 "batch_size": self.batch_size, **self.precision_option()}

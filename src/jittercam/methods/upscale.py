@@ -61,6 +61,10 @@ class UpscaleCAM(EnlargingMethod):
         m, size = self.geometry(pixels, model_device(self.model))
         return self.base.passes(pixels + (size - m) * self.layer.stride)
 
+    def compiled_pieces(self, input_size: int) -> set[tuple[str | None, int]]:
+        m, size = self.geometry(input_size, model_device(self.model))
+        return self.base.compiled_pieces(input_size + (size - m) * self.layer.stride)
+
     def _explain(self, images: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         check_square(images)
         pixels = images.shape[-1]
