@@ -29,6 +29,17 @@ os.environ["JITTERCAM_CACHE_DIR"] = "off"
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+
+
+@pytest.fixture(autouse=True)
+def steady_load(monkeypatch):
+    """`jittercam explain` picks its threads from the load of the other processes (`runtime.busy_cpus`), and
+    maps and overlays differ in their last bits between 1 and 2 threads: with the other test process going
+    idle or busy, two runs compared pixel for pixel could differ. Here the others keep all but one CPU
+    busy, always (tests of the load rule set their own)."""
+    monkeypatch.setattr("jittercam.runtime.busy_cpus", lambda seconds=0.2: float((os.cpu_count() or 1) - 1))
+
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 GOLDFISH = EXAMPLES / "images" / "ILSVRC2012_val_00000262.JPEG"
 GOLDFISH_BOX = (225, 175, 325, 250)  # x0, y0, x1, y1 around the fish's body, drawn by hand
