@@ -40,8 +40,26 @@ def build(weights):
 
 
 if __name__ == "__main__":
-    from jittercam.cli import main
+    import os
+    import time
 
+    from jittercam.bench.store import Store
+    from jittercam.cli import main
+    from jittercam.methods.gradient import GradCAM
+
+    if os.environ.get("TINY_BENCH_HOLD"):  # once a batch is committed, the next Grad-CAM waits to be stopped
+        committed, commit, explain = [], Store.commit, GradCAM._explain
+
+        def noted(self, run, batch):
+            commit(self, run, batch)
+            committed.append(None)
+
+        def held(self, images, target):
+            if committed:
+                time.sleep(600)
+            return explain(self, images, target)
+
+        Store.commit, GradCAM._explain = noted, held
     sys.exit(main())
 '''
 
@@ -57,9 +75,15 @@ def tiny_bench(tmp_path):
     models._BUILDERS.pop("tiny-bench", None)
 
 
-def _env() -> dict[str, str]:
+def _env(hold: bool = False) -> dict[str, str]:
+    """The runs' environment; `hold`: a run stops computing after its first committed batch until a signal
+    ends it, so that a test that interrupts it on seeing that batch finds it unfinished however busy the
+    machine."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     env.pop("WORLD_SIZE", None)
+    env.pop("TINY_BENCH_HOLD", None)
+    if hold:
+        env["TINY_BENCH_HOLD"] = "1"
     return env
 
 
@@ -102,14 +126,14 @@ ARGUMENTS = ["bench", "local-accuracy", "--dataset", "offline", "--model", "tiny
 def test_interrupted_and_killed_runs_resume_to_the_same_rows(tiny_bench, tmp_path, capsys):
     db = tmp_path / "r.db"
     command = [sys.executable, str(tiny_bench), *ARGUMENTS, "--db", str(db)]
-    first = subprocess.Popen(command, env=_env(), stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(command, env=_env(hold=True), stderr=subprocess.PIPE, text=True)
     _stop_after(first, db, 0, signal.SIGINT)  # Ctrl-C
     assert first.wait(120) == 130
     message = first.stderr.read()
     assert "interrupted" in message and "again to resume" in message
     after_interrupt = _count(db)
 
-    second = subprocess.Popen(command, env=_env(), stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(command, env=_env(hold=True), stderr=subprocess.PIPE, text=True)
     _stop_after(second, db, after_interrupt, signal.SIGKILL)  # kill -9
     second.wait(60)
     after_kill = _count(db)
@@ -145,13 +169,13 @@ def test_torchrun_two_processes_equal_one(tiny_bench, tmp_path):
     assert difference <= 1e-6
 
 
-def test_groundtruth_run_killed_midway_resumes_to_the_same_rows(quick_groundtruth, tmp_path):
+def test_groundtruth_run_killed_midway_resumes_to_the_same_rows(quick_groundtruth, tiny_bench, tmp_path):
     db = tmp_path / "gt.db"
     arguments = ["bench", "groundtruth", "--weights", str(quick_groundtruth.path), "--methods", "gradcam,rise",
                  "--option", "rise.masks=1000", "--option", "rise.batch_size=250",  # a commit per item, RISE batched
                  "--singles", "3", "--replicates", "1", "--separations", "14-50:6", "--batch-size", "1", "--quiet"]
-    command = [sys.executable, "-m", "jittercam", *arguments, "--db", str(db)]
-    first = subprocess.Popen(command, env=_env(), stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, str(tiny_bench), *arguments, "--db", str(db)]  # the jittercam command, held
+    first = subprocess.Popen(command, env=_env(hold=True), stderr=subprocess.PIPE, text=True)
     _stop_after(first, db, 0, signal.SIGKILL)  # kill -9 after the first committed batch
     first.wait(60)
     killed_at = _count(db)
