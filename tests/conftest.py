@@ -30,7 +30,6 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-
 @pytest.fixture(autouse=True)
 def steady_load(monkeypatch):
     """`jittercam explain` picks its threads from the load of the other processes (`runtime.busy_cpus`), and
