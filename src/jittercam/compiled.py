@@ -32,13 +32,13 @@ that under load, a few seconds from inductor's on-disk cache). So on a CPU it pa
 up take many minutes and loses on short runs: `jittercam bench` and `jittercam explain` compile by themselves
 when those passes are estimated at `AUTO_SECONDS` or more and the time they save (`SAVED` of it) exceeds what
 compiling their pieces costs (`PIECE_SECONDS` each: a run over several target layers or input sizes — the
-layers experiment, Upscale-CAM's size sweep — compiles a piece for each). Not on a GPU yet: the compiled path there is
-unmeasured (`benchmarks/gpu_check.sh` measures it); `compile=True` turns it on.
+layers experiment, Upscale-CAM's size sweep — compiles a piece for each). Not on a GPU yet: the compiled path
+there is unmeasured (`benchmarks/gpu_check.sh` measures it); `compile=True` turns it on.
 """
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -95,6 +95,12 @@ def pays(device: torch.device, seconds: float, pieces: int = 1) -> bool:
         True on a CPU from `AUTO_SECONDS` on, where the time saved exceeds the compiling.
     """
     return device.type == "cpu" and seconds >= AUTO_SECONDS and seconds * SAVED >= pieces * PIECE_SECONDS
+
+
+def pieces(methods: Iterable[Any], input_size: int) -> int:
+    """How many distinct pieces `methods` (built `CAMMethod`s) compile at `input_size`, each counted once
+    however many of them share it (`CAMMethod.compiled_pieces`), for `pays`."""
+    return len(set().union(*(method.compiled_pieces(input_size) for method in methods)))
 
 
 def problem() -> str | None:

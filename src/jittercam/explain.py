@@ -272,10 +272,9 @@ class Explanation:
         compilable = [name for name, method in self.methods.items() if getattr(method, "compiles", False)]
         per_image = self.settings.top or len(self._classes_asked()) or 1
         passes = len(self.sources) * per_image * sum(int(self.methods[name].passes(size)) for name in compilable)
-        pieces = set().union(*(self.methods[name].compiled_pieces(size) for name in compilable))
         chosen, self.compile_note = compiled.choose(
             self.device, passes, partial(tuning.forward_seconds, model, self.device, size), compilable,
-            len(pieces))
+            compiled.pieces((self.methods[name] for name in compilable), size))
         for name in compilable if chosen else ():
             method = compiled.unless_refused(partial(build_methods, [name], model, {**shared, "compile": True},
                                                      self.settings.method_options))

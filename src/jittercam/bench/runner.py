@@ -523,9 +523,9 @@ class _Worker:
         compilable = [arm for arm in self.arms if left[arm] and getattr(arm.explainer, "compiles", False)]
         passes = sum(left[arm] * self._unit_passes(arm) for arm in compilable)
         methods = list(dict.fromkeys(arm.method for arm in compilable))
-        pieces = set().union(*(arm.explainer.compiled_pieces(self.setting.input_size) for arm in compilable))
         # + 1: the metrics' forward (deletion/insertion's), which most experiments compile too
-        chosen, line = compiled.choose(self.device, passes, lambda: self._pass_seconds, methods, len(pieces) + 1)
+        pieces = compiled.pieces((arm.explainer for arm in compilable), self.setting.input_size) + 1
+        chosen, line = compiled.choose(self.device, passes, lambda: self._pass_seconds, methods, pieces)
         if line and speaks:
             print(f"{self.experiment.name}: {line}", file=sys.stderr)
         if chosen:
