@@ -6,11 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint docs clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	# torch and torchvision first, pinned, so that nothing pulls another build
-	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install --quiet -e '.[test,lint,docs,timm,hf]'
+	$(BIN)/pip install --quiet -c constraints.txt torch torchvision
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,lint,docs,timm,hf]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -494,3 +494,24 @@ def test_which_transformer_families_the_attention_methods_read(name):
         else:
             with pytest.raises(JitterCamError, match=f"^{name} needs a vision transformer"):
                 jittercam.create(name, model)(x, 0)
+
+
+class _OlderHuggingFaceAttention(torch.nn.Module):
+    """Transformers' ViT self-attention before 5.9: `query`, `key`, `value`, the output projection elsewhere."""
+
+    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.num_attention_heads = heads
+        self.query, self.key, self.value = (torch.nn.Linear(dim, dim) for _ in range(3))
+
+
+@pytest.mark.parametrize("name", ["rollout", "legrad"])
+def test_attention_in_the_older_transformers_layout_is_refused_with_the_version_to_install(name):
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16), _OlderHuggingFaceAttention())
+    with pytest.raises(JitterCamError, match=rf"^{name} needs a vision transformer.*; Sequential has none; its "
+                       r"Hugging Face attention has the query/key/value layout of transformers before 5\.9.*: "
+                       r"pip install 'transformers>=5\.9'$"):
+        jittercam.create(name, model)
+    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16))
+    with pytest.raises(JitterCamError, match=r"has none$"):
+        jittercam.create(name, plain)

@@ -17,7 +17,7 @@ from ..inputs import check_target_range, resolve_targets
 from .base import CAMMethod
 from .capture import LayerCapture
 from .registry import register_method
-from .rollout import GridRecorder, in_projection, projection_heads, token_layout
+from .rollout import GridRecorder, in_projection, older_layout_hint, projection_heads, token_layout
 
 VARIANTS = ("paper", "torchcam")
 LAYOUTS = ("timm", "torchvision", "attention", "projections")
@@ -155,7 +155,7 @@ class LeGrad(CAMMethod):
         if not found:
             raise JitterCamError(
                 f"legrad needs a vision transformer (timm's, torchvision's or Hugging Face's ViT, or blocks that "
-                f"each hold one nn.MultiheadAttention); {type(model).__name__} has none"
+                f"each hold one nn.MultiheadAttention); {type(model).__name__} has none{older_layout_hint(model)}"
             )
         if variant == "torchcam" and found[0].layout not in KNOWN_HEADS:
             raise JitterCamError(f"variant 'torchcam' is torchcam's projection for timm's and torchvision's ViTs; "

@@ -2,6 +2,8 @@
 block, fused over heads and multiplied through the network; the class token's row over the patch grid."""
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,6 +35,27 @@ def projection_heads(module: nn.Module) -> int | None:
         return None
     heads = getattr(module, "num_attention_heads", getattr(module, "num_heads", None))
     return heads if isinstance(heads, int) and heads > 0 else None
+
+
+# transformers moved its ViT, DeiT and BEiT attention to the projection layout in 5.9
+PROJECTION_LAYOUT_SINCE = "5.9"
+
+
+def older_layout_hint(model: nn.Module) -> str:
+    """What to do when a model holds Hugging Face attention in the layout of transformers before 5.9 (a
+    self-attention module with `query`, `key` and `value` linear layers, its output projection elsewhere),
+    which the attention methods do not read: a clause for their error, else ''."""
+    older = any(
+        all(isinstance(getattr(module, name, None), nn.Linear) for name in ("query", "key", "value"))
+        and isinstance(getattr(module, "num_attention_heads", None), int)
+        for module in model.modules()
+    )
+    if not older:
+        return ""
+    version = getattr(sys.modules.get("transformers"), "__version__", None)
+    installed = f" (this is transformers {version})" if version else ""
+    return (f"; its Hugging Face attention has the query/key/value layout of transformers before "
+            f"{PROJECTION_LAYOUT_SINCE}{installed}: pip install 'transformers>={PROJECTION_LAYOUT_SINCE}'")
 
 
 def plain_projection_attention(module: nn.Module) -> bool:
@@ -344,7 +367,7 @@ class AttentionRollout(CAMMethod):
                 f"rollout needs a vision transformer with a class token and self-attention modules (timm's "
                 f"ViTs such as vit_tiny_patch16_224, torchvision's vit_b_16, Hugging Face's ViT, DeiT, BEiT); "
                 f"{type(model).__name__} has "
-                f"{'none' if not self.attentions else 'no class token'}"
+                f"{'none' if not self.attentions else 'no class token'}{older_layout_hint(model)}"
             )
         super().__init__(model, batch_size=batch_size)
         self.head_fusion, self.discard_ratio, self.variant = head_fusion, float(discard_ratio), variant
