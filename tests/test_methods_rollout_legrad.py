@@ -394,8 +394,9 @@ def _hugging_face_vit(kind):
     if kind == "beit":
         model = transformers.BeitForImageClassification(
             transformers.BeitConfig(**options, use_relative_position_bias=True)).eval()
-        for layer in model.beit.layers:
-            torch.nn.init.normal_(layer.relative_position_bias.relative_position_bias_table)
+        for module in model.modules():  # one table per layer (in the attention before transformers 5.9)
+            if isinstance(getattr(module, "relative_position_bias_table", None), torch.nn.Parameter):
+                torch.nn.init.normal_(module.relative_position_bias_table)
         return model
     return transformers.ViTForImageClassification(transformers.ViTConfig(**options)).eval()
 
@@ -411,9 +412,12 @@ def _hugging_face_logits(model, kind, tokens):
 
 
 def _eager_twin(model):
-    """A copy that forms its attention matrices and returns them (`output_attentions`), in the graph."""
-    twin = copy.deepcopy(model)
-    twin.set_attn_implementation("eager")
+    """A copy that forms its attention matrices and returns them (`output_attentions`), in the graph (built
+    anew from the configuration: transformers before 5.9 cannot switch every model's implementation)."""
+    config = copy.deepcopy(model.config)
+    config._attn_implementation = "eager"
+    twin = type(model)(config).eval()
+    twin.load_state_dict(model.state_dict())
     return twin
 
 
@@ -421,8 +425,15 @@ def _eager_twin(model):
 def test_rollout_on_hugging_face_vits_equals_their_own_attentions(kind):
     from jittercam.methods.rollout import rollout
 
+    transformers = pytest.importorskip("transformers")
     model = _hugging_face_vit(kind)
-    assert model.config._attn_implementation == "sdpa"  # the matrices are never formed as loaded
+    version = tuple(int(part) for part in transformers.__version__.split(".")[:2])
+    if version >= (5, 0):  # the matrices are never formed as loaded
+        assert model.config._attn_implementation == "sdpa"
+    if kind == "beit" and version < (5, 9):  # its position bias table is the attention's own
+        with pytest.raises(JitterCamError, match=r"adds a parameter of its own \(relative_position_bias\."):
+            AttentionRollout(jittercam.load_model(model))
+        return
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         attentions = _eager_twin(model)(pixel_values=x, output_attentions=True).attentions
@@ -496,22 +507,89 @@ def test_which_transformer_families_the_attention_methods_read(name):
                 jittercam.create(name, model)(x, 0)
 
 
-class _OlderHuggingFaceAttention(torch.nn.Module):
-    """Transformers' ViT self-attention before 5.9: `query`, `key`, `value`, the output projection elsewhere."""
 
-    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+class _OlderSelfAttention(torch.nn.Module):
+    """transformers' ViT self-attention before 5.9: `query`, `key`, `value`; returns its context and keeps
+    its attention probabilities (`probs`, in the graph) for the test."""
+
+    def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.num_attention_heads = heads
         self.query, self.key, self.value = (torch.nn.Linear(dim, dim) for _ in range(3))
 
+    def forward(self, hidden_states, head_mask=None):
+        q, k, v = (layer(hidden_states).unflatten(-1, (self.num_attention_heads, -1)).transpose(1, 2)
+                   for layer in (self.query, self.key, self.value))
+        self.probs = (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(dim=-1)
+        return (self.probs @ v).transpose(1, 2).flatten(2)
 
-@pytest.mark.parametrize("name", ["rollout", "legrad"])
-def test_attention_in_the_older_transformers_layout_is_refused_with_the_version_to_install(name):
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16), _OlderHuggingFaceAttention())
-    with pytest.raises(JitterCamError, match=rf"^{name} needs a vision transformer.*; Sequential has none; its "
-                       r"Hugging Face attention has the query/key/value layout of transformers before 5\.9.*: "
-                       r"pip install 'transformers>=5\.9'$"):
-        jittercam.create(name, model)
-    plain = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 16))
-    with pytest.raises(JitterCamError, match=r"has none$"):
-        jittercam.create(name, plain)
+
+class _OlderLayer(torch.nn.Module):
+    """A block of transformers' ViT before 5.9: the output projection is the attention's `output.dense`;
+    returns a tuple, as BEiT's layers did."""
+
+    def __init__(self, dim: int = 16, heads: int = 2) -> None:
+        super().__init__()
+        self.layernorm_before = torch.nn.LayerNorm(dim)
+        self.attention = torch.nn.Module()
+        self.attention.attention = _OlderSelfAttention(dim, heads)
+        self.attention.output = torch.nn.Module()
+        self.attention.output.dense = torch.nn.Linear(dim, dim)
+        self.mlp = torch.nn.Sequential(torch.nn.LayerNorm(dim), torch.nn.Linear(dim, 2 * dim), torch.nn.GELU(),
+                                       torch.nn.Linear(2 * dim, dim))
+
+    def forward(self, tokens):
+        tokens = tokens + self.attention.output.dense(self.attention.attention(self.layernorm_before(tokens)))
+        return (tokens + self.mlp(tokens),)
+
+
+class _OlderHuggingFaceViT(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Conv2d(3, 16, 8, 8)
+        self.cls_token = torch.nn.Parameter(torch.randn(1, 1, 16))
+        self.layers = torch.nn.ModuleList(_OlderLayer() for _ in range(3))
+        self.layernorm, self.classifier = torch.nn.LayerNorm(16), torch.nn.Linear(16, 5)
+
+    def forward(self, x, keep=None):
+        tokens = torch.cat([self.cls_token.expand(len(x), -1, -1), self.embed(x).flatten(2).transpose(1, 2)], dim=1)
+        for layer in self.layers:
+            tokens = layer(tokens)[0]
+            if keep is not None:
+                keep.append(tokens)
+        return self.classifier(self.layernorm(tokens)[:, 0])
+
+
+def test_attention_in_the_layout_of_transformers_before_5_9_is_read_by_rollout_and_legrad():
+    from jittercam.methods.rollout import rollout
+
+    torch.manual_seed(0)
+    model = _OlderHuggingFaceViT().eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    target = torch.tensor([1, 4])
+    blocks: list[torch.Tensor] = []
+    model(x, keep=blocks)
+    probs = [layer.attention.attention.probs for layer in model.layers]
+    expected = rollout([p.detach() for p in probs])[:, 0, 1:].reshape(2, 4, 4)
+    torch.testing.assert_close(AttentionRollout(model)(x), expected, rtol=1e-5, atol=1e-6)
+    maps = []
+    for tokens, attention in zip(blocks, probs, strict=True):
+        score = model.classifier(model.layernorm(tokens)[:, 0]).gather(1, target[:, None]).sum()
+        (grad,) = torch.autograd.grad(score, attention, retain_graph=True)
+        maps.append(grad.relu().mean(dim=(1, 2))[:, 1:])
+    expected = torch.stack(maps).mean(dim=0).reshape(2, 4, 4)
+    got = LeGrad(model)(x, target)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+    assert expected.abs().max() > 0
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0
+
+
+def test_rollout_names_the_parameter_an_attention_adds_to_its_scores():
+    torch.manual_seed(0)
+    model = _OlderHuggingFaceViT().eval()
+    for layer in model.layers:  # BEiT's own position bias table before transformers 5.9
+        layer.attention.attention.relative_position_bias_table = torch.nn.Parameter(torch.zeros(3, 2))
+    with pytest.raises(JitterCamError, match=r"_OlderHuggingFaceViT has none that it can recompute: its "
+                       r"_OlderSelfAttention adds a parameter of its own \(relative_position_bias_table\)"):
+        AttentionRollout(model)
+    assert LeGrad(model)(torch.randn(1, 3, 32, 32), 0).shape == (1, 4, 4)  # LeGrad never recomputes them

@@ -17,7 +17,7 @@ from ..inputs import check_target_range, resolve_targets
 from .base import CAMMethod
 from .capture import LayerCapture
 from .registry import register_method
-from .rollout import GridRecorder, in_projection, older_layout_hint, projection_heads, token_layout
+from .rollout import OLDER_PROJECTIONS, GridRecorder, in_projection, projection_heads, projection_names, token_layout
 
 VARIANTS = ("paper", "torchcam")
 LAYOUTS = ("timm", "torchvision", "attention", "projections")
@@ -72,7 +72,8 @@ def _torchvision_blocks(model: nn.Module) -> list[_Block]:
 
 def _attention_blocks(model: nn.Module) -> list[_Block]:
     """Any other transformer: each `nn.MultiheadAttention` (no added key/value biases, no zero attention)
-    and each attention in Hugging Face's projection layout (`q_proj`, `k_proj`, `v_proj`, `o_proj`), in
+    and each attention in Hugging Face's projection layouts (`q_proj`, `k_proj`, `v_proj`, `o_proj`; before
+    transformers 5.9 `query`, `key`, `value`, the output projection the parent's `output.dense`), in
     definition (= forward) order, its block the module that holds it directly (not a ModuleList or
     ModuleDict, which are never called), one attention per block; [] if that fails."""
     parents = {id(child): module for module in model.modules() for child in module.children()}
@@ -83,9 +84,17 @@ def _attention_blocks(model: nn.Module) -> list[_Block]:
                 return []
             found.append(_Block(module, module, module.out_proj.weight, module, module.num_heads, "attention"))
         elif (heads := projection_heads(module)) is not None:
-            o_proj, v_proj = module.get_submodule("o_proj"), module.get_submodule("v_proj")
-            assert isinstance(o_proj, nn.Linear)
-            found.append(_Block(module, o_proj, o_proj.weight, v_proj, heads, "projections"))
+            names = projection_names(module)
+            assert names is not None
+            holder: nn.Module | None = module
+            output = getattr(module, "o_proj", None)
+            if names == OLDER_PROJECTIONS:  # the output projection is the parent's `output.dense`
+                holder = parents.get(id(module))
+                output = getattr(getattr(holder, "output", None), "dense", None)
+            if holder is None or not isinstance(output, nn.Linear):
+                return []
+            found.append(_Block(holder, output, output.weight, module.get_submodule(names[2]), heads,
+                                "projections"))
     for b in found:
         block = parents.get(id(b.block))  # the attention's holder is the block
         if block is None or isinstance(block, (nn.ModuleList, nn.ModuleDict)):  # a container is never called
@@ -155,7 +164,7 @@ class LeGrad(CAMMethod):
         if not found:
             raise JitterCamError(
                 f"legrad needs a vision transformer (timm's, torchvision's or Hugging Face's ViT, or blocks that "
-                f"each hold one nn.MultiheadAttention); {type(model).__name__} has none{older_layout_hint(model)}"
+                f"each hold one nn.MultiheadAttention); {type(model).__name__} has none"
             )
         if variant == "torchcam" and found[0].layout not in KNOWN_HEADS:
             raise JitterCamError(f"variant 'torchcam' is torchcam's projection for timm's and torchvision's ViTs; "
@@ -192,9 +201,9 @@ class LeGrad(CAMMethod):
         connection), where the stacked tail of the first forward cannot run."""
         scores = []
         for block_tokens in tokens:
-            def substitute(_module, _inputs, _output, block_tokens=block_tokens):
+            def substitute(_module, _inputs, output, block_tokens=block_tokens):
                 torch.set_grad_enabled(True)  # for the rest of this forward; the no_grad block restores it
-                return block_tokens
+                return (block_tokens, *output[1:]) if isinstance(output, tuple) else block_tokens
 
             handle = self._last_block.register_forward_hook(substitute)
             try:
@@ -217,8 +226,11 @@ class LeGrad(CAMMethod):
         outputs: list[torch.Tensor] = []  # z^l, each block's output tokens, in forward order
         sources: list[torch.Tensor] = []  # what V is made from, in forward order
 
-        def keep_output(_module, _inputs, output):
-            outputs.append(output)
+        def keep_output(_module, _inputs, output):  # a block may return (tokens, ...): transformers' BEiT < 5.9
+            outputs.append(output[0] if isinstance(output, tuple) else output)
+
+        def stacked_output(_module, _inputs, output):
+            return (torch.cat(outputs), *output[1:]) if isinstance(output, tuple) else torch.cat(outputs)
 
         def cut_input(_module, args, kwargs):
             # ∂s^l/∂y^l does not pass through the block's input; without the cut, every block's slice of the
@@ -244,8 +256,7 @@ class LeGrad(CAMMethod):
                 else:
                     stack.callback(b.source.register_forward_hook(keep_output_of_source).remove)
             if stacked:  # after keep_output: the last block hands every block's tokens to the head at once
-                stack.callback(self._last_block.register_forward_hook(
-                    lambda _module, _inputs, _output: torch.cat(outputs)).remove)
+                stack.callback(self._last_block.register_forward_hook(stacked_output).remove)
             with torch.no_grad():
                 logits = self.model(images)
             stack.close()

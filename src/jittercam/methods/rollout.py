@@ -2,7 +2,7 @@
 block, fused over heads and multiplied through the network; the class token's row over the patch grid."""
 from __future__ import annotations
 
-import sys
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -17,13 +17,36 @@ FUSIONS = ("mean", "max", "min")
 VARIANTS = ("paper", "vit-explain")
 
 
+# Hugging Face's two attention layouts: from transformers 5.9 (ViT, DeiT, BEiT) one module holds the query,
+# key, value and output projections; before, a self-attention module holds `query`, `key` and `value` and
+# its parent the output projection as `output.dense` (all of transformers 4 and most of its vision models)
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
+OLDER_PROJECTIONS = ("query", "key", "value")
+
+
+def projection_names(module: nn.Module) -> tuple[str, ...] | None:
+    """The names of an attention module's projections in one of Hugging Face's layouts (`PROJECTIONS`, or
+    `OLDER_PROJECTIONS` before transformers 5.9), with `num_attention_heads` or `num_heads` heads; None for
+    any other module.
+
+    Args:
+        module: a module of the network.
+
+    Returns:
+        The linear layers' names (queries, keys, values, then the output's where the module holds it), or None.
+    """
+    heads = getattr(module, "num_attention_heads", getattr(module, "num_heads", None))
+    if not (isinstance(heads, int) and heads > 0):
+        return None
+    for names in (PROJECTIONS, OLDER_PROJECTIONS):
+        if all(isinstance(getattr(module, name, None), nn.Linear) for name in names):
+            return names
+    return None
 
 
 def projection_heads(module: nn.Module) -> int | None:
-    """The head count of an attention module in Hugging Face's projection layout (`q_proj`, `k_proj`, `v_proj`,
-    `o_proj` linear layers, `num_attention_heads` or `num_heads`, as transformers' ViT, DeiT, BEiT have it);
-    None for any other module.
+    """The head count of an attention module in one of Hugging Face's projection layouts
+    (`projection_names`); None for any other module.
 
     Args:
         module: a module of the network.
@@ -31,48 +54,43 @@ def projection_heads(module: nn.Module) -> int | None:
     Returns:
         The number of heads, or None.
     """
-    if not all(isinstance(getattr(module, name, None), nn.Linear) for name in PROJECTIONS):
+    if projection_names(module) is None:
         return None
-    heads = getattr(module, "num_attention_heads", getattr(module, "num_heads", None))
-    return heads if isinstance(heads, int) and heads > 0 else None
-
-
-# transformers moved its ViT, DeiT and BEiT attention to the projection layout in 5.9
-PROJECTION_LAYOUT_SINCE = "5.9"
-
-
-def older_layout_hint(model: nn.Module) -> str:
-    """What to do when a model holds Hugging Face attention in the layout of transformers before 5.9 (a
-    self-attention module with `query`, `key` and `value` linear layers, its output projection elsewhere),
-    which the attention methods do not read: a clause for their error, else ''."""
-    older = any(
-        all(isinstance(getattr(module, name, None), nn.Linear) for name in ("query", "key", "value"))
-        and isinstance(getattr(module, "num_attention_heads", None), int)
-        for module in model.modules()
-    )
-    if not older:
-        return ""
-    version = getattr(sys.modules.get("transformers"), "__version__", None)
-    installed = f" (this is transformers {version})" if version else ""
-    return (f"; its Hugging Face attention has the query/key/value layout of transformers before "
-            f"{PROJECTION_LAYOUT_SINCE}{installed}: pip install 'transformers>={PROJECTION_LAYOUT_SINCE}'")
+    return int(getattr(module, "num_attention_heads", getattr(module, "num_heads", 0)))
 
 
 def plain_projection_attention(module: nn.Module) -> bool:
-    """A projection-layout attention whose only parameters are its four projections': its scores are
-    q kᵀ · scaling plus the attention mask it is given (BEiT's relative position bias comes that way), which
-    rollout recomputes; a bias table of the attention's own would be added where rollout cannot see it."""
-    if projection_heads(module) is None:
+    """A projection-layout attention whose only parameters are its projections': its scores are q kᵀ ·
+    scaling plus the attention mask (BEiT's relative position bias from transformers 5.9) or the shared
+    relative position bias (before 5.9) it is given, which rollout recomputes; a bias table of the
+    attention's own would be added where rollout cannot see it."""
+    names = projection_names(module)
+    if names is None:
         return False
-    own = {id(p) for name in PROJECTIONS for p in module.get_submodule(name).parameters()}
+    own = {id(p) for name in names for p in module.get_submodule(name).parameters()}
     return all(id(p) in own for p in module.parameters())
+
+
+def _unreadable_attention(model: nn.Module) -> str:
+    """Why a model's Hugging Face attention is not read, as a clause for rollout's error: the first parameter
+    of its own that it adds to the scores (BEiT's per-layer position bias before transformers 5.9), or ''."""
+    for module in model.modules():
+        names = projection_names(module)
+        if names is None or plain_projection_attention(module):
+            continue
+        own = {id(p) for name in names for p in module.get_submodule(name).parameters()}
+        extra = next(name for name, p in module.named_parameters() if id(p) not in own)
+        return (f" that it can recompute: its {type(module).__name__} adds a parameter of its own ({extra}) to "
+                f"the attention scores (transformers 5.9 and later pass BEiT's as the attention mask)")
+    return ""
 
 
 def attention_modules(model: nn.Module) -> list[nn.Module]:
     """The self-attention modules of a vision transformer, in definition (= forward) order: timm's
     `Attention` (a `qkv` linear layer, `num_heads`, `scale`), torch's `nn.MultiheadAttention` (torchvision's
     ViTs, hand-written ones) without added key/value biases or zero attention, and plain attention in Hugging
-    Face's projection layout (`plain_projection_attention`: transformers' ViT, DeiT, BEiT).
+    Face's projection layouts (`plain_projection_attention`: transformers' ViT, DeiT, BEiT, and before 5.9
+    their `query`/`key`/`value` self-attention).
 
     Args:
         model: the network.
@@ -124,15 +142,31 @@ def _multihead_attention(module: nn.MultiheadAttention, query: torch.Tensor, key
     return scores.softmax(dim=-1)
 
 
+def _arguments(module: nn.Module, args: tuple, kwargs: dict) -> dict:
+    """A module call's arguments by the names of its `forward`'s parameters (a `**kwargs` parameter's
+    contents among them); only `kwargs` where the call does not fit the signature."""
+    try:
+        bound = inspect.signature(module.forward).bind_partial(*args, **kwargs)
+    except (TypeError, ValueError):
+        return dict(kwargs)
+    given = dict(bound.arguments)
+    for name, parameter in bound.signature.parameters.items():
+        if parameter.kind is inspect.Parameter.VAR_KEYWORD:
+            given.update(given.pop(name, {}))
+    return given
+
+
 class AttentionRecorder:
     """Records the attention probabilities of every attention module during one forward: for timm's
     `Attention`, softmax(q kᵀ · scale) from the output of its `qkv` layer (after the module's
     `q_norm`/`k_norm`), so that its fused attention, which never forms the matrix, needs no change to the
     model; for `nn.MultiheadAttention`, the same from its inputs and input projection (its callers usually
     ask for no weights; an `attn_mask` is applied, a key padding mask is not supported); for Hugging Face's
-    projection layout, softmax(q kᵀ · scaling + the attention mask it is given) from its `q_proj` and `k_proj`
+    projection layouts, softmax(q kᵀ · scaling + the attention mask it is given) from its `q_proj` and `k_proj`
     (whichever attention implementation the model was loaded with; BEiT's relative position bias comes as
-    that mask; a boolean mask is not supported). The hooks are removed on leaving.
+    that mask; a boolean mask is not supported), or before transformers 5.9 from its `query` and `key` plus
+    the shared relative position bias it is given (a head mask is not supported). The hooks are removed on
+    leaving.
 
     Args:
         modules (list[nn.Module]): the attention modules (`attention_modules`).
@@ -165,18 +199,23 @@ class AttentionRecorder:
         self.attentions.append(_multihead_attention(module, query.detach(), key.detach(), mask).float())
 
     def _projection_hook(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        hidden = (args[0] if args else kwargs["hidden_states"]).detach()
-        mask = args[1] if len(args) > 1 else kwargs.get("attention_mask")
-        if mask is not None and not mask.is_floating_point():
+        # by name: the positions differ between versions (BEiT's second argument was the head mask in
+        # transformers 4, `output_attentions` in 5.0-5.8, the attention mask from 5.9)
+        given = _arguments(module, args, kwargs)
+        hidden = (given["hidden_states"] if "hidden_states" in given else args[0]).detach()
+        names, heads = projection_names(module), projection_heads(module)
+        assert names is not None and heads is not None
+        if given.get("head_mask") is not None:
+            raise JitterCamError(f"rollout does not support a head mask in {type(module).__name__}")
+        masks = [given[name] for name in ("attention_mask", "relative_position_bias") if given.get(name) is not None]
+        if any(not mask.is_floating_point() for mask in masks):
             raise JitterCamError(f"rollout does not support a boolean attention mask in {type(module).__name__}")
-        heads = projection_heads(module)
-        assert heads is not None
-        projections = (module.get_submodule("q_proj"), module.get_submodule("k_proj"))
+        projections = (module.get_submodule(names[0]), module.get_submodule(names[1]))
         q, k = (F.linear(hidden, layer.get_parameter("weight").detach(),
                          None if layer.bias is None else layer.get_parameter("bias").detach())
                 .unflatten(-1, (heads, -1)).transpose(1, 2) for layer in projections)
         scores = (q * getattr(module, "scaling", q.shape[-1] ** -0.5)) @ k.transpose(-2, -1)
-        if mask is not None:  # added to the scores, as transformers' eager attention does (BEiT's position bias)
+        for mask in masks:  # added to the scores, as transformers' eager attention does (BEiT's position bias)
             scores = scores + mask.detach()[..., : scores.shape[-1]]
         self.attentions.append(scores.float().softmax(dim=-1))
 
@@ -367,7 +406,7 @@ class AttentionRollout(CAMMethod):
                 f"rollout needs a vision transformer with a class token and self-attention modules (timm's "
                 f"ViTs such as vit_tiny_patch16_224, torchvision's vit_b_16, Hugging Face's ViT, DeiT, BEiT); "
                 f"{type(model).__name__} has "
-                f"{'none' if not self.attentions else 'no class token'}{older_layout_hint(model)}"
+                f"{'no class token' if self.attentions else 'none' + _unreadable_attention(model)}"
             )
         super().__init__(model, batch_size=batch_size)
         self.head_fusion, self.discard_ratio, self.variant = head_fusion, float(discard_ratio), variant
