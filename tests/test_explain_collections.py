@@ -137,6 +137,40 @@ def test_out_cannot_be_an_image_folder(tmp_path, capsys, computing_is_an_error):
     assert _files(tmp_path / "photos") == ["x.png"]
 
 
+def test_out_above_the_images_folders_is_refused_before_a_photo_is_touched(tmp_path, capsys, computing_is_an_error):
+    """An `out` above two images' folders would put each map beside its photo and write over a picture
+    named like a map (the names mirror the folders: a/x.gradcam.png)."""
+    x, y = _photo(tmp_path / "a" / "x.png", 1), _photo(tmp_path / "b" / "y.png", 2)
+    _photo(tmp_path / "a" / "x.gradcam.png", 3)  # a user's picture, not jittercam's
+    before = _files(tmp_path)
+    assert main(["explain", str(x), str(y), "--method", "gradcam", "--out", str(tmp_path)]) == 2
+    error = _one_error_line(capsys)
+    assert f"--out {tmp_path} would put the maps of {x} in {tmp_path / 'a'}, a folder of the images given" in error
+    assert _files(tmp_path) == before
+
+
+def test_a_picture_jittercam_did_not_write_is_never_overwritten(tmp_path, capsys, computing_is_an_error):
+    x = _photo(tmp_path / "photos" / "x.png", 1)
+    theirs = _photo(tmp_path / "out" / "x.gradcam.png", 3)
+    before = theirs.read_bytes()
+    assert main(["explain", str(x), "--method", "gradcam", "--out", str(tmp_path / "out")]) == 2
+    assert f"--out {tmp_path / 'out'} holds {theirs}, which jittercam did not write" in _one_error_line(capsys)
+    assert theirs.read_bytes() == before and _files(tmp_path / "out") == ["x.gradcam.png"]
+    theirs.rename(tmp_path / "out" / "x.gradcam.1.png")
+    assert main(["explain", str(x), "--method", "gradcam", "--top", "2", "--out", str(tmp_path / "out")]) == 2
+    assert "x.gradcam.1.png, which jittercam did not write and explaining would overwrite" in _one_error_line(capsys)
+
+
+def test_out_inside_a_searched_folder_may_not_hide_photos(tmp_path, capsys, computing_is_an_error):
+    """With --recursive the search leaves `out` out: a photo in it would be neither explained nor said."""
+    _photo(tmp_path / "photos" / "b" / "x.png", 1)
+    hidden = _photo(tmp_path / "photos" / "a" / "x.png", 2)
+    assert main(["explain", str(tmp_path / "photos"), "-r", "--method", "gradcam", "--out",
+                 str(tmp_path / "photos" / "a")]) == 2
+    assert f"holds a photo of its own ({hidden}), which the search leaves out" in _one_error_line(capsys)
+    assert _files(tmp_path / "photos") == ["a/x.png", "b/x.png"]
+
+
 def test_a_full_disk_leaves_complete_files_only(tmp_path, capsys, monkeypatch):
     for seed in range(3):
         _photo(tmp_path / f"p{seed}.png", seed)

@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from glob import escape as glob_escape
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -22,7 +23,7 @@ from PIL import Image
 
 from . import compiled, tuning
 from .data import load_image, to_input
-from .data.collection import Source, find_images, output_names
+from .data.collection import Source, find_images, image_suffixes, is_output, output_names
 from .data.images import BadImage, bad_images, check_image
 from .data.output import CsvLog, commit, deferred_interrupt, png_mark, probe_folder
 from .errors import JitterCamError
@@ -238,6 +239,9 @@ class Explanation:
         self.bad = bad
         left_out = {error.path for error in bad}
         self.sources = [source for source in self.sources if source.path not in left_out]
+        check_destinations(settings.out, self.sources, folders if settings.recursive else [])
+        check_overwrites(settings.out, output_names(self.sources), names,
+                         self._classes_asked() if several_classes(settings) else [None], top=settings.top is not None)
         model = load_model(settings.model, weights=settings.weights).to(device)
         shared = {"batch_size": settings.batch_size, "size": settings.size, "target_layer": settings.target_layer,
                   "precision": None if settings.precision == "fp32" else settings.precision,
@@ -405,6 +409,65 @@ def check_out(out: Path, folders: Sequence[Path], files: Sequence[Path] = ()) ->
         if os.path.realpath(file.parent) == real:
             raise JitterCamError(f"out {out} is the folder of the image {file}: maps and photos would mix; "
                                  f"choose another folder (e.g. {file.parent / 'maps'})", option="out")
+
+
+def check_destinations(out: Path, sources: Sequence[Source], searched: Sequence[Path] = ()) -> None:
+    """The maps' folders hold no photo: none is the folder of an image explained (an `out` above the images'
+    folders would put each map beside its photo), and no photo lies in `out` where a recursive search of
+    one of the `searched` folders left it out because it is in `out`.
+
+    Args:
+        out: the output folder.
+        sources: the images to explain, as `find_images` found them.
+        searched: the folders searched recursively.
+
+    Raises:
+        JitterCamError: either would happen.
+    """
+    photos = {os.path.realpath(source.path.parent) for source in sources}
+    for source, name in zip(sources, output_names(sources), strict=True):
+        folder = os.path.realpath((out / name).parent)
+        if folder in photos:
+            raise JitterCamError(f"out {out} would put the maps of {source.path} in {folder}, a folder of the images "
+                                 f"given: maps and photos would mix; choose a folder outside the images' folders",
+                                 option="out")
+    real_out = os.path.realpath(out)
+    if not out.is_dir() or not any(real_out.startswith(os.path.realpath(f) + os.sep) for f in searched):
+        return
+    for root, _, files in os.walk(out):
+        for file in sorted(files):
+            path = Path(root) / file
+            if path.suffix.lower() in image_suffixes() and not file.startswith(".") and not is_output(path):
+                raise JitterCamError(f"out {out} lies in a folder searched and holds a photo of its own ({path}), "
+                                     f"which the search leaves out: choose an output folder without photos",
+                                     option="out")
+
+
+def check_overwrites(out: Path, names: Sequence[str], methods: Sequence[str], classes: Sequence[int | None],
+                     top: bool = False) -> None:
+    """No picture that jittercam did not write is where an overlay will go (a map's name can be a photo's:
+    `x.gradcam.png`).
+
+    Args:
+        out: the output folder.
+        names: the images' output names (`output_names`).
+        methods: the methods' names.
+        classes: the classes in the file names ([None]: one map per image, no class in the name).
+        top: the classes come from each image (`top`): every `NAME.METHOD.*.png` may be one.
+
+    Raises:
+        JitterCamError: such a picture is there.
+    """
+    for name in names:
+        for method in methods:
+            pictures = [_files(out, name, method, cls)[1] for cls in classes]
+            if top:
+                single = _files(out, name, method)[1]
+                pictures += sorted(single.parent.glob(f"{glob_escape(single.stem)}.*.png"))
+            for picture in pictures:
+                if picture.is_file() and not is_output(picture):
+                    raise JitterCamError(f"out {out} holds {picture}, which jittercam did not write and explaining "
+                                         f"would overwrite; choose another output folder", option="out")
 
 
 def _from_out(image: str, out: Path) -> str:

@@ -85,7 +85,7 @@ def in_cli_words(error: JitterCamError, flags: Mapping[str, str] = FLAGS,
         spelled = known[option]
     else:
         return message
-    mention = re.compile(rf"(?<![\w.-]){re.escape(option)}(?![\w-])")
+    mention = re.compile(rf"(?<![\w./\\-]){re.escape(option)}(?![\w/\\-])")  # not a part of a path
     return mention.sub(lambda _: spelled, message, count=1)
 
 
