@@ -112,7 +112,9 @@ def test_method_before_the_images_and_methods_by_comma_or_repeated(tmp_path, cap
         (["--model", "resnet5"], "unknown model 'resnet5'"),
         (["--method", "gradcam,nosuchcam"], "unknown method 'nosuchcam'"),
         (["--method", ","], "--methods names no method"),
-        (["--size", "6"], "size 6 is smaller than the map size m=7"),
+        (["--size", "6"], "--size 6 is smaller than the map size m=7"),
+        (["--size", "224"], "--size 224 is more than 8 times the map size m=7 of target layer '_swish': the map's "
+                            "side counts the layer's cells (m + d; 2m = 14 by default), not pixels"),
         (["--method", "gradcam", "--size", "14"], "--size applies to jittercam and upscale methods only"),
         (["--weights", "missing.pt"], "weights file not found"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),

@@ -179,9 +179,13 @@ def test_bad_targets(tiny, target, message):
             method(torch.rand(2, 3, 32, 32), target)
 
 
-def test_size_below_m_is_refused(tiny):
+def test_size_below_m_or_above_8m_is_refused(tiny):
     with pytest.raises(JitterCamError, match="smaller than the map size m=8"):
         JitterCAM(tiny, size=7, input_size=32)
+    assert JitterCAM(tiny, size=64, input_size=32).size == 64
+    with pytest.raises(JitterCamError, match=r"size 65 is more than 8 times the map size m=8 .*\(3,364 patches and an "
+                       r"input of 260 pixels a side"):
+        JitterCAM(tiny, size=65, input_size=32)
 
 
 def test_upsample_range_and_zero_maps():

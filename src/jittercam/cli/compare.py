@@ -35,7 +35,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         "method that has it); repeatable")
     parser.add_argument("--out", required=True, type=Path, metavar="FILE.png", help="the figure to write")
     parser.add_argument("--target", type=int, metavar="CLASS", help="class index to explain (default: top-1)")
-    parser.add_argument("--size", type=int, help="Jitter-CAM / Upscale-CAM map size m+d (default: 2m)")
+    parser.add_argument("--size", type=int, help="Jitter-CAM / Upscale-CAM map side m+d in the layer's cells, "
+                        "not pixels (default: 2m, 14 on a 7x7 layer; at most 8m)")
     parser.add_argument("--weights", help="local state dict for the model (default: its pretrained weights)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -52,7 +52,8 @@ def add_parser(commands) -> None:
                          help="explain each image's K most likely classes, files named NAME.METHOD.CLASS.png")
     explain.add_argument("--target-layer", metavar="NAME", help="the model's module to take maps from "
                          "(dotted name, e.g. layer4; default: found by a probe)")
-    explain.add_argument("--size", type=int, help="Jitter-CAM / Upscale map size m+d (default: 2m)")
+    explain.add_argument("--size", type=int, help="Jitter-CAM / Upscale-CAM map side m+d in the layer's cells, "
+                         "not pixels (default: 2m, 14 on a 7x7 layer; at most 8m)")
     explain.add_argument("--batch-size", type=int, help="images or patches per forward pass "
                          "(default: the plan `jittercam tune` measured, else 4 on CPU, 64 on GPU)")
     explain.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: %(default)s)")

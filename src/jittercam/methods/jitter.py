@@ -72,6 +72,11 @@ def as_base(model: nn.Module, base, target_layer, batch_size, input_size, precis
     return base
 
 
+# the largest final map, in multiples of m: 8m enlarges the input 8-fold ((7m + 1)² Jitter-CAM patches); the
+# paper's sweep ends near 3m, and a size meant as pixels (--size 224) would ask for hours or all the memory
+MAX_SCALE = 8
+
+
 class EnlargingMethod(CAMMethod):
     """What Jitter-CAM and Upscale-CAM share: a base method of the contract, a final map size
     `size` = m + d, and the input enlarged by d·k pixels with the probe's stride k. Their maps are
@@ -82,7 +87,8 @@ class EnlargingMethod(CAMMethod):
         base: the base method, a class (built here for `model` with `target_layer`, `batch_size`,
             `input_size` and `precision`) or a built instance; its maps must have its target layer's
             resolution (`layer_map`). Grad-CAM by default.
-        size: the final map size m + d; None doubles m; below m is refused.
+        size: the final map size m + d, in the layer's cells; None doubles m; below m or above
+            `MAX_SCALE` · m is refused.
         target_layer: the base method's target layer (a submodule of `model` or its name), when `base` is
             a class; None (default) finds it by probing the model.
         batch_size: images per forward pass, for this method and the base it builds; None: the measured
@@ -95,7 +101,7 @@ class EnlargingMethod(CAMMethod):
 
     Raises:
         JitterCamError: an unknown `interpolation`; `target_layer` given with a built base; a base whose
-            maps do not have a target layer's resolution; `size` below m; `compile` with a base that has no
+            maps do not have a target layer's resolution; `size` below m or above 8m; `compile` with a base that has no
             compiled path; or as `CAMMethod` raises it.
     """
 
@@ -137,8 +143,15 @@ class EnlargingMethod(CAMMethod):
         size = self.size if self.size is not None else 2 * map_size
         if size < map_size:
             raise JitterCamError(
-                f"size {size} is smaller than the map size m={map_size} of target layer {self.layer.name!r}"
-            )
+                f"size {size} is smaller than the map size m={map_size} of target layer {self.layer.name!r}",
+                option="size")
+        if size > MAX_SCALE * map_size:
+            raise JitterCamError(
+                f"size {size} is more than {MAX_SCALE} times the map size m={map_size} of target layer "
+                f"{self.layer.name!r}: the map's side counts the layer's cells (m + d; 2m = {2 * map_size} by "
+                f"default), not pixels, and at most {MAX_SCALE}m = {MAX_SCALE * map_size} enlarges the input "
+                f"{MAX_SCALE}-fold ({(size - map_size + 1) ** 2:,} patches and an input of "
+                f"{self.layer.stride * size:,} pixels a side would be asked now)", option="size")
         return size
 
     def geometry(self, pixels: int, device: torch.device) -> tuple[int, int]:
