@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import EXAMPLES
-from jittercam.cli import main
+from jittercam.bench.cli import settings_from
+from jittercam.cli import main, parser
 
 LITE0_RUNS = {  # experiment -> arguments (offline dataset, EfficientNet-Lite0, pretrained)
     "pointing": "--methods gradcam,centre --limit 3",
@@ -129,6 +130,9 @@ def test_a_corrupt_image_is_a_skip_and_the_run_goes_on(tmp_path, capsys, lite0):
     ("faithfulness --dataset offline --alphas 1,x", "'x' is not a number"),
     ("layers --dataset offline --layers nolayer --methods gradcam", "no module named 'nolayer'"),
     ("weak-localisation --dataset offline --labels x.csv", "--labels does not apply"),
+    ("road --dataset offline --ties first", "--ties 'first': choose from jitter, stable"),
+    ("relevance --dataset offline --ties stable", "--ties 'stable': choose from average, first"),
+    ("report a.db --out r", "`report` is not an experiment: the report is `jittercam report DB ... --out DIR`"),
 ])
 def test_mistakes_exit_2_with_one_line_and_write_no_store(tmp_path, capsys, arguments, message):
     db = tmp_path / "r.db"
@@ -136,3 +140,13 @@ def test_mistakes_exit_2_with_one_line_and_write_no_store(tmp_path, capsys, argu
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and error.startswith("jittercam: error: ") and message in error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_flag_two_experiments_share_takes_each_ones_values(tmp_path, capsys):
+    """`--ties` is relevance's (average, first) and ROAD's (jitter, stable): each experiment checks its own."""
+    for experiment, value in (("relevance", "first"), ("road", "stable")):
+        args = parser().parse_args(["bench", experiment, "--ties", value, "--db", str(tmp_path / "r.db")])
+        assert settings_from(args).experiment_options == {"ties": value}
+    with pytest.raises(SystemExit):
+        parser().parse_args(["bench", "--help"])
+    assert "--ties {average,first}|{jitter,stable}" in capsys.readouterr().out

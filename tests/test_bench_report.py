@@ -690,3 +690,60 @@ def test_curves_of_many_methods_share_one_legend_beside_the_panels():
     legend = np.asarray(crowded.convert("L"))[:, 1045:]
     assert (legend < 128).any()  # the legend's text is there, beside the panels
     assert Image.open(io.BytesIO(figure(60))).size == (1500, 620)  # two columns of 30
+
+
+def _two_small_stores(folder: Path) -> tuple[Path, Path]:
+    """Store A: efficiency with a gallery item; store B: local accuracy without one."""
+    a, b = folder / "a.db", folder / "b.db"
+    for path, experiment, metrics in ((a, "efficiency", ("seconds", "passes")), (b, "local-accuracy", ("deletion",))):
+        writer = StoreWriter(path)
+        writer.run(f"cfg-{experiment}", experiment)
+        for metric in metrics:
+            writer.result(f"cfg-{experiment}", experiment, "gradcam", "item-0", metric, 0.5)
+        if path == a:
+            writer.gallery("cfg-efficiency", "gradcam", "item-0", 1, _photos()[0], np.eye(7, dtype=np.float32))
+        writer.close()
+    return a, b
+
+
+def _files(folder: Path) -> set[str]:
+    return {path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file()}
+
+
+def test_a_report_replaces_the_one_in_its_folder_and_leaves_other_files(tmp_path):
+    a, b = _two_small_stores(tmp_path)
+    out, alone = tmp_path / "out", tmp_path / "alone"
+    assert main(["report", str(a), str(b), "--out", str(out), "--quiet"]) == 0
+    first = _files(out)
+    assert {"efficiency.md", "efficiency.csv", "local-accuracy.md"} <= first
+    assert any(name.startswith("gallery/") for name in first) and any(name.startswith("runs/") for name in first)
+    (out / "notes.txt").write_text("mine")
+    (out / "runs" / "mine.json").write_text("{}")
+    (tmp_path / "outside.txt").write_text("mine")
+    manifest = json.loads((out / ".jittercam-report.json").read_text())
+    manifest["files"] += ["../outside.txt", "/etc/hostname"]  # an edited manifest reaches nothing outside
+    (out / ".jittercam-report.json").write_text(json.dumps(manifest))
+    assert main(["report", str(b), "--out", str(out), "--quiet"]) == 0
+    assert main(["report", str(b), "--out", str(alone), "--quiet"]) == 0
+    # A's tables, configuration and gallery (its emptied folders too) are gone; the user's files stay
+    assert _files(out) == _files(alone) | {"notes.txt", "runs/mine.json"}
+    assert not (out / "gallery").exists() and (tmp_path / "outside.txt").exists()
+
+
+def test_a_failed_report_leaves_its_files_for_the_next_to_remove(tmp_path, monkeypatch):
+    from jittercam.bench import report as bench_report
+
+    a, b = _two_small_stores(tmp_path)
+    out = tmp_path / "out"
+    assert main(["report", str(b), "--out", str(out), "--quiet"]) == 0
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bench_report, "page", interrupted)  # after the tables, before index.html
+    with pytest.raises(KeyboardInterrupt):
+        bench_report.write_report([a], out)
+    assert "efficiency.md" in json.loads((out / ".jittercam-report.json").read_text())["files"]
+    monkeypatch.undo()
+    assert main(["report", str(b), "--out", str(out), "--quiet"]) == 0
+    assert not any(name.startswith(("efficiency", "gallery/")) for name in _files(out))

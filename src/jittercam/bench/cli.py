@@ -48,6 +48,22 @@ def _dataset_flags() -> dict[str, list[tuple[str, str]]]:
     return flags
 
 
+def _metavar(name: str, declared: list[tuple[str, Option]]) -> str:
+    """The flag's metavar: each declaration's own (else its choices in braces, else NAME), `|` between
+    different ones (`--ties {average,first}|{jitter,stable}`)."""
+    metavars = [o.metavar or ("{" + ",".join(o.choices) + "}" if o.choices else name.upper()) for _, o in declared]
+    return "|".join(dict.fromkeys(metavars))
+
+
+def _experiment_name(text: str) -> str:
+    """EXPERIMENT as typed; `report`, a command of its own, is refused saying how to run it."""
+    if text == "report":
+        from ..cli.common import UsageError  # not at the top: `jittercam.cli` imports this module
+
+        raise UsageError("`report` is not an experiment: the report is `jittercam report DB ... --out DIR`")
+    return text
+
+
 def add_parser(commands) -> None:
     names = available_experiments()
     experiments = "; ".join(f"{name} ({experiment_class(name).paper})" for name in names)
@@ -57,7 +73,8 @@ def add_parser(commands) -> None:
         description=f"Run one experiment over a dataset; one row per item x method x metric in an SQLite "
         f"store. Experiments: {experiments}. The same command resumes an interrupted run.",
     )
-    parser.add_argument("experiment", choices=names, metavar="EXPERIMENT", help=f"one of: {', '.join(names)}")
+    parser.add_argument("experiment", type=_experiment_name, choices=names, metavar="EXPERIMENT",
+                        help=f"one of: {', '.join(names)}")
     parser.add_argument("--dataset", metavar="NAME|PATH",
                         help=f"{describe_datasets()} (required, except where the experiment has its own)")
     parser.add_argument("--db", required=True, type=Path, metavar="FILE",
@@ -102,9 +119,10 @@ def add_parser(commands) -> None:
         data.add_argument("--" + name.replace("_", "-"), dest=name, metavar="FILE", help=helps)
     own = parser.add_argument_group("experiment options")
     for name, declared in _experiment_flags().items():
-        option = declared[0][1]
+        # no argparse `choices`: experiments sharing a flag take different values (`--ties`), so the
+        # experiment's own declaration checks the text (`_experiment_options`)
         helps = "; ".join(f"{experiment}: {o.help}" for experiment, o in declared)
-        own.add_argument(option.flag, dest=name, metavar=option.metavar, choices=option.choices, help=helps)
+        own.add_argument(declared[0][1].flag, dest=name, metavar=_metavar(name, declared), help=helps)
 
 
 def _experiment_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -10,11 +10,13 @@ skips, runs and configurations listed under the tables) and `DIR/<experiment>.cs
 model, dataset, method, metric, value, n; `method[variant]` for a variant); PNG figures (Fig. 2 and Fig. 5
 as sweeps, mean deletion and insertion curves); `DIR/gallery/` (each example's raw map resized bilinearly
 and min–max scaled, over its input); and `DIR/index.html` with all of it (no script, nothing from the
-network).
+network). `DIR/.jittercam-report.json` lists the files written: the next report into DIR deletes those it does
+not write again, and nothing else.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -22,8 +24,9 @@ import math
 import re
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -49,6 +52,7 @@ _INTEGER = {"improved", "passes", "resolving_power"}
 PAPER_FORMAT = {"seconds": ".2f", "spearman": ".2f"}  # the paper's own precision where it differs from ours
 CSV_COLUMNS = ("experiment", "model", "dataset", "method", "metric", "value", "n")
 GALLERY_ITEMS = 6
+MANIFEST = ".jittercam-report.json"  # in DIR: the files the report there wrote, for the next report to replace
 
 def add_parser(commands) -> argparse.ArgumentParser:
     parser = commands.add_parser(
@@ -237,9 +241,10 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "_"
 
 
-def _write(path: Path, data: bytes) -> None:
+def _write(path: Path, data: bytes, written: Written) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda stream: stream.write(data))
+    written.paths.add(path)
 
 
 def _csv_rows(group: Group) -> list[list[str]]:
@@ -302,8 +307,8 @@ def _curves_figure(group: Group) -> bytes:
 class SectionWriter:
     """What an experiment's `extra_report` may add to its section: tables and figures, named after the group."""
 
-    def __init__(self, out: Path, group: Group, section: Section) -> None:
-        self.out, self.group, self.section = out, group, section
+    def __init__(self, out: Path, group: Group, section: Section, written: Written) -> None:
+        self.out, self.group, self.section, self.written = out, group, section, written
         self.stem = f"{group.experiment}-{_slug(group.label)}-{_slug(group.dataset)}"
 
     def sorted_keys(self, keys) -> list[tuple[str, str]]:
@@ -328,11 +333,11 @@ class SectionWriter:
 
     def _figure(self, suffix: str, data: bytes, caption: str) -> None:
         name = f"{self.stem}-{suffix}.png"
-        _write(self.out / name, data)
+        _write(self.out / name, data, self.written)
         self.section.figures.append(Figure(name, caption))
 
 
-def _runs_notes(out: Path, groups: list[Group]) -> list[tuple[str, str | None]]:
+def _runs_notes(out: Path, groups: list[Group], written: Written) -> list[tuple[str, str | None]]:
     """A line per run (its machine, ranks, start) linking its whole configuration, written as JSON to
     `runs/<configuration>.json` beside the tables, and a line per method with its options as they ran."""
     notes: list[tuple[str, str | None]] = []
@@ -344,7 +349,7 @@ def _runs_notes(out: Path, groups: list[Group]) -> list[tuple[str, str | None]]:
                 ranks += f" (MISSING the stores of ranks {', '.join(map(str, missing_ranks_of(run)))})"
             weights = group.weights or "default weights"
             path = f"runs/{run.config_hash[:16]}.json"
-            _write(out / path, (json.dumps(run.config, sort_keys=True, indent=1) + "\n").encode("utf-8"))
+            _write(out / path, (json.dumps(run.config, sort_keys=True, indent=1) + "\n").encode("utf-8"), written)
             line = (f"{group.label} on {group.dataset}: configuration {run.config_hash[:12]}, weights {weights}, "
                     f"{machine}{ranks}, started {run.created or '?'}")
             notes.append((line, path))
@@ -367,6 +372,7 @@ class Written:
     plots: int = 0
     gallery: int = 0
     warnings: list[str] = field(default_factory=list)
+    paths: set[Path] = field(default_factory=set)  # the files written
 
 
 def _experiment(out: Path, experiment: str, groups: list[Group], written: Written) -> Section:
@@ -387,24 +393,24 @@ def _experiment(out: Path, experiment: str, groups: list[Group], written: Writte
                 reasons = "; ".join(f"{r} ×{c}" for r, c in group.reasons.most_common(5))
                 section.notes.append(f"{group.label} on {dataset}: no results; "
                                      f"{plural(group.skipped, 'item')} skipped ({reasons})")
-            declared.extra_report(group, SectionWriter(out, group, section))
+            declared.extra_report(group, SectionWriter(out, group, section, written))
             for sweep, methods in sorted(_sweeps(group).items() if declared.sweeps else ()):
                 section.tables.append(_sweep_table(group, sweep, methods))
                 name = f"{experiment}-{_slug(group.label)}-{_slug(dataset)}-{_slug(sweep)}.png"
-                _write(out / name, _sweep_figure(group, sweep, methods))
+                _write(out / name, _sweep_figure(group, sweep, methods), written)
                 caption = declared.sweep_caption or f"{experiment} against {sweep}"
                 section.figures.append(Figure(name, f"{caption}: {group.label} on {dataset}"))
             if group.curves:
                 name = f"{experiment}-{_slug(group.label)}-{_slug(dataset)}-curves.png"
-                _write(out / name, _curves_figure(group))
+                _write(out / name, _curves_figure(group), written)
                 section.figures.append(Figure(name, f"Mean deletion and insertion curves: {group.label} on {dataset}"))
     if declared.paper_note:
         section.notes.append(declared.paper_note)
-    section.runs = _runs_notes(out, groups)
+    section.runs = _runs_notes(out, groups, written)
     written.tables += len(section.tables)
     written.plots += len(section.figures)
-    _write(out / f"{experiment}.csv", _csv_bytes(csv_rows))
-    _write(out / f"{experiment}.md", _markdown(section).encode("utf-8"))
+    _write(out / f"{experiment}.csv", _csv_bytes(csv_rows), written)
+    _write(out / f"{experiment}.md", _markdown(section).encode("utf-8"), written)
     return section
 
 
@@ -455,7 +461,7 @@ def _galleries(stores: Stores, out: Path, limit: int, written: Written) -> list[
             if image is None:
                 continue
             base = folder / _slug(item)
-            _write(out / f"{base}.input.png", _png_bytes(image))
+            _write(out / f"{base}.input.png", _png_bytes(image), written)
             overlays: list[str | None] = []
             for method in methods:
                 entry = entries.get((method, item))
@@ -464,7 +470,7 @@ def _galleries(stores: Stores, out: Path, limit: int, written: Written) -> list[
                     overlays.append(None)
                     continue
                 path = f"{base}.{_slug(method)}.png"
-                _write(out / path, _png_bytes(picture))
+                _write(out / path, _png_bytes(picture), written)
                 overlays.append(Path(path).as_posix())
                 written.gallery += 1
             label = _item_label(item, first[0], _class_names(db, first[1], names))
@@ -521,9 +527,58 @@ def _png_bytes(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+# ------------------------------------------------------------------------------------------------ manifest
+def _listed(out: Path) -> set[str]:
+    """The files `out/MANIFEST` lists (relative POSIX paths); none when it is missing or unreadable."""
+    try:
+        files = json.loads((out / MANIFEST).read_text("utf-8"))["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {name for name in files if isinstance(name, str)} if isinstance(files, list) else set()
+
+
+def _list(out: Path, files: set[str]) -> None:
+    text = json.dumps({"jittercam": __version__, "files": sorted(files)}, indent=1) + "\n"
+    atomic_write(out / MANIFEST, lambda stream: stream.write(text.encode("utf-8")))
+
+
+def _remove(out: Path, files: set[str]) -> None:
+    """Delete `files` (relative to `out`) and the folders that leaves empty."""
+    for name in sorted(files):
+        relative = PurePosixPath(name)
+        if relative.is_absolute() or ".." in relative.parts:  # an edited manifest: nothing outside `out`
+            continue
+        with contextlib.suppress(OSError):  # already gone, or not removable: not worth failing the report
+            (out / relative).unlink()
+        for folder in relative.parents[:-1]:  # `gallery/m-d`, then `gallery`; never `out`
+            try:
+                (out / folder).rmdir()
+            except OSError:  # not empty (this report's files, or the user's), or gone
+                break
+
+
+@contextlib.contextmanager
+def _replacing(out: Path, written: Written) -> Iterator[None]:
+    """Around writing a report into `out`: afterwards, the files the report there before wrote (listed in
+    `out/MANIFEST`) that this one did not write again are deleted and the manifest lists this report's, so that
+    the folder never mixes two reports; a file jittercam did not write is never touched. A report that fails
+    lists both reports' files, for the next one to remove."""
+    previous = _listed(out)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(OSError):
+            _list(out, previous | {path.relative_to(out).as_posix() for path in written.paths})
+        raise
+    current = {path.relative_to(out).as_posix() for path in written.paths}
+    _list(out, current)
+    _remove(out, previous - current)
+
+
 # ------------------------------------------------------------------------------------------------ command
 def write_report(paths: list[Path], out: Path, gallery: int = GALLERY_ITEMS) -> Written:
-    """Read, merge and aggregate `paths`; write everything under `out`; say what was read and written."""
+    """Read, merge and aggregate `paths`; write everything under `out`, replacing the report written there
+    before (`MANIFEST`); say what was read and written."""
     if out.exists() and not out.is_dir():
         raise JitterCamError(f"out {out} exists and is not a folder", option="out")
     stores = Stores(paths)
@@ -541,23 +596,25 @@ def write_report(paths: list[Path], out: Path, gallery: int = GALLERY_ITEMS) -> 
         groups = groups_of(stores)
         merged = stores.db.execute("SELECT count(*) FROM results").fetchone()[0]
         written = Written(len(paths), total, merged, warnings=missing_ranks(groups))
-        sections = []
-        known = available_experiments()
-        names = known + sorted({g.experiment for g in groups} - set(known))
-        for experiment in names:
-            members = [g for g in groups if g.experiment == experiment]
-            if members:
-                sections.append(_experiment(out, experiment, members, written))
-        galleries = _galleries(stores, out, gallery, written)
-        skipped = stores.db.execute("SELECT count(DISTINCT config_hash || ':' || item) FROM skips").fetchone()[0]
-        sources = ", ".join(f"{p.name} ({plural(n, 'result row')})" for p, n in zip(paths, stores.counts, strict=True))
-        intro = [(f"From {plural(len(paths), 'store')}: {sources}; {plural(merged, 'row')} after merging, "
-                  f"{plural(skipped, 'skipped item')}. Written by jittercam {__version__}."),
-                 ("Each experiment's table is also in EXPERIMENT.md and, in long form, EXPERIMENT.csv. "
-                  "Greyed numbers in parentheses are the paper's, where it reports the same model and dataset."),
-                 *(f"Warning: {warning}." for warning in written.warnings)]
-        html = page("Jitter-CAM benchmark report", intro, sections, galleries)
-        _write(out / "index.html", html.encode("utf-8"))
+        with _replacing(out, written):
+            sections = []
+            known = available_experiments()
+            names = known + sorted({g.experiment for g in groups} - set(known))
+            for experiment in names:
+                members = [g for g in groups if g.experiment == experiment]
+                if members:
+                    sections.append(_experiment(out, experiment, members, written))
+            galleries = _galleries(stores, out, gallery, written)
+            skipped = stores.db.execute("SELECT count(DISTINCT config_hash || ':' || item) FROM skips").fetchone()[0]
+            sources = ", ".join(f"{p.name} ({plural(n, 'result row')})"
+                                for p, n in zip(paths, stores.counts, strict=True))
+            intro = [(f"From {plural(len(paths), 'store')}: {sources}; {plural(merged, 'row')} after merging, "
+                      f"{plural(skipped, 'skipped item')}. Written by jittercam {__version__}."),
+                     ("Each experiment's table is also in EXPERIMENT.md and, in long form, EXPERIMENT.csv. "
+                      "Greyed numbers in parentheses are the paper's, where it reports the same model and dataset."),
+                     *(f"Warning: {warning}." for warning in written.warnings)]
+            html = page("Jitter-CAM benchmark report", intro, sections, galleries)
+            _write(out / "index.html", html.encode("utf-8"), written)
         return written
     finally:
         stores.close()
