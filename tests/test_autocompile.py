@@ -200,8 +200,8 @@ def test_the_metrics_cost_is_timed_per_arm(tmp_path):
     passes = {plain: 1, sweep: 0}
     line = progress.estimate_line("faithfulness", {plain: 10, sweep: 10}, passes.get, 0.01, torch.device("cpu"),
                                   {plain: 0.1, sweep: 2.0})
-    assert "the metrics about 21 s (0.1-2 s per map, timed on one): random 0 passes per item (20 s); 1 other method " \
-           "1 s;" in line, line
+    assert "the metrics about 21 s (0.1-2 s per map, timed on one): random 0 passes per item (20 s with the " \
+           "metrics); 1 other method 1 s;" in line, line
 
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "images"

@@ -1,6 +1,7 @@
 """`jittercam explain` as a user runs it: files written, lines printed, bad inputs refused."""
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 
@@ -51,11 +52,11 @@ def test_explicit_target_and_size(tmp_path, capsys):
 def test_reduced_precision_is_close_to_fp32(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(runtime, "cpu_flags", lambda: frozenset({"avx2", "fma"}))  # no bf16 instructions
     for precision in ("fp32", "bf16"):
-        assert main(["explain", str(GOLDFISH), "--method", "gradcam", "--precision", precision,
+        assert main(["explain", str(GOLDFISH), "--method", "gradcam", "--precision", precision, "--quiet",
                      "--out", str(tmp_path / precision)]) == 0
-        said = capsys.readouterr().out
-        assert ("this CPU has no bf16 instructions (avx512_bf16 or amx_bf16): bf16 is emulated and runs several "
-                "times slower than fp32 here" in said) == (precision == "bf16"), said
+        said = capsys.readouterr().err
+        assert ("jittercam: warning: this CPU has no bf16 instructions (avx512_bf16 or amx_bf16): bf16 is emulated "
+                "and runs several times slower than fp32 here" in said) == (precision == "bf16"), said
     name = "ILSVRC2012_val_00000262.gradcam.npy"
     full, half = np.load(tmp_path / "fp32" / name), np.load(tmp_path / "bf16" / name)
     assert 0 < np.abs(full - half).max() < 0.1  # bf16 rounds, the map stays the same map
@@ -159,3 +160,15 @@ def test_out_must_be_a_folder(tmp_path, capsys):
     assert main(["explain", str(GOLDFISH), "--out", str(taken)]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert taken.read_text() == "a file"
+
+
+def test_a_name_the_terminal_cannot_show_is_escaped(tmp_path, monkeypatch):
+    """A stdout in ASCII (LC_ALL=C with PYTHONIOENCODING=ascii) gets `\\xe9` for é, not a traceback after the
+    files are written."""
+    image = tmp_path / "chat é.png"
+    image.write_bytes(GOLDFISH.read_bytes())
+    stdout = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    monkeypatch.setattr(sys, "stdout", stdout)
+    assert main(["explain", str(image), "--method", "gradcam", "--out", str(tmp_path / "out")]) == 0
+    stdout.flush()
+    assert b"chat \\xe9.png  gradcam  class" in stdout.buffer.getvalue()

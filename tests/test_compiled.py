@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import logging
 import weakref
 from pathlib import Path
 
@@ -291,3 +292,15 @@ def test_bench_compile_flag_reaches_the_methods_that_have_a_compiled_path():
     assert runner._options_for("gradcam", settings)["compile"] is True
     assert "compile" not in runner._options_for("guidedbackprop", settings)
     assert "compile" not in runner._options_for("gradcam", runner.Settings("pointing", "offline", Path("x.db")))
+
+
+def test_torchs_no_cuda_runtime_note_is_kept_out_of_a_cpu_compile():
+    import jittercam.compiled  # noqa: F401 - installs the filter
+
+    logger = logging.getLogger("torch.utils.cpp_extension")
+
+    def record(message: str, *args) -> logging.LogRecord:
+        return logger.makeRecord(logger.name, logging.WARNING, __file__, 1, message, args, None)
+
+    assert not logger.filter(record("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local/cuda"))
+    assert logger.filter(record("Error building extension '%s'", "x"))

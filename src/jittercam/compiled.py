@@ -37,6 +37,7 @@ there is unmeasured (`benchmarks/gpu_check.sh` measures it); `compile=True` turn
 """
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -123,6 +124,15 @@ def problem() -> str | None:
 
 
 _problem: str | None = None
+
+
+def _not_the_cuda_runtime_note(record: logging.LogRecord) -> bool:
+    # torch.utils.cpp_extension, which inductor loads on the first compile, warns "No CUDA runtime is found"
+    # on any machine with a CUDA toolkit and no GPU: noise in a run that compiles for the CPU
+    return not record.getMessage().startswith("No CUDA runtime is found")
+
+
+logging.getLogger("torch.utils.cpp_extension").addFilter(_not_the_cuda_runtime_note)
 
 
 def choose(device: torch.device, passes: int, pass_seconds: Callable[[], float],

@@ -29,7 +29,8 @@ def estimate_line(experiment: str, left: dict[Arm, int], passes, forward: float,
     total = sum(costs.values())
     explaining = sum(count * passes(arm) * forward for arm, count in left.items())
     heavy = sorted((arm for arm in costs if costs[arm] > 0.1 * total), key=lambda arm: -costs[arm])
-    parts = [f"{arm.label} {plural(passes(arm), 'pass', 'passes')} per item ({duration(costs[arm])})"
+    metrics = "" if metric is None else " with the metrics"
+    parts = [f"{arm.label} {plural(passes(arm), 'pass', 'passes')} per item ({duration(costs[arm])}{metrics})"
              for arm in heavy]
     others = len(costs) - len(heavy)
     if others:

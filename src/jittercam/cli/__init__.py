@@ -13,6 +13,8 @@ line on stderr and exit status 2; Ctrl-C is one line and exit status 130 (see `c
 from __future__ import annotations
 
 import argparse
+import io
+import sys
 from collections.abc import Sequence
 from types import ModuleType
 
@@ -48,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line `argv` (default: `sys.argv[1:]`). Returns the exit status."""
     flags = dict(FLAGS)  # completed with the subcommand's own once it is known
+    for stream in (sys.stdout, sys.stderr):  # a path the terminal's encoding cannot show is escaped, not fatal
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
     def run() -> int:
         args = parser().parse_args(argv)

@@ -183,9 +183,10 @@ class _Lines(Listener):
         engine = f"{device.type}, {run.threads}" if device.type == "cpu" else str(device)
         self.say(f"{plural(images, 'image')} x {plural(methods, 'method')}, "
                  f"{run.settings.model} on {engine} -> {run.settings.out}")
-        for note in (run.compile_note, run.precision_note):
-            if note:
-                self.say(note)
+        if run.compile_note:
+            self.say(run.compile_note)
+        if run.precision_note:  # the outputs do not show it: said with --quiet too
+            say_warning(run.precision_note)
         self.bar = tqdm(total=run.total, unit="map", file=sys.stderr, disable=self.quiet or not on_terminal(),
                         dynamic_ncols=True)
         self.started_at = time.perf_counter()
