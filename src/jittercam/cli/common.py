@@ -124,7 +124,7 @@ def guarded(command: Callable[[], int], flags: Mapping[str, str] = FLAGS) -> int
         say_error(in_cli_words(exc, flags, Parser.seen or None))
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("jittercam: interrupted before anything was written", file=sys.stderr)
+        print("jittercam: interrupted before any result was written", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `jittercam list | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
