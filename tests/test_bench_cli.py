@@ -133,6 +133,10 @@ def test_a_corrupt_image_is_a_skip_and_the_run_goes_on(tmp_path, capsys, lite0):
     ("road --dataset offline --ties first", "--ties 'first': choose from jitter, stable"),
     ("relevance --dataset offline --ties stable", "--ties 'stable': choose from average, first"),
     ("report a.db --out r", "`report` is not an experiment: the report is `jittercam report DB ... --out DIR`"),
+    (f"weak-localisation --dataset {EXAMPLES / 'images'}", "--boxes (the ILSVRC2012_bbox_val_v3 XML folder) is "
+     "needed: weak-localisation needs boxes, which dataset imagenet-val does not have"),
+    (f"relevance --dataset {EXAMPLES / 'images'}", "--boxes (the ILSVRC2012_bbox_val_v3 XML folder) is needed: "
+     "relevance needs masks"),
 ])
 def test_mistakes_exit_2_with_one_line_and_write_no_store(tmp_path, capsys, arguments, message):
     db = tmp_path / "r.db"

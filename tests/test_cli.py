@@ -111,6 +111,7 @@ def test_method_before_the_images_and_methods_by_comma_or_repeated(tmp_path, cap
         (["--target", "1000"], "class index 1000 is out of range"),
         (["--target", "-3"], "class index -3 is out of range"),
         (["--model", "resnet5"], "unknown model 'resnet5'"),
+        (["--model", "resnet5"], "(`jittercam list` or jittercam.available_models() lists them)"),
         (["--method", "gradcam,nosuchcam"], "unknown method 'nosuchcam'"),
         (["--method", ","], "--methods names no method"),
         (["--size", "6"], "--size 6 is smaller than the map size m=7"),
@@ -152,6 +153,24 @@ def test_too_small_image_is_refused(tmp_path, capsys):
     assert main(["explain", str(GOLDFISH), str(tmp_path / "strip.png"), "--out", str(tmp_path / "out")]) == 2
     assert "image too small: " in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_file_is_said_to_be_empty(tmp_path, capsys):
+    empty = tmp_path / "empty.jpg"
+    empty.touch()
+    assert main(["explain", str(empty), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"jittercam: error: empty file: {empty} (0 bytes); --skip-bad leaves it out\n"
+    (tmp_path / "noise.jpg").write_bytes(b"not a JPEG" * 20)
+    assert main(["explain", str(empty), str(tmp_path / "noise.jpg"), "--out", str(tmp_path / "out")]) == 2
+    assert f"{empty}: an empty file (0 bytes); {tmp_path / 'noise.jpg'}: not an image" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_of_subfolders_names_the_recursive_flag(tmp_path, capsys):
+    (tmp_path / "photos" / "trip").mkdir(parents=True)
+    (tmp_path / "photos" / "trip" / "goldfish.jpg").write_bytes(GOLDFISH.read_bytes())
+    assert main(["explain", str(tmp_path / "photos"), "--out", str(tmp_path / "out")]) == 2
+    assert "(--recursive searches its subfolders too); image files end in" in capsys.readouterr().err
 
 
 def test_out_must_be_a_folder(tmp_path, capsys):

@@ -122,7 +122,7 @@ def test_the_slow_methods_are_named_before_any_map(tmp_path):
         (["--methods", ","], "names no method"),
         (["--target", "1000"], "out of range"),
         (["--out", "grid.jpg"], "must end in .png"),
-        (["--out", "missing/grid.png"], "does not exist"),
+        (["--out", "missing/grid.png", "--target", "1000"], "out of range"),  # no folder made before it fails
         (["--exclude", "rise"], "--exclude rise: not among the methods (gradcam)"),
     ],
 )
@@ -139,6 +139,16 @@ def test_bad_input_is_one_line_and_nothing_written(tmp_path, capsys, monkeypatch
     assert error.count("\n") == 1 and message in error
     assert list(tmp_path.iterdir()) == []
 
+
+
+def test_the_missing_folders_of_out_are_created(tmp_path, capsys):
+    out = tmp_path / "new" / "sub" / "grid.png"
+    assert main(["compare", str(GOLDFISH), "--methods", "gradcam", "--out", str(out), "--quiet"]) == 0
+    assert out.is_file() and f"wrote {out} " in capsys.readouterr().out
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    assert main(["compare", str(GOLDFISH), "--methods", "gradcam", "--out", str(taken / "sub" / "grid.png")]) == 2
+    assert f"--out {taken}/sub/grid.png cannot be written: {taken} is not a folder" in capsys.readouterr().err
 
 
 def test_all_leaves_out_the_methods_that_refuse_the_model_with_a_note(tmp_path, capsys):

@@ -51,8 +51,9 @@ def test_missing_paths_and_empty_folders_are_errors(tmp_path):
         find_images([tmp_path / "missing.png"])
     with pytest.raises(JitterCamError, match=r"no images in folder .*empty; image files end in .*\.jpg"):
         find_images([tmp_path / "empty"])
-    with pytest.raises(JitterCamError, match="its subfolders are searched with recursive=True"):
+    with pytest.raises(JitterCamError, match=r"\(recursive searches its subfolders too\)") as caught:
         find_images([tmp_path / "nested"])
+    assert caught.value.option == "recursive"  # the CLI says --recursive
     assert len(find_images([tmp_path / "nested"], recursive=True)) == 1
 
 

@@ -9,7 +9,9 @@ import torchvision
 from torch import nn
 
 import jittercam
+from conftest import GOLDFISH
 from jittercam import JitterCamError
+from jittercam.cli import main
 from jittercam.models import RANDOM, find_target_layer, load_model, model_card
 
 
@@ -73,20 +75,26 @@ def test_bad_target_layers(tiny, target_layer, message):
 
 
 def test_unknown_model_names_the_choices():
-    with pytest.raises(JitterCamError, match=r"unknown model 'resnet5'.*efficientnet_lite0"):
+    with pytest.raises(JitterCamError, match=r"unknown model 'resnet5'.*efficientnet_lite0.*"
+                       r"\(`jittercam list` or jittercam\.available_models\(\) lists them\)"):
         load_model("resnet5")
 
 
-def test_missing_pretrained_weights_say_both_ways(monkeypatch, tmp_path):
+def test_missing_pretrained_weights_say_both_ways(monkeypatch, tmp_path, capsys):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("no network")
 
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "weights"))  # a path's "weights" stays
     monkeypatch.setattr(torchvision.models._api.WeightsEnum, "get_state_dict", offline)
     with pytest.raises(JitterCamError) as error:
         load_model("resnet18")
     message = str(error.value)
-    assert "resnet18-f37072fd.pth" in message and str(tmp_path) in message and "weights=PATH" in message
+    assert "resnet18-f37072fd.pth" in message and str(tmp_path) in message and "pass weights=PATH" in message
+    assert error.value.option == "weights"
+    assert main(["explain", str(GOLDFISH), "--model", "resnet18", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == (
+        f"jittercam: error: cannot get the pretrained resnet18 (URLError); put resnet18-f37072fd.pth into "
+        f"{tmp_path / 'weights' / 'checkpoints'} (torch's cache), or pass --weights=PATH to a local state dict\n")
 
 
 def test_local_state_dict_is_loaded(tmp_path):

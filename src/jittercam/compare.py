@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import os
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -123,18 +124,27 @@ def _pages(images: int, sizes: list[int]) -> list[list[int]]:
 
 
 def check_out(out: Path) -> None:
-    """Refuse a figure path that is not a writable `.png` file name (`option="out"`)."""
+    """Refuse a figure path that is not a `.png` file name, or whose folder is not writable or cannot be
+    created (`option="out"`). Nothing is created here: `_make_folder` does that once all else is checked."""
     if out.suffix.lower() != ".png":
         raise JitterCamError(f"out {out} must end in .png", option="out")
     if out.is_dir():
         raise JitterCamError(f"out {out} is a folder; give a file name ending in .png", option="out")
-    folder = out.parent
-    if not folder.is_dir():
-        raise JitterCamError(f"out {out}: folder {folder} does not exist", option="out")
+    existing = next(folder for folder in out.absolute().parents if folder.exists())
+    if not existing.is_dir():
+        raise JitterCamError(f"out {out} cannot be written: {existing} is not a folder", option="out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise JitterCamError(f"out {out}: cannot write in {existing}", option="out")
+
+
+def _make_folder(out: Path) -> None:
+    """Create the figure's missing folders and check that a file can be written there (`option="out"`);
+    the folders created are removed again when it cannot."""
     try:
-        probe_folder(folder)
+        probe_folder(out.parent)
     except OSError as exc:
-        raise JitterCamError(f"out {out}: cannot write in {folder} ({exc.strerror or exc})", option="out") from None
+        raise JitterCamError(f"out {out}: cannot write in {out.parent} ({exc.strerror or exc})",
+                             option="out") from None
 
 
 def write_figure(images: Sequence[str | Path], out: Path, *, methods: str | Sequence[str] = "gradcam,jittercam",
@@ -150,7 +160,8 @@ def write_figure(images: Sequence[str | Path], out: Path, *, methods: str | Sequ
     Args:
         images: image files; a file given twice is drawn once.
         out: the PNG to write (written beside and renamed: never half a file; marked as this package's, so
-            that `explain` never takes it for a photo).
+            that `explain` never takes it for a photo); its missing folders are created once all else is
+            checked.
         methods: names, comma lists or 'all' (see `jittercam.frontend.method_names`).
         method_options: `{METHOD: {NAME: value}}` (see `jittercam.frontend`), e.g. `{"rise": {"masks": 500}}`.
         model, weights: as for `jittercam.load_model`.
@@ -209,6 +220,7 @@ def write_figure(images: Sequence[str | Path], out: Path, *, methods: str | Sequ
         with torch.no_grad():
             classes = network(to_input(photos[0][1], card).to(where)).shape[1]
         check_targets(target, 1, classes, where)
+    _make_folder(out)
     if started is not None:
         started()
     passes = {name: method.passes() for name, method in built.items()}

@@ -220,7 +220,7 @@ def _build(name: str, weights: str | Path | None) -> tuple[nn.Module, ModelCard]
     prefixes = ", ".join(f"{prefix}:NAME" for prefix in sorted(_PREFIXES))
     raise JitterCamError(
         f"unknown model {name!r}; choose efficientnet_lite0, a torchvision classifier such as "
-        f"resnet50, densenet121, inception_v3 (jittercam.available_models() lists them)"
+        f"resnet50, densenet121, inception_v3 (`jittercam list` or jittercam.available_models() lists them)"
         + (f", or {prefixes}" if prefixes else "")
     )
 
@@ -323,10 +323,10 @@ def _torchvision_model(name: str, weights: str | Path | None) -> tuple[nn.Module
             model = torchvision.models.get_model(name, weights=default, progress=False)
         except Exception as exc:  # noqa: BLE001 - network, proxy, disk: all mean "no weights"
             checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+            # no "weights" before the parameter's mention: the CLI spells that one --weights
             raise JitterCamError(
-                f"cannot get pretrained weights for {name} ({type(exc).__name__}); put "
-                f"{Path(default.url).name} into {checkpoints} (torch's cache), or pass weights=PATH "
-                "to a local state dict"
+                f"cannot get the pretrained {name} ({type(exc).__name__}); put {Path(default.url).name} into "
+                f"{checkpoints} (torch's cache), or pass weights=PATH to a local state dict", option="weights"
             ) from None
         return model, card
     if weights == RANDOM:

@@ -63,7 +63,7 @@ from tqdm import tqdm
 
 from .. import compiled, frontend, runtime, tuning
 from ..card import attach_card, model_card, model_dtype
-from ..data import available_datasets, dataset_needs_model, open_dataset
+from ..data import available_datasets, dataset_needs_model, dataset_source, open_dataset
 from ..data.output import deferred_interrupt
 from ..errors import JitterCamError
 from ..inputs import parse_device, resolve_batch_size
@@ -315,11 +315,27 @@ def _measured_batch(model: torch.nn.Module, device: torch.device, size: int, qui
 
 def _check_needs(experiment: Experiment, dataset) -> None:
     missing = set(experiment.needs) - set(dataset.has)
-    if missing:
-        hint = (f"it runs on {experiment.default_dataset}" if experiment.default_dataset
-                else "see the dataset options boxes and annotations")
-        raise JitterCamError(f"{experiment.name} needs {' and '.join(sorted(missing))}, which dataset "
-                             f"{dataset.name} does not have ({hint})")
+    if not missing:
+        return
+    if experiment.default_dataset:
+        hint = f" (it runs on {experiment.default_dataset})"
+    else:
+        try:
+            source = dataset_source(dataset.name)
+        except JitterCamError:  # a stored name with a variant
+            helps = {}
+        else:
+            helps = dict(source.option_help or {})
+        # the option named after what is missing (ImageNet's boxes), else those of what it lacks
+        named = [name for name in helps if name in missing] or [name for name in helps if name not in dataset.has]
+        if len(named) == 1:
+            option = named[0]
+            raise JitterCamError(f"{option} ({helps[option]}) is needed: {experiment.name} needs "
+                                 f"{' and '.join(sorted(missing))}, which dataset {dataset.name} does not have",
+                                 option=option)
+        hint = f" (its options: {'; '.join(f'{name}, {helps[name]}' for name in named)})" if named else ""
+    raise JitterCamError(f"{experiment.name} needs {' and '.join(sorted(missing))}, which dataset {dataset.name} "
+                         f"does not have{hint}")
 
 
 def _run(settings, experiment, names, batch_size, context, dataset, model) -> Summary:

@@ -33,7 +33,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--option", action="append", default=[], metavar="METHOD.NAME=VALUE",
                         help="a method option, e.g. rise.masks=1000 or jittercam.size=10 ('*.NAME' for every "
                         "method that has it); repeatable")
-    parser.add_argument("--out", required=True, type=Path, metavar="FILE.png", help="the figure to write")
+    parser.add_argument("--out", required=True, type=Path, metavar="FILE.png",
+                        help="the figure to write (missing folders are created)")
     parser.add_argument("--target", type=int, metavar="CLASS", help="class index to explain (default: top-1)")
     parser.add_argument("--size", type=int, help="Jitter-CAM / Upscale-CAM map side m+d in the layer's cells, "
                         "not pixels (default: 2m, 14 on a 7x7 layer; at most 8m)")

@@ -118,7 +118,7 @@ def find_images(
                 outputs += [image for image in images if image in written]
             images = [image for image in images if image not in written]
             if not images:
-                raise JitterCamError(_empty_folder(path, recursive, len(written)))
+                raise _empty_folder(path, recursive, len(written))
         elif path.is_file():
             if is_output(path):
                 raise JitterCamError(f"{path} was written by jittercam (a map over a photo, or a figure), "
@@ -150,13 +150,15 @@ def _folder_images(folder: Path, recursive: bool, suffixes: set[str], excluded: 
     return sorted(images, key=lambda p: p.parts)
 
 
-def _empty_folder(folder: Path, recursive: bool, written: int) -> str:
+def _empty_folder(folder: Path, recursive: bool, written: int) -> JitterCamError:
     message = f"no images in folder {folder}"
     if written:
         message += f" (only {plural(written, 'picture')} that jittercam wrote)"
+    option = None
     if not recursive and any(child.is_dir() and not child.name.startswith(".") for child in folder.iterdir()):
-        message += " (its subfolders are searched with recursive=True)"
-    return message + f"; image files end in {', '.join(sorted(image_suffixes()))}"
+        message += " (recursive searches its subfolders too)"
+        option = "recursive"
+    return JitterCamError(message + f"; image files end in {', '.join(sorted(image_suffixes()))}", option=option)
 
 
 def output_names(sources: Sequence[Source]) -> list[str]:

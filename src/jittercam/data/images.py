@@ -37,7 +37,7 @@ _DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFE
 
 
 class BadImage(JitterCamError):
-    """A file that cannot be explained: not an image, truncated, too small or too large.
+    """A file that cannot be explained: empty, not an image, truncated, too small or too large.
 
     Args:
         path: the file.
@@ -100,6 +100,8 @@ def _check_path(path: str | Path) -> Path:
 
 def _open(path: Path) -> Image.Image:
     """`Image.open` with Pillow's errors turned into one-line `JitterCamError`s."""
+    if path.stat().st_size == 0:  # Pillow's "cannot identify image file" would not say why
+        raise BadImage(path, "an empty file (0 bytes)", f"empty file: {path} (0 bytes)")
     try:
         with warnings.catch_warnings():
             # photos of 90-180 megapixels are legitimate here (one is held at a time); above that Pillow
@@ -156,7 +158,7 @@ def check_image(path: str | Path, min_side: int = MIN_SIDE) -> ImageInfo:
         The file's size as displayed, format and mode.
 
     Raises:
-        BadImage: not an image, truncated, too small or too large (one line, with the file's path).
+        BadImage: empty, not an image, truncated, too small or too large (one line, with the file's path).
         JitterCamError: no such file, or not a file.
     """
     path = _check_path(path)
@@ -186,7 +188,7 @@ def load_image(path: str | Path, min_side: int = MIN_SIDE) -> Image.Image:
         The picture, 8-bit RGB, upright.
 
     Raises:
-        BadImage: not an image, truncated, or under `min_side` pixels (one line, with the file's path).
+        BadImage: empty, not an image, truncated, or under `min_side` pixels (one line, with the file's path).
         JitterCamError: no such file, or not a file.
     """
     path = _check_path(path)
