@@ -57,10 +57,9 @@ def _metavar(name: str, declared: list[tuple[str, Option]]) -> str:
 
 def _experiment_name(text: str) -> str:
     """EXPERIMENT as typed; `report`, a command of its own, is refused saying how to run it."""
-    if text == "report":
-        from ..cli.common import UsageError  # not at the top: `jittercam.cli` imports this module
-
-        raise UsageError("`report` is not an experiment: the report is `jittercam report DB ... --out DIR`")
+    if text == "report":  # argparse's error line, before its `choices` check
+        raise argparse.ArgumentTypeError("`report` is not an experiment: the report is "
+                                         "`jittercam report DB ... --out DIR`")
     return text
 
 
