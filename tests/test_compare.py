@@ -151,6 +151,18 @@ def test_the_missing_folders_of_out_are_created(tmp_path, capsys):
     assert f"--out {taken}/sub/grid.png cannot be written: {taken} is not a folder" in capsys.readouterr().err
 
 
+def test_ctrl_c_before_the_figure_leaves_no_folder_it_made(tmp_path, capsys, monkeypatch):
+    from jittercam.methods.gradient import GradCAM
+
+    def interrupted(self, images, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(GradCAM, "_explain", interrupted)
+    out = tmp_path / "new" / "sub" / "grid.png"
+    assert main(["compare", str(GOLDFISH), "--methods", "gradcam", "--out", str(out), "--quiet"]) == 130
+    assert not (tmp_path / "new").exists()
+
+
 def test_all_leaves_out_the_methods_that_refuse_the_model_with_a_note(tmp_path, capsys):
     """`all` on a CNN: rollout and LeGrad (vision transformers only) are left out, each with its reason;
     named one by one, a refusal is the error."""

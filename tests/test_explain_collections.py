@@ -299,3 +299,18 @@ def test_the_real_photo_explained_through_a_folder_matches_the_file(tmp_path, ca
                  "--out", str(out)]) == 0
     assert "goldfish.jpg  gradcam  class 1 (goldfish)  p=0.884" in capsys.readouterr().out
     assert _files(out) == ["goldfish.gradcam.npy", "goldfish.gradcam.png", "summary.csv"]
+
+
+def test_a_run_stopped_before_its_first_result_leaves_no_folder_it_made(tmp_path, capsys, monkeypatch):
+    x = _photo(tmp_path / "photos" / "x.png", 1)
+
+    def interrupted(self, images, target):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(GradCAM, "_explain", interrupted)
+    assert main(["explain", str(x), "--method", "gradcam", "--out", str(tmp_path / "new" / "maps")]) == 130
+    assert "interrupted: 0 of 1 map written" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    assert main(["explain", str(x), "--method", "gradcam", "--out", str(tmp_path / "kept")]) == 130
+    assert (tmp_path / "kept").is_dir()  # a folder the run did not make stays

@@ -27,7 +27,7 @@ from PIL import Image
 from .data import load_image, to_input
 from .data.collection import is_output
 from .data.images import BadImage, bad_images
-from .data.output import MARK, atomic_write, probe_folder
+from .data.output import MARK, atomic_write, probe_folder, remove_empty
 from .errors import JitterCamError
 from .frontend import MethodOptions, build_methods, check_applies, check_method_options
 from .frontend import method_names as _method_names
@@ -137,11 +137,11 @@ def check_out(out: Path) -> None:
         raise JitterCamError(f"out {out}: cannot write in {existing}", option="out")
 
 
-def _make_folder(out: Path) -> None:
+def _make_folder(out: Path) -> list[Path]:
     """Create the figure's missing folders and check that a file can be written there (`option="out"`);
-    the folders created are removed again when it cannot."""
+    the folders created are removed again when it cannot. Returns the folders created, deepest first."""
     try:
-        probe_folder(out.parent)
+        return probe_folder(out.parent)
     except OSError as exc:
         raise JitterCamError(f"out {out}: cannot write in {out.parent} ({exc.strerror or exc})",
                              option="out") from None
@@ -220,15 +220,19 @@ def write_figure(images: Sequence[str | Path], out: Path, *, methods: str | Sequ
         with torch.no_grad():
             classes = network(to_input(photos[0][1], card).to(where)).shape[1]
         check_targets(target, 1, classes, where)
-    _make_folder(out)
-    if started is not None:
-        started()
-    passes = {name: method.passes() for name, method in built.items()}
-    slowest = sorted((name for name in passes if passes[name] > SLOW_PASSES), key=lambda name: -passes[name])
-    if slowest and slow is not None:
-        slow([(name, passes[name]) for name in slowest])
-    rows = panels(photos, built, network, card, where, target, progress=progress)
-    draw(rows, out)
+    created = _make_folder(out)
+    try:
+        if started is not None:
+            started()
+        passes = {name: method.passes() for name, method in built.items()}
+        slowest = sorted((name for name in passes if passes[name] > SLOW_PASSES), key=lambda name: -passes[name])
+        if slowest and slow is not None:
+            slow([(name, passes[name]) for name in slowest])
+        rows = panels(photos, built, network, card, where, target, progress=progress)
+        draw(rows, out)
+    except BaseException:
+        remove_empty(created)  # stopped before the figure (Ctrl-C): no empty folder left behind
+        raise
     return rows
 
 

@@ -25,7 +25,7 @@ from . import compiled, tuning
 from .data import load_image, to_input
 from .data.collection import Source, find_images, image_suffixes, is_output, output_names
 from .data.images import BadImage, bad_images, check_image
-from .data.output import CsvLog, commit, deferred_interrupt, png_mark, probe_folder
+from .data.output import CsvLog, commit, deferred_interrupt, png_mark, probe_folder, remove_empty
 from .errors import JitterCamError
 from .frontend import build_methods, check_applies, check_method_options, method_names, takes
 from .inputs import check_targets, parse_device
@@ -184,6 +184,7 @@ class Explanation:
         self.bad: list[BadImage] = []  # left out (`skip_bad`)
         self.outputs: list[Path] = []  # pictures this package wrote, met in the folders and left out
         self.streaming = False  # True once the checks passed and results may be written
+        self.created: list[Path] = []  # the output folders this run created, removed if it writes nothing
         self.compile_note: str | None = None  # whether the run chose to compile, and why
         self.precision_note: str | None = None  # a reduced precision this CPU can only emulate
 
@@ -216,6 +217,9 @@ class Explanation:
         try:
             model, card = self._prepare(names)
             return self._stream(model, card)
+        except BaseException:
+            remove_empty(self.created)  # a run stopped before its first result leaves no empty folder
+            raise
         finally:
             self.threads.restore()
 
@@ -263,7 +267,7 @@ class Explanation:
             if settings.top is not None and settings.top > classes:
                 raise JitterCamError(f"top {settings.top} is more classes than the model's {classes}", option="top")
         try:
-            probe_folder(settings.out)
+            self.created = probe_folder(settings.out)
         except OSError as exc:
             message = f"out {settings.out} is not writable: {exc.strerror or exc}"
             raise JitterCamError(message, option="out") from None

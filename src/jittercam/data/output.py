@@ -109,9 +109,13 @@ class CsvLog:
             os.close(descriptor)
 
 
-def probe_folder(folder: Path) -> None:
+def probe_folder(folder: Path) -> list[Path]:
     """Create `folder` (with its parents) and check that a file can be written there, leaving nothing
-    behind: folders this call created are removed again when the check fails. Raises `OSError`."""
+    behind: folders this call created are removed again when the check fails. Raises `OSError`.
+
+    Returns:
+        The folders this call created, deepest first (for `remove_empty` when a run then writes nothing).
+    """
     created = []
     for parent in [folder, *folder.parents]:
         if parent.exists():
@@ -123,10 +127,16 @@ def probe_folder(folder: Path) -> None:
         os.close(handle)
         os.unlink(temporary)
     except BaseException:
-        for parent in created:  # deepest first
-            with contextlib.suppress(OSError):
-                parent.rmdir()
+        remove_empty(created)
         raise
+    return created
+
+
+def remove_empty(folders: Sequence[Path]) -> None:
+    """Remove each of `folders` (deepest first) that is empty; leave the others."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 @contextlib.contextmanager
