@@ -27,7 +27,7 @@ from PIL import Image
 from .data import load_image, to_input
 from .data.collection import is_output
 from .data.images import BadImage, bad_images
-from .data.output import MARK, atomic_write, probe_folder, remove_empty
+from .data.output import MARK, atomic_write, nearest_existing, probe_folder, remove_empty
 from .errors import JitterCamError
 from .frontend import MethodOptions, build_methods, check_applies, check_method_options
 from .frontend import method_names as _method_names
@@ -130,7 +130,7 @@ def check_out(out: Path) -> None:
         raise JitterCamError(f"out {out} must end in .png", option="out")
     if out.is_dir():
         raise JitterCamError(f"out {out} is a folder; give a file name ending in .png", option="out")
-    existing = next(folder for folder in out.absolute().parents if folder.exists())
+    existing = nearest_existing(out.parent)
     if not existing.is_dir():
         raise JitterCamError(f"out {out} cannot be written: {existing} is not a folder", option="out")
     if not os.access(existing, os.W_OK | os.X_OK):

@@ -25,7 +25,7 @@ from . import compiled, tuning
 from .data import load_image, to_input
 from .data.collection import Source, find_images, image_suffixes, is_output, output_names
 from .data.images import BadImage, bad_images, check_image
-from .data.output import CsvLog, commit, deferred_interrupt, png_mark, probe_folder, remove_empty
+from .data.output import CsvLog, commit, deferred_interrupt, nearest_existing, png_mark, probe_folder, remove_empty
 from .errors import JitterCamError
 from .frontend import build_methods, check_applies, check_method_options, method_names, takes
 from .inputs import check_targets, parse_device
@@ -176,6 +176,7 @@ class Explanation:
         self.settings = settings
         self.listener = listener or Listener()
         self.sources: list[Source] = []
+        self.names: list[str] = []  # the sources' output names (`output_names`)
         self.methods: dict[str, CAMMethod] = {}
         self.threads: ThreadGovernor | None = None
         self.device = torch.device("cpu")
@@ -243,8 +244,9 @@ class Explanation:
         self.bad = bad
         left_out = {error.path for error in bad}
         self.sources = [source for source in self.sources if source.path not in left_out]
-        check_destinations(settings.out, self.sources, folders if settings.recursive else [])
-        check_overwrites(settings.out, output_names(self.sources), names,
+        self.names = output_names(self.sources)
+        check_destinations(settings.out, self.sources, self.names, folders if settings.recursive else [])
+        check_overwrites(settings.out, self.names, names,
                          self._classes_asked() if several_classes(settings) else [None], top=settings.top is not None)
         model = load_model(settings.model, weights=settings.weights).to(device)
         shared = {"batch_size": settings.batch_size, "size": settings.size, "target_layer": settings.target_layer,
@@ -296,7 +298,7 @@ class Explanation:
         self.listener.started(self)
         summary = CsvLog(out / SUMMARY, SUMMARY_COLUMNS)
         try:
-            for source, name in zip(self.sources, output_names(self.sources), strict=True):
+            for source, name in zip(self.sources, self.names, strict=True):
                 label = _label(name, source)
                 asked = self._classes_asked()
                 todo = self._todo(out, name, asked)
@@ -399,7 +401,7 @@ def check_out(out: Path, folders: Sequence[Path], files: Sequence[Path] = ()) ->
     """
     if out.exists() and not out.is_dir():
         raise JitterCamError(f"out {out} exists and is not a folder", option="out")
-    existing = next(parent for parent in [out, *out.absolute().parents] if parent.exists())
+    existing = nearest_existing(out)
     if not existing.is_dir():
         raise JitterCamError(f"out {out} cannot be created: {existing} is not a folder", option="out")
     if not os.access(existing, os.W_OK | os.X_OK):
@@ -415,7 +417,8 @@ def check_out(out: Path, folders: Sequence[Path], files: Sequence[Path] = ()) ->
                                  f"choose another folder (e.g. {file.parent / 'maps'})", option="out")
 
 
-def check_destinations(out: Path, sources: Sequence[Source], searched: Sequence[Path] = ()) -> None:
+def check_destinations(out: Path, sources: Sequence[Source], names: Sequence[str],
+                       searched: Sequence[Path] = ()) -> None:
     """The maps' folders hold no photo: none is the folder of an image explained (an `out` above the images'
     folders would put each map beside its photo), and no photo lies in `out` where a recursive search of
     one of the `searched` folders left it out because it is in `out`.
@@ -423,13 +426,14 @@ def check_destinations(out: Path, sources: Sequence[Source], searched: Sequence[
     Args:
         out: the output folder.
         sources: the images to explain, as `find_images` found them.
+        names: their output names (`output_names`).
         searched: the folders searched recursively.
 
     Raises:
         JitterCamError: either would happen.
     """
     photos = {os.path.realpath(source.path.parent) for source in sources}
-    for source, name in zip(sources, output_names(sources), strict=True):
+    for source, name in zip(sources, names, strict=True):
         folder = os.path.realpath((out / name).parent)
         if folder in photos:
             raise JitterCamError(f"out {out} would put the maps of {source.path} in {folder}, a folder of the images "
@@ -438,10 +442,11 @@ def check_destinations(out: Path, sources: Sequence[Source], searched: Sequence[
     real_out = os.path.realpath(out)
     if not out.is_dir() or not any(real_out.startswith(os.path.realpath(f) + os.sep) for f in searched):
         return
+    suffixes = image_suffixes()
     for root, _, files in os.walk(out):
         for file in sorted(files):
             path = Path(root) / file
-            if path.suffix.lower() in image_suffixes() and not file.startswith(".") and not is_output(path):
+            if path.suffix.lower() in suffixes and not file.startswith(".") and not is_output(path):
                 raise JitterCamError(f"out {out} lies in a folder searched and holds a photo of its own ({path}), "
                                      f"which the search leaves out: choose an output folder without photos",
                                      option="out")

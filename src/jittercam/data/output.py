@@ -109,6 +109,11 @@ class CsvLog:
             os.close(descriptor)
 
 
+def nearest_existing(path: Path) -> Path:
+    """`path` if it exists, else its nearest parent that does: where creating it would start."""
+    return next(parent for parent in [path, *path.absolute().parents] if parent.exists())
+
+
 def probe_folder(folder: Path) -> list[Path]:
     """Create `folder` (with its parents) and check that a file can be written there, leaving nothing
     behind: folders this call created are removed again when the check fails. Raises `OSError`.

@@ -59,29 +59,29 @@ def projection_heads(module: nn.Module) -> int | None:
     return int(getattr(module, "num_attention_heads", getattr(module, "num_heads", 0)))
 
 
+def _own_parameters(module: nn.Module) -> list[str]:
+    """The parameters of a projection-layout attention beyond its projections' (a bias table of its own)."""
+    names = projection_names(module) or ()
+    projections = {id(p) for name in names for p in module.get_submodule(name).parameters()}
+    return [name for name, p in module.named_parameters() if id(p) not in projections]
+
+
 def plain_projection_attention(module: nn.Module) -> bool:
     """A projection-layout attention whose only parameters are its projections': its scores are q kᵀ ·
     scaling plus the attention mask (BEiT's relative position bias from transformers 5.9) or the shared
     relative position bias (before 5.9) it is given, which rollout recomputes; a bias table of the
     attention's own would be added where rollout cannot see it."""
-    names = projection_names(module)
-    if names is None:
-        return False
-    own = {id(p) for name in names for p in module.get_submodule(name).parameters()}
-    return all(id(p) in own for p in module.parameters())
+    return projection_names(module) is not None and not _own_parameters(module)
 
 
 def _unreadable_attention(model: nn.Module) -> str:
     """Why a model's Hugging Face attention is not read, as a clause for rollout's error: the first parameter
     of its own that it adds to the scores (BEiT's per-layer position bias before transformers 5.9), or ''."""
     for module in model.modules():
-        names = projection_names(module)
-        if names is None or plain_projection_attention(module):
-            continue
-        own = {id(p) for name in names for p in module.get_submodule(name).parameters()}
-        extra = next(name for name, p in module.named_parameters() if id(p) not in own)
-        return (f" that it can recompute: its {type(module).__name__} adds a parameter of its own ({extra}) to "
-                f"the attention scores (transformers 5.9 and later pass BEiT's as the attention mask)")
+        own = _own_parameters(module) if projection_names(module) is not None else []
+        if own:
+            return (f" that it can recompute: its {type(module).__name__} adds a parameter of its own ({own[0]}) "
+                    f"to the attention scores (transformers 5.9 and later pass BEiT's as the attention mask)")
     return ""
 
 
@@ -204,7 +204,7 @@ class AttentionRecorder:
         given = _arguments(module, args, kwargs)
         hidden = (given["hidden_states"] if "hidden_states" in given else args[0]).detach()
         names, heads = projection_names(module), projection_heads(module)
-        assert names is not None and heads is not None
+        assert names is not None and heads
         if given.get("head_mask") is not None:
             raise JitterCamError(f"rollout does not support a head mask in {type(module).__name__}")
         masks = [given[name] for name in ("attention_mask", "relative_position_bias") if given.get(name) is not None]
