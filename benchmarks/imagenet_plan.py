@@ -56,6 +56,7 @@ def main() -> None:
                         help="Jitter-CAM and deletion/insertion through torch.compile (compiled in the warm-up)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    jittercam.runtime.retain_freed_memory()  # as the command line does (benchmarks/cpu_memory.py)
     device = torch.device(args.device)
     weights = None if args.model == "efficientnet_lite0" else "random"
     model = jittercam.load_model(args.model, weights=weights).to(device).eval()

@@ -814,6 +814,7 @@ def _names(spec: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    runtime.retain_freed_memory()  # as the command line does (benchmarks/cpu_memory.py)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

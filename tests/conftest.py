@@ -24,6 +24,9 @@ import jittercam
 # measured forward plans (jittercam.tuning) live in the user's cache: the suite must not read or write it
 os.environ["JITTERCAM_CACHE_DIR"] = "off"
 
+# as the command line runs (and the in-process CLI tests would switch it on half-way through a worker anyway)
+jittercam.runtime.retain_freed_memory()
+
 # A shell that starts the suite in the background (`bash .ci/run &`) hands it SIGINT ignored, and the ignoring
 # passes on to the subprocesses: the Ctrl-C tests need Python's own handler here and in them.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:

@@ -44,6 +44,16 @@ def test_a_damaged_or_disabled_cache_is_not_fatal(tiny, cache, monkeypatch):
     assert tuning.cached_plan(tiny, torch.device("cpu"), 32).batch_size == 2  # still known in this process
 
 
+def test_plans_measured_with_freed_memory_retained_or_not_are_kept_apart(tiny, monkeypatch):
+    # the best CPU batch differs: returned memory is faulted in again on every pass, the more the larger
+    monkeypatch.setattr("jittercam.runtime._retaining", False)
+    returned = tuning.plan_key(tiny, torch.device("cpu"), 32)
+    monkeypatch.setattr("jittercam.runtime._retaining", True)
+    retained = tuning.plan_key(tiny, torch.device("cpu"), 32)
+    assert returned != retained
+    assert f"|{torch.get_num_threads()} retained|" in retained
+
+
 def _force_plan(model, size, batch_size, channels_last):
     key = tuning.plan_key(model, torch.device("cpu"), size)
     tuning._memory[key] = tuning.Plan(batch_size, channels_last, 1.0, 1.0)

@@ -26,9 +26,13 @@ one-pass methods' single-image latency), which falls back to "default" on a devi
 
 When compiling pays (`pays`, `AUTO_SECONDS`): `torch.compile` costs a long first call and then runs the
 forward passes faster. Measured on the dev machine (2 AMD EPYC cores, torch 2.14.1, idle,
-`benchmarks/speed.py --compile`, 2026-12-07): Jitter-CAM 1.44x (Lite0) and 1.37x (ResNet50), deletion +
-insertion 1.57x and 1.34x, Grad-CAM 1.44x and 1.00x, after 20-60 s of compiling per piece (two to three times
-that under load, a few seconds from inductor's on-disk cache). So on a CPU it pays where the passes it speeds
+`benchmarks/speed.py --compile`): Jitter-CAM 1.44x (Lite0) and 1.37x (ResNet50), deletion + insertion 1.57x
+and 1.34x, Grad-CAM 1.44x and 1.00x (2026-12-07), after 20-60 s of compiling per piece (two to three times
+that under load, a few seconds from inductor's on-disk cache). Much of that was glibc returning freed
+activations to the system: with them retained (`runtime.retain_freed_memory`, as the command line runs,
+2026-12-08) eager runs got 1.3-1.8x faster and compiling gains less, in two runs Jitter-CAM 1.12x / 1.65x
+(Lite0) and 1.07x / 1.24x (ResNet50), deletion + insertion 1.12x and 0.91x (ResNet50), Grad-CAM 1.30x and
+1.28x. So on a CPU it pays where the passes it speeds
 up take many minutes and loses on short runs: `jittercam bench` and `jittercam explain` compile by themselves
 when those passes are estimated at `AUTO_SECONDS` or more and the time they save (`SAVED` of it) exceeds what
 compiling their pieces costs (`PIECE_SECONDS` each: a run over several target layers or input sizes — the
@@ -51,7 +55,7 @@ from .words import duration
 MODES = ("default", "reduce-overhead", "max-autotune")
 AUTO_SECONDS = 600.0  # eager seconds of compilable passes from which a CPU run compiles by itself
 PIECE_SECONDS = 40.0  # compiling one piece on a CPU (20-60 s measured idle; Upscale-CAM's 14 sizes: 9 min)
-SAVED = 1 - 1 / 1.37  # the share of its eager time a compiled CPU run saves (ResNet50's Jitter-CAM: 1.37x)
+SAVED = 1 - 1 / 1.15  # the share of its eager time a compiled CPU run saves (ResNet50's Jitter-CAM: 1.07-1.24x)
 MAX_PASS_SECONDS = 0.5  # no forward pass on a CPU is slower: a run of fewer than AUTO_SECONDS / this is not timed
 BACKEND = "inductor"  # torch.compile's backend; tests of the bookkeeping set "aot_eager" (no C++ compiler run)
 Compile = bool | str | None
@@ -165,7 +169,7 @@ def choose(device: torch.device, passes: int, pass_seconds: Callable[[], float],
     if reason is not None:
         return False, f"torch.compile does not run here ({reason}); the run stays eager"
     return True, (f"the forward passes of {', '.join(methods)} take about {duration(seconds)} eagerly, so they run "
-                  "compiled (torch.compile: about 1.4x faster on a CPU after a few minutes of compiling, once; "
+                  "compiled (torch.compile: 1.1-1.6x faster on a CPU after a few minutes of compiling, once; "
                   "--no-compile runs eagerly)")
 
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from .inputs import resolve_batch_size
 from .models import model_card, model_device, model_dtype
-from .runtime import device_name, synchronize, timed
+from .runtime import device_name, retains_freed_memory, synchronize, timed
 
 CPU_BATCHES = (1, 2, 4, 8, 16, 32)
 CUDA_BATCHES = (16, 32, 64, 128, 256, 512, 1024)
@@ -79,7 +79,8 @@ _parameter_counts: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDi
 
 def plan_key(model: nn.Module, device: torch.device, input_size: int) -> str:
     """The cache key of a plan: the model (card name, class, parameter count, dtype), the device's name,
-    the input size, the thread count (on CPU) and the torch version.
+    the input size, the thread count and whether freed memory is retained (on CPU:
+    `runtime.retain_freed_memory`, under which larger batches pay) and the torch version.
 
     Looked up on every call of a method: the parameter count is counted once per model.
 
@@ -95,7 +96,7 @@ def plan_key(model: nn.Module, device: torch.device, input_size: int) -> str:
     if model not in _parameter_counts:
         _parameter_counts[model] = sum(p.numel() for p in model.parameters())
     parameters = _parameter_counts[model]
-    threads = torch.get_num_threads() if device.type == "cpu" else 0
+    threads = f"{torch.get_num_threads()}{' retained' * retains_freed_memory()}" if device.type == "cpu" else 0
     return "|".join(
         str(part)
         for part in (card.name, type(model).__name__, parameters, model_dtype(model), device_name(device),

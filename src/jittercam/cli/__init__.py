@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from .. import __version__
+from .. import __version__, runtime
 from ..bench import cli as bench_cli
 from ..bench import report as bench_report
 from ..groundtruth import cli as groundtruth_cli
@@ -53,6 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a path the terminal's encoding cannot show is escaped, not fatal
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
+    runtime.retain_freed_memory()  # this process is the command's: its CPU passes need no page faults
 
     def run() -> int:
         args = parser().parse_args(argv)
