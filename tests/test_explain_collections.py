@@ -197,6 +197,22 @@ def test_a_full_disk_leaves_complete_files_only(tmp_path, capsys, monkeypatch):
     assert len(_summary(out)) == 1
 
 
+def test_a_full_disk_under_numpys_short_write_is_said_as_a_full_disk(tmp_path, capsys, monkeypatch):
+    _photo(tmp_path / "p.png", 0)
+    out = tmp_path / "out"
+
+    def save(stream, array, *args, **kwargs):  # ndarray.tofile's error when fwrite stops short
+        stream.write(b"\x93NUMPY half")
+        raise OSError(f"{array.nbytes} requested and 12 written")
+
+    monkeypatch.setattr(np, "save", save)
+    assert main(["explain", str(tmp_path / "p.png"), "--method", "gradcam", "--out", str(out)]) == 2
+    error = _one_error_line(capsys)
+    assert f"cannot write {out / 'p.gradcam.npy'}: the disk is full or over quota (12 of " in error
+    assert "requested" not in error
+    assert _files(out) == []
+
+
 _SLOW_SECOND_EXPLANATION = """
 import sys, time
 from jittercam.methods.gradient import GradCAM

@@ -140,12 +140,13 @@ def _recognises(root: Path, options: Mapping[str, Any]) -> bool:
 
 
 @register_dataset(CocoDataset.name, title="COCO", recognises=_recognises, num_classes=VAL2014_CLASSES,
-                  folder=f"a COCO root with annotations/{ANNOTATIONS} (or annotations=FILE)",
+                  folder=f"a COCO root with annotations/{ANNOTATIONS} (or that file named by the annotations option)",
                   option_help={"annotations": "instances_val2014.json",
                                "difficult": "TorchRay's EBP difficult-pairs file (.txt or the sdist .tar.gz)"})
 def _open(root: Path, seed: int, model: nn.Module | None, *, annotations: str | Path | None = None,
           difficult: str | Path | None = None) -> CocoDataset:
     found = find_coco_annotations(root, annotations)
     if found is None:  # the registry opens a folder that `_recognises` accepted
-        raise JitterCamError(f"no COCO annotations in {root}: expected annotations/{ANNOTATIONS} (or annotations=FILE)")
+        raise JitterCamError(f"no {ANNOTATIONS} in {root / 'annotations'}: name the file with annotations",
+                             option="annotations")
     return CocoDataset(root, found, difficult=difficult)

@@ -14,6 +14,7 @@ import contextlib
 import csv
 import io
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -58,6 +59,16 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
+def _why(exc: OSError) -> str:
+    """The reason a write failed, in words: the system's, and numpy's short write (`ndarray.tofile` says
+    `187500 requested and 102368 written`) read as the full disk or quota it comes from."""
+    text = exc.strerror or str(exc)
+    short = re.fullmatch(r"(\d+) requested and (\d+) written", text)
+    if short:
+        return f"the disk is full or over quota ({short[2]} of {short[1]} bytes written)"
+    return text
+
+
 def commit(files: Sequence[tuple[Path, Callable[[BinaryIO], None]]]) -> None:
     """Write several files that belong together (a map and its overlay): if one fails, the ones already
     written by this call are removed again, so that a result is there completely or not at all."""
@@ -68,7 +79,7 @@ def commit(files: Sequence[tuple[Path, Callable[[BinaryIO], None]]]) -> None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 atomic_write(path, write)
             except OSError as exc:  # named after the file meant, not the temporary one
-                raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+                raise OSError(exc.errno, _why(exc), str(path)) from exc
             done.append(path)
     except BaseException:
         for path in done:
