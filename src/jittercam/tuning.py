@@ -80,7 +80,7 @@ _parameter_counts: weakref.WeakKeyDictionary[nn.Module, int] = weakref.WeakKeyDi
 def plan_key(model: nn.Module, device: torch.device, input_size: int) -> str:
     """The cache key of a plan: the model (card name, class, parameter count, dtype), the device's name,
     the input size, the thread count and whether freed memory is retained (on CPU:
-    `runtime.retain_freed_memory`, under which larger batches pay) and the torch version.
+    `runtime.retain_freed_memory`, which changes which batch is fastest) and the torch version.
 
     Looked up on every call of a method: the parameter count is counted once per model.
 
