@@ -48,12 +48,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line `argv` (default: `sys.argv[1:]`). Returns the exit status."""
+    """Run the command line `argv` (default: `sys.argv[1:]`). Returns the exit status.
+
+    Called from Python, it changes the process as the command does: freed CPU memory is retained from then
+    on (`jittercam.runtime.retain_freed_memory`)."""
     flags = dict(FLAGS)  # completed with the subcommand's own once it is known
     for stream in (sys.stdout, sys.stderr):  # a path the terminal's encoding cannot show is escaped, not fatal
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
-    runtime.retain_freed_memory()  # this process is the command's: its CPU passes need no page faults
+    runtime.retain_freed_memory()
 
     def run() -> int:
         args = parser().parse_args(argv)
