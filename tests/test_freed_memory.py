@@ -63,11 +63,18 @@ def test_without_glibc_nothing_changes(monkeypatch):
     assert runtime.retain_freed_memory() is False
 
 
-@pytest.mark.parametrize("setting", [("MALLOC_TRIM_THRESHOLD_", "131072"),
-                                     ("GLIBC_TUNABLES", "glibc.malloc.mmap_threshold=65536")])
-def test_the_users_own_malloc_settings_stand(monkeypatch, setting):
+@pytest.mark.parametrize("setting", [("MALLOC_TRIM_THRESHOLD_", "131072"), ("MALLOC_MMAP_THRESHOLD_", "65536"),
+                                     ("GLIBC_TUNABLES", "glibc.malloc.check=0:glibc.malloc.mmap_threshold=65536")])
+def test_the_users_own_thresholds_stand(monkeypatch, setting):
     monkeypatch.setenv(*setting)
     assert runtime.retain_freed_memory() is False
+
+
+@pytest.mark.skipif(not glibc(), reason="glibc's malloc only")
+def test_other_malloc_settings_do_not_stop_it(monkeypatch):
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "2")  # as container images often set
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=2")
+    assert runtime.retain_freed_memory() is True
 
 
 def test_the_command_line_retains_freed_memory_in_its_process(monkeypatch, capsys):

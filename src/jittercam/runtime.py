@@ -163,6 +163,7 @@ class ThreadGovernor:
 # glibc's `mallopt` parameters (malloc.h)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 HEAP_CEILING = 1 << 30  # bytes: tensors up to this size come from the heap and are kept for reuse
+_SET = ("mmap_threshold", "trim_threshold")  # what it sets, as glibc's environment and tunables name them
 _retaining = False
 
 
@@ -182,16 +183,16 @@ def retain_freed_memory() -> bool:
     heap; the process then holds its peak (0-25 % above the default's there).
 
     The command line calls it for its own process; a library user opts in with one call. It is
-    process-wide and lasts as long as the process; a second call changes nothing. Malloc settings of the
-    user's own in the environment (`MALLOC_TRIM_THRESHOLD_`, `MALLOC_MMAP_THRESHOLD_`,
-    `GLIBC_TUNABLES=glibc.malloc...`) stand.
+    process-wide and lasts as long as the process; a second call changes nothing. Thresholds the user set
+    in the environment (`MALLOC_TRIM_THRESHOLD_`, `MALLOC_MMAP_THRESHOLD_`, or `GLIBC_TUNABLES` with
+    `glibc.malloc.trim_threshold` or `glibc.malloc.mmap_threshold`) stand: nothing is changed then.
 
     Returns:
         True when glibc took the thresholds; False where nothing changed (the user's settings, another C
         library, macOS, Windows).
     """
-    own = os.environ.get("GLIBC_TUNABLES", "")
-    if any(name.startswith("MALLOC_") for name in os.environ) or "glibc.malloc" in own:
+    tunables = os.environ.get("GLIBC_TUNABLES", "")
+    if any(f"MALLOC_{name.upper()}_" in os.environ or f"glibc.malloc.{name}=" in tunables for name in _SET):
         return False
     try:
         if not os.confstr("CS_GNU_LIBC_VERSION"):
