@@ -7,8 +7,9 @@ of its own: wall time, the seconds spent in the kernel (page faults), and the pe
 Workloads (EfficientNet-Lite0 with its weights, ResNet50 with random ones, `examples/images/catdog.png`):
 `forward-4` and `forward-64`, five `inference_mode` forward passes of a batch (ms per image); `jittercam`,
 Jitter-CAM over Grad-CAM on the photo; `deletion`, deletion + insertion of a Grad-CAM map; `resnet50`,
-Jitter-CAM on ResNet50. The command line retains freed memory in its own process; this script measures what
-that buys. Numbers go to stdout as a markdown table.
+Jitter-CAM on ResNet50; the methods at their default CPU batch (4), no measured plan. The command line retains
+freed memory in its own process; this script measures what that buys. Numbers go to stdout as a markdown
+table.
 """
 from __future__ import annotations
 
@@ -74,8 +75,9 @@ def spin(stop) -> None:
 
 
 def measure(workload: str, retain: bool) -> dict[str, float]:
+    environment = {**os.environ, "JITTERCAM_CACHE_DIR": "off"}  # no measured plan: the same batches both ways
     out = subprocess.run([sys.executable, __file__, "--child", workload, "--retain" if retain else "--default"],
-                         check=True, capture_output=True, text=True).stdout
+                         check=True, capture_output=True, text=True, env=environment).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -178,9 +178,9 @@ def retain_freed_memory() -> bool:
     glibc gives every buffer above 32 MB (an activation of a batch of 64 images is 100-400 MB) pages of
     its own and returns them when the tensor is freed, so the next forward pass faults every page in
     again: on the 2-core dev machine EfficientNet-Lite0's forward at batch 64 took 88 ms per image, most
-    of it in the kernel zeroing pages, and 25 ms with the memory kept (Jitter-CAM on a photo 1.7x faster;
+    of it in the kernel zeroing pages, and 25 ms with the memory kept (Jitter-CAM on a photo 1.1-1.7x faster;
     benchmarks/cpu_memory.py). Raising glibc's mmap and trim thresholds keeps the freed memory in the
-    heap; the process then holds its peak (0-25 % above the default's there).
+    heap; the process then holds its peak (up to half above the default's there at batch 64).
 
     The command line calls it for its own process; a library user opts in with one call. It is
     process-wide and lasts as long as the process; a second call changes nothing. Thresholds the user set
