@@ -25,19 +25,19 @@ one-pass methods' single-image latency), which falls back to "default" on a devi
 `compile=True` picks "reduce-overhead" on CUDA for the one-pass methods, "default" elsewhere.
 
 When compiling pays (`pays`, `AUTO_SECONDS`): `torch.compile` costs a long first call and then runs the
-forward passes faster. Measured on the dev machine (2 AMD EPYC cores, torch 2.14.1, idle,
-`benchmarks/speed.py --compile`): Jitter-CAM 1.44x (Lite0) and 1.37x (ResNet50), deletion + insertion 1.57x
-and 1.34x, Grad-CAM 1.44x and 1.00x (2026-12-07), after 20-60 s of compiling per piece (two to three times
-that under load, a few seconds from inductor's on-disk cache). Much of that was glibc returning freed
-activations to the system: with them retained (`runtime.retain_freed_memory`, as the command line runs,
-2026-12-08) eager runs got 1.1-1.8x faster and compiling gains less, in two runs Jitter-CAM 1.12x / 1.65x
-(Lite0) and 1.07x / 1.24x (ResNet50), deletion + insertion 1.12x and 0.91x (ResNet50), Grad-CAM 1.30x and
-1.28x. So on a CPU it pays where the passes it speeds
-up take many minutes and loses on short runs: `jittercam bench` and `jittercam explain` compile by themselves
-when those passes are estimated at `AUTO_SECONDS` or more and the time they save (`SAVED` of it) exceeds what
-compiling their pieces costs (`PIECE_SECONDS` each: a run over several target layers or input sizes — the
-layers experiment, Upscale-CAM's size sweep — compiles a piece for each). Not on a GPU yet: the compiled path
-there is unmeasured (`benchmarks/gpu_check.sh` measures it); `compile=True` turns it on.
+forward passes faster. Measured on the dev machine (2 AMD EPYC cores, torch 2.14.1, idle, `benchmarks/speed.py
+--compile`): Jitter-CAM 1.44x (Lite0) and 1.37x (ResNet50), deletion + insertion 1.57x and 1.34x, Grad-CAM
+1.44x and 1.00x (2026-12-07), after 20-60 s of compiling per piece (two to three times that under load, a few
+seconds from inductor's on-disk cache). Much of that was glibc returning freed activations to the system: with
+them retained (`runtime.retain_freed_memory`, as the command line runs, 2026-12-08) eager runs got 1.1-1.8x
+faster and compiling gains less, in two runs Jitter-CAM 1.12x / 1.65x (Lite0) and 1.07x / 1.24x (ResNet50),
+deletion + insertion 1.12x (Lite0) and 0.91x (ResNet50), Grad-CAM 1.30x and 1.28x. So on a CPU it pays where the
+passes it speeds up take many minutes and loses on short runs: `jittercam bench` and `jittercam explain`
+compile by themselves when those passes are estimated at `AUTO_SECONDS` or more and the time they save
+(`SAVED` of it) exceeds what compiling their pieces costs (`PIECE_SECONDS` each: a run over several target
+layers or input sizes — the layers experiment, Upscale-CAM's size sweep — compiles a piece for each). Not on a
+GPU yet: the compiled path there is unmeasured (`benchmarks/gpu_check.sh` measures it); `compile=True` turns
+it on.
 """
 from __future__ import annotations
 
