@@ -114,7 +114,7 @@ class CsvLog:
                 with contextlib.suppress(OSError):
                     os.ftruncate(descriptor, size)
                 if isinstance(exc, OSError):
-                    raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from exc
+                    raise OSError(exc.errno, _why(exc), str(self.path)) from exc
                 raise
         finally:
             os.close(descriptor)
